@@ -1,0 +1,318 @@
+//! The client: [`Conn`] multiplexes unary and streaming calls over one
+//! connection (or runs them one at a time in sequential mode, for
+//! storj.io/drpc peers), with per-call metadata, deadlines and cancellation.
+
+use crate::conn::{ConnOptions, ConnShared, Role};
+use crate::metadata::{self, Metadata};
+use crate::state::End;
+use crate::status::Status;
+use crate::stream::{CallContext, Stream, StreamShared};
+use crate::tasks::CancelToken;
+use crate::transport;
+use crate::wire::{put_packet, Kind};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Per-call options: invoke metadata, a deadline and a cancellation token.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    pub metadata: Metadata,
+    /// Absolute deadline; the earlier of this and `timeout` applies.
+    pub deadline: Option<Instant>,
+    pub timeout: Option<Duration>,
+    /// Cancelling it cancels the call.
+    pub cancel: Option<CancelToken>,
+}
+
+impl CallOptions {
+    pub fn new() -> CallOptions {
+        CallOptions::default()
+    }
+
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// The effective deadline, fixed when the call starts.
+    fn effective_deadline(&self, now: Instant) -> Option<Instant> {
+        match (self.deadline, self.timeout.map(|t| now + t)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded")
+}
+
+fn canceled() -> Status {
+    Status::canceled("call canceled")
+}
+
+/// A client connection. Cheap to clone; clones share the connection, which
+/// closes when the last clone and the last stream opened on it are dropped,
+/// or at once on [`Conn::close`].
+#[derive(Clone)]
+pub struct Conn {
+    owner: Arc<Owner>,
+}
+
+struct Owner {
+    shared: Arc<ConnShared>,
+    /// Sequential mode: one stream at a time.
+    slot: Option<Arc<Semaphore>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.terminate(Status::unavailable("connection closed"));
+    }
+}
+
+impl Conn {
+    /// Connects to `host:port` over TCP, or to `unix:/path` over a Unix socket.
+    pub async fn connect(addr: &str, opts: ConnOptions) -> Result<Conn, Status> {
+        let (rd, wr) = transport::connect(addr)
+            .await
+            .map_err(|e| Status::unavailable(format!("connecting to {addr}: {e}")))?;
+        Ok(Conn::from_parts(rd, wr, opts))
+    }
+
+    /// Runs the protocol over any byte stream (TLS, in-memory pipes, ...).
+    pub fn new<T>(io: T, opts: ConnOptions) -> Conn
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (rd, wr) = tokio::io::split(io);
+        Conn::from_parts(Box::new(rd), Box::new(wr), opts)
+    }
+
+    fn from_parts(rd: crate::conn::BoxRead, wr: crate::writer::BoxWrite, opts: ConnOptions) -> Conn {
+        let slot = opts.sequential.then(|| Arc::new(Semaphore::new(1)));
+        let shared = ConnShared::start_split(rd, wr, Role::Client, opts, None);
+        Conn { owner: Arc::new(Owner { shared, slot }) }
+    }
+
+    fn shared(&self) -> &Arc<ConnShared> {
+        &self.owner.shared
+    }
+
+    /// A unary call with raw message bytes.
+    pub async fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
+        let deadline = opts.effective_deadline(Instant::now());
+        self.check_start(opts, deadline)?;
+        let max = self.shared().opts.max_message_size;
+        if request.len() > max {
+            return Err(Status::resource_exhausted(format!(
+                "request of {} bytes exceeds the maximum of {max} bytes",
+                request.len()
+            )));
+        }
+        let call = async {
+            let permit = self.acquire_slot().await?;
+            let md = metadata::encode(&opts.metadata);
+            let split = self.shared().opts.split_size;
+            let stream = self.shared().open_stream(permit, |buf, sid, state| {
+                if !md.is_empty() {
+                    put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
+                }
+                put_packet(buf, sid, state.take_message_id(), Kind::INVOKE, false, rpc.as_bytes(), split);
+                let mid = state.begin_send().expect("a new stream can send");
+                put_packet(buf, sid, mid, Kind::MESSAGE, false, request, split);
+                let close = state.close_send().expect("a new stream can close");
+                put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
+            })?;
+            let guard = CancelOnDrop(&stream);
+            let result = match stream.recv().await {
+                Ok(Some(response)) => Ok(response),
+                Ok(None) => Err(Status::internal("the server ended the call without a response")),
+                Err(status) => Err(status),
+            };
+            // Done either way; frames still in flight for it are dropped.
+            stream.finish(End::Done);
+            std::mem::forget(guard);
+            result
+        };
+        with_limits(call, deadline, opts.cancel.as_ref()).await
+    }
+
+    /// A unary call with protobuf messages.
+    pub async fn invoke<Req, Resp>(&self, rpc: &str, request: &Req, opts: &CallOptions) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let response = self.unary(rpc, &request.encode_to_vec(), opts).await?;
+        Ok(Resp::decode(response)?)
+    }
+
+    /// Opens a streaming call (client-, server- or bidi-streaming). The deadline
+    /// and cancel token of `opts` apply to the whole stream.
+    pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
+        let deadline = opts.effective_deadline(Instant::now());
+        self.check_start(opts, deadline)?;
+        let open = async {
+            let permit = self.acquire_slot().await?;
+            let md = metadata::encode(&opts.metadata);
+            let split = self.shared().opts.split_size;
+            self.shared().open_stream(permit, |buf, sid, state| {
+                if !md.is_empty() {
+                    put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
+                }
+                put_packet(buf, sid, state.take_message_id(), Kind::INVOKE, false, rpc.as_bytes(), split);
+            })
+        };
+        let shared = with_limits(open, deadline, opts.cancel.as_ref()).await?;
+        let watchdog = (deadline.is_some() || opts.cancel.is_some())
+            .then(|| spawn_watchdog(shared.clone(), deadline, opts.cancel.clone()));
+        Ok(Stream {
+            ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()) },
+            client: Some(self.clone()),
+            watchdog,
+        })
+    }
+
+    /// A call whose deadline or cancellation is already done fails before it
+    /// uses a stream id.
+    fn check_start(&self, opts: &CallOptions, deadline: Option<Instant>) -> Result<(), Status> {
+        if opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(canceled());
+        }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(deadline_exceeded());
+        }
+        if let Some(status) = self.shared().closed_status() {
+            return Err(self.shared().stream_failure(status));
+        }
+        Ok(())
+    }
+
+    async fn acquire_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Status> {
+        match &self.owner.slot {
+            None => Ok(None),
+            Some(slot) => {
+                let closed = self.shared().closed();
+                tokio::select! {
+                    permit = slot.clone().acquire_owned() => Ok(Some(permit.expect("never closed"))),
+                    _ = closed => Err(self.shared().stream_failure(
+                        self.shared().closed_status().unwrap_or_else(|| Status::unavailable("connection closed")),
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Closes the connection: every call on it fails with Unavailable, and the
+    /// connection's tasks have ended when this returns.
+    pub async fn close(&self) {
+        self.shared().close(Status::unavailable("connection closed")).await;
+    }
+
+    /// Whether the connection has terminated (closed here, by the peer, or by
+    /// an error).
+    pub fn is_closed(&self) -> bool {
+        self.shared().closed_status().is_some()
+    }
+
+    /// Resolves when the connection terminates; returns why.
+    pub async fn closed(&self) -> Status {
+        self.shared().closed().await;
+        self.shared().closed_status().expect("closed")
+    }
+
+    /// Streams currently open on this connection.
+    pub fn active_streams(&self) -> usize {
+        self.shared().active_streams()
+    }
+
+    /// Whether calls run one at a time (sequential mode).
+    pub fn is_sequential(&self) -> bool {
+        self.owner.slot.is_some()
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("active_streams", &self.active_streams())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Cancels an unfinished unary stream when its call future is dropped (by a
+/// deadline, a cancel token, or the caller).
+struct CancelOnDrop<'a>(&'a Arc<StreamShared>);
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.cancel(canceled());
+    }
+}
+
+/// Runs `call` until it finishes, the deadline passes or the token is cancelled;
+/// the losing call future is dropped, which cancels its stream.
+async fn with_limits<T>(
+    call: impl std::future::Future<Output = Result<T, Status>>,
+    deadline: Option<Instant>,
+    cancel: Option<&CancelToken>,
+) -> Result<T, Status> {
+    if deadline.is_none() && cancel.is_none() {
+        return call.await;
+    }
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let cancelled = async {
+        match cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = cancelled => Err(canceled()),
+        _ = sleep => Err(deadline_exceeded()),
+        result = call => result,
+    }
+}
+
+/// Cancels a stream when its deadline passes or its token is cancelled; ends
+/// with the stream.
+fn spawn_watchdog(
+    stream: Arc<StreamShared>,
+    deadline: Option<Instant>,
+    cancel: Option<CancelToken>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let status = with_limits(async { Ok::<(), Status>(stream.ended().await) }, deadline, cancel.as_ref()).await;
+        if let Err(status) = status {
+            stream.cancel(status);
+        }
+    })
+    .abort_handle()
+}

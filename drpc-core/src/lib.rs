@@ -1,0 +1,33 @@
+//! drpc-core: DRPC with stream multiplexing, wire-compatible with
+//! `storj.io/drpc` (sequential) and `cockroachdb/drpc` (multiplexing).
+//!
+//! Layers, bottom up: [`wire`] (frames, varints, error payloads) and
+//! [`metadata`]; [`packet`] (per-stream packet assembly) and [`state`] (the
+//! per-stream state machine), all free of I/O; then the tokio layer: the
+//! shared writer, the connection core with its reader task, [`Stream`],
+//! the [`Conn`] client and the [`Server`] with its [`Router`].
+
+pub mod metadata;
+pub mod packet;
+pub mod state;
+pub mod status;
+pub mod wire;
+
+mod client;
+mod conn;
+mod router;
+mod server;
+mod stream;
+mod tasks;
+mod transport;
+mod writer;
+
+pub use client::{CallOptions, Conn};
+pub use conn::{ConnOptions, DEFAULT_MAX_MESSAGE_SIZE};
+pub use metadata::Metadata;
+pub use router::{Request, Router};
+pub use server::{Server, ServerOptions};
+pub use status::{Code, Status};
+pub use stream::{CallContext, Stream};
+pub use tasks::CancelToken;
+pub use transport::Listener;

@@ -1,0 +1,222 @@
+//! The server: accepts connections on a listener (or serves any transport),
+//! runs every RPC on its own task, turns handler errors and panics into Error
+//! frames, and shuts down gracefully.
+
+use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
+use crate::metadata::Metadata;
+use crate::router::{Handler, Request, Router};
+use crate::state::End;
+use crate::status::Status;
+use crate::stream::{CallContext, Stream, StreamShared};
+use crate::tasks::{CatchUnwind, TaskSet};
+use crate::transport::Listener;
+use crate::writer::BoxWrite;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Server settings.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    pub conn: ConnOptions,
+}
+
+/// A DRPC server. Cheap to clone; clones share connections and handlers.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    router: Router,
+    opts: ServerOptions,
+    draining: AtomicBool,
+    handlers: Arc<TaskSet>,
+    conn_tasks: Arc<TaskSet>,
+    accept_tasks: Arc<TaskSet>,
+    conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    pub fn new(router: Router) -> Server {
+        Server::with_options(router, ServerOptions::default())
+    }
+
+    pub fn with_options(router: Router, opts: ServerOptions) -> Server {
+        Server {
+            inner: Arc::new(ServerInner {
+                router,
+                opts,
+                draining: AtomicBool::new(false),
+                handlers: Arc::default(),
+                conn_tasks: Arc::default(),
+                accept_tasks: Arc::default(),
+                conns: Mutex::default(),
+                next_conn: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Binds `addr` (`host:port`, port 0 allowed, or `unix:/path`) and serves it
+    /// in the background. Returns the bound address.
+    pub async fn listen(&self, addr: &str) -> std::io::Result<String> {
+        let listener = Listener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.serve(listener);
+        Ok(local)
+    }
+
+    /// Serves a bound listener in the background until `shutdown`.
+    pub fn serve(&self, listener: Listener) {
+        let server = self.clone();
+        self.inner.accept_tasks.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((rd, wr)) => server.serve_parts(rd, wr),
+                    Err(e) => {
+                        // Out of descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Serves one connection over any transport; resolves when it closes.
+    pub async fn serve_transport<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (rd, wr) = tokio::io::split(io);
+        let conn = self.start_conn(Box::new(rd), Box::new(wr));
+        conn.closed().await;
+    }
+
+    fn serve_parts(&self, rd: BoxRead, wr: BoxWrite) {
+        self.start_conn(rd, wr);
+    }
+
+    fn start_conn(&self, rd: BoxRead, wr: BoxWrite) -> Arc<ConnShared> {
+        let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor { server: Arc::downgrade(&self.inner) });
+        let conn = ConnShared::start_split(rd, wr, Role::Server, self.inner.opts.conn.clone(), Some(acceptor));
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.inner.conns.lock().unwrap().insert(id, conn.clone());
+        let inner = self.inner.clone();
+        let watched = conn.clone();
+        // Forget the connection once it closes, and wait for its tasks.
+        self.inner.conn_tasks.spawn(async move {
+            watched.closed().await;
+            inner.conns.lock().unwrap().remove(&id);
+            watched.close(Status::unavailable("connection closed")).await;
+        });
+        conn
+    }
+
+    /// RPC handlers running now.
+    pub fn active_rpcs(&self) -> usize {
+        self.inner.handlers.len()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner.conns.lock().unwrap().len()
+    }
+
+    /// Stops accepting connections and new RPCs, lets in-flight RPCs finish
+    /// for up to `grace`, then cancels the rest; closes every connection and
+    /// returns once every task the server started has ended.
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::SeqCst);
+        inner.accept_tasks.abort_all();
+        inner.accept_tasks.idle().await;
+        if tokio::time::timeout(grace, inner.handlers.idle()).await.is_err() {
+            tracing::info!(remaining = inner.handlers.len(), "grace period over, canceling RPCs");
+            self.close_all(Status::unavailable("server shut down")).await;
+            // Handlers have seen Canceled; give them a moment, then stop them.
+            if tokio::time::timeout(Duration::from_secs(1), inner.handlers.idle()).await.is_err() {
+                inner.handlers.abort_all();
+                inner.handlers.idle().await;
+            }
+        }
+        self.close_all(Status::unavailable("server shut down")).await;
+        inner.conn_tasks.idle().await;
+    }
+
+    async fn close_all(&self, status: Status) {
+        let conns: Vec<Arc<ConnShared>> = self.inner.conns.lock().unwrap().values().cloned().collect();
+        for conn in &conns {
+            conn.flush(Duration::from_millis(200)).await;
+        }
+        for conn in conns {
+            conn.close(status.clone()).await;
+        }
+    }
+}
+
+struct ConnAcceptor {
+    server: std::sync::Weak<ServerInner>,
+}
+
+impl Acceptor for ConnAcceptor {
+    fn accepting(&self) -> bool {
+        self.server.upgrade().is_some_and(|s| !s.draining.load(Ordering::SeqCst))
+    }
+
+    fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
+        let Some(server) = self.server.upgrade() else { return };
+        let Some(handler) = server.router.get(&rpc).cloned() else {
+            stream.send_error(&Status::unimplemented(format!("unknown rpc: {rpc}")));
+            return;
+        };
+        let ctx = CallContext { shared: stream, rpc: rpc.into(), metadata: Arc::new(metadata) };
+        server.handlers.spawn(run_handler(handler, ctx));
+    }
+}
+
+async fn run_handler(handler: Handler, ctx: CallContext) {
+    let shared = ctx.shared.clone();
+    let rpc = ctx.rpc.clone();
+    let outcome = CatchUnwind(Box::pin(async move {
+        match handler {
+            Handler::Unary(f) => {
+                let data = match shared_recv(&ctx).await {
+                    Ok(Some(data)) => data,
+                    Ok(None) => return Err(Status::invalid_argument("unary call without a request message")),
+                    Err(status) => return Err(status),
+                };
+                let response = f(Request { data, context: ctx.clone() }).await?;
+                ctx.shared.send_last(&response)
+            }
+            Handler::Stream(f) => {
+                let stream = Stream { ctx, client: None, watchdog: None };
+                f(stream).await
+            }
+        }
+    }))
+    .await;
+    let shared = &shared;
+    match outcome {
+        Ok(Ok(())) => {
+            let _ = shared.close_send();
+        }
+        Ok(Err(status)) => {
+            tracing::debug!(%rpc, %status, "handler returned an error");
+            shared.send_error(&status);
+        }
+        Err(panic) => {
+            tracing::error!(%rpc, panic = %panic, "handler panicked");
+            shared.send_error(&Status::internal(format!("handler panicked: {panic}")));
+        }
+    }
+    // The handler is done; whatever the client still sends is dropped.
+    shared.finish(End::Done);
+}
+
+async fn shared_recv(ctx: &CallContext) -> Result<Option<bytes::Bytes>, Status> {
+    ctx.shared.recv().await
+}

@@ -1,0 +1,186 @@
+//! Small concurrency utilities: a set of tasks that can be waited for and
+//! aborted, a cancellation token, and a future wrapper that turns a panic into
+//! an error value.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+/// Tasks spawned together so their owner can wait for all of them (`idle`) or
+/// stop them (`abort_all`). Each task leaves the set when it ends or is dropped.
+#[derive(Default)]
+pub(crate) struct TaskSet {
+    inner: Mutex<TaskSetInner>,
+    idle: Notify,
+}
+
+#[derive(Default)]
+struct TaskSetInner {
+    next_id: u64,
+    tasks: HashMap<u64, AbortHandle>,
+}
+
+struct Member {
+    set: Arc<TaskSet>,
+    id: u64,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let mut inner = self.set.inner.lock().unwrap();
+        inner.tasks.remove(&self.id);
+        if inner.tasks.is_empty() {
+            drop(inner);
+            self.set.idle.notify_waiters();
+        }
+    }
+}
+
+impl TaskSet {
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut inner = self.inner.lock().unwrap();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let member = Member { set: self.clone(), id };
+        // The lock is held across spawn so the member cannot leave before it joined.
+        let handle = tokio::spawn(async move {
+            let _member = member;
+            fut.await;
+        });
+        inner.tasks.insert(id, handle.abort_handle());
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().unwrap().tasks.len()
+    }
+
+    /// Resolves once no task is left.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.len() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn abort_all(&self) {
+        let handles: Vec<AbortHandle> = self.inner.lock().unwrap().tasks.values().cloned().collect();
+        for h in handles {
+            h.abort();
+        }
+    }
+}
+
+/// A cancellation signal shared by clones: `cancel` once, observe anywhere.
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    pub fn cancel(&self) {
+        if !self.inner.cancelled.swap(true, Ordering::SeqCst) {
+            self.inner.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when `cancel` has been called (at once if it already was).
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+/// Polls a future, turning a panic into `Err(message)`.
+pub(crate) struct CatchUnwind<F>(pub(crate) Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
+        }
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn task_set_tracks_finished_and_aborted_tasks() {
+        let set = Arc::new(TaskSet::default());
+        let token = CancelToken::new();
+        for _ in 0..3 {
+            let t = token.clone();
+            set.spawn(async move { t.cancelled().await });
+        }
+        set.spawn(std::future::pending());
+        assert_eq!(set.len(), 4);
+        token.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(set.len(), 1);
+        set.abort_all();
+        tokio::time::timeout(std::time::Duration::from_secs(1), set.idle()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn catch_unwind_reports_the_message() {
+        let r = CatchUnwind(Box::pin(async { panic!("boom {}", 7) })).await;
+        assert_eq!(r, Err::<(), _>("boom 7".to_string()));
+    }
+}

@@ -1,0 +1,192 @@
+//! The connection's one writer, shared by every stream. Frames are appended whole
+//! to a buffer, so streams interleave only at frame boundaries. The caller that
+//! finds no write in progress writes the batch itself on the spot (no thread
+//! hand-off); only when the transport is full does a writer task take over and
+//! drain everything appended meanwhile in large writes.
+
+use crate::status::Status;
+use bytes::{Buf, BytesMut};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use tokio::io::AsyncWrite;
+use tokio::sync::Notify;
+
+pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+pub(crate) struct Writer {
+    queue: Mutex<Queue>,
+    /// The transport and the bytes taken from the queue but not yet written.
+    /// Only the holder of the flusher role touches it.
+    io: Mutex<Io>,
+    task_wake: Notify,
+    drained: Notify,
+}
+
+struct Queue {
+    buf: BytesMut,
+    /// Someone (a caller or the writer task) holds the flusher role.
+    flushing: bool,
+    /// Set once the transport failed or was closed; every later write fails.
+    closed: Option<Status>,
+}
+
+struct Io {
+    transport: Option<BoxWrite>,
+    pending: BytesMut,
+    /// Bytes were written since the last flush.
+    unflushed: bool,
+}
+
+fn write_failed(e: std::io::Error) -> Status {
+    Status::unavailable(format!("write failed: {e}"))
+}
+
+/// How a drain attempt ended.
+enum Drain {
+    Idle,
+    Full,
+    Failed(Status),
+}
+
+impl Writer {
+    pub(crate) fn new(transport: BoxWrite) -> Arc<Writer> {
+        Arc::new(Writer {
+            queue: Mutex::new(Queue { buf: BytesMut::with_capacity(8 * 1024), flushing: false, closed: None }),
+            io: Mutex::new(Io { transport: Some(transport), pending: BytesMut::new(), unflushed: false }),
+            task_wake: Notify::new(),
+            drained: Notify::new(),
+        })
+    }
+
+    /// Appends frames with `encode` and makes sure they get written. Returns the
+    /// connection's failure if it is closed. A write error is returned to the
+    /// caller that hit it and to every later caller.
+    pub(crate) fn write(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), Status> {
+        {
+            let mut q = self.queue.lock().unwrap();
+            if let Some(status) = &q.closed {
+                return Err(status.clone());
+            }
+            encode(&mut q.buf);
+            if q.flushing {
+                return Ok(());
+            }
+            q.flushing = true;
+        }
+        // We hold the flusher role: try to write right here without blocking.
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.drain(&mut cx) {
+            Drain::Idle => Ok(()),
+            Drain::Full => {
+                self.task_wake.notify_one();
+                Ok(())
+            }
+            Drain::Failed(status) => Err(status),
+        }
+    }
+
+    /// Moves queued bytes to the transport until it is empty (Idle, role given
+    /// up), the transport is full (Full, role kept) or it fails.
+    fn drain(&self, cx: &mut Context<'_>) -> Drain {
+        let mut io = self.io.lock().unwrap();
+        let io = &mut *io;
+        loop {
+            if io.pending.is_empty() {
+                let mut q = self.queue.lock().unwrap();
+                if q.closed.is_some() || (q.buf.is_empty() && !io.unflushed) {
+                    q.flushing = false;
+                    drop(q);
+                    self.drained.notify_waiters();
+                    return Drain::Idle;
+                }
+                std::mem::swap(&mut io.pending, &mut q.buf);
+            }
+            let Some(transport) = io.transport.as_mut() else {
+                return self.fail(Status::unavailable("connection closed"));
+            };
+            let transport = Pin::new(&mut **transport);
+            if io.pending.is_empty() {
+                // Transports with their own buffering need a flush; TCP's is free.
+                match transport.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => io.unflushed = false,
+                    Poll::Ready(Err(e)) => return self.fail(write_failed(e)),
+                    Poll::Pending => return Drain::Full,
+                }
+                continue;
+            }
+            match transport.poll_write(cx, &io.pending) {
+                Poll::Ready(Ok(0)) => return self.fail(Status::unavailable("connection closed while writing")),
+                Poll::Ready(Ok(n)) => {
+                    io.pending.advance(n);
+                    io.unflushed = true;
+                }
+                Poll::Ready(Err(e)) => return self.fail(write_failed(e)),
+                Poll::Pending => return Drain::Full,
+            }
+        }
+    }
+
+    fn fail(&self, status: Status) -> Drain {
+        let mut q = self.queue.lock().unwrap();
+        q.closed.get_or_insert(status.clone());
+        q.flushing = false;
+        q.buf = BytesMut::new();
+        drop(q);
+        // The writer task reports the failure, which terminates the connection.
+        self.task_wake.notify_one();
+        self.drained.notify_waiters();
+        Drain::Failed(status)
+    }
+
+    /// The writer task: takes over the flusher role whenever a caller found the
+    /// transport full. Returns the failure when the transport breaks.
+    pub(crate) async fn run(self: Arc<Self>) -> Status {
+        loop {
+            self.task_wake.notified().await;
+            let result = poll_fn(|cx| match self.drain(cx) {
+                Drain::Idle => Poll::Ready(None),
+                Drain::Full => Poll::Pending,
+                Drain::Failed(status) => Poll::Ready(Some(status)),
+            })
+            .await;
+            if let Some(status) = result {
+                return status;
+            }
+            if let Some(status) = self.queue.lock().unwrap().closed.clone() {
+                return status;
+            }
+        }
+    }
+
+    /// Waits until everything queued so far has been handed to the transport
+    /// (or the writer failed).
+    pub(crate) async fn flushed(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let q = self.queue.lock().unwrap();
+                if q.closed.is_some() || (!q.flushing && q.buf.is_empty()) {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Fails every later write with `status`, drops queued bytes and closes
+    /// the transport's write side (waiting for a drain in progress to let go).
+    pub(crate) fn close(&self, status: Status) {
+        let mut q = self.queue.lock().unwrap();
+        q.closed.get_or_insert(status);
+        q.buf = BytesMut::new();
+        drop(q);
+        let transport = self.io.lock().unwrap().transport.take();
+        drop(transport);
+        self.task_wake.notify_one();
+        self.drained.notify_waiters();
+    }
+}
