@@ -1,0 +1,44 @@
+# drpc-rs: the two commands a newcomer needs are `make demo` and `make test`.
+# Both install what they need on a fresh machine (Rust, Go, Python and gcc are
+# assumed present; everything else comes from crates.io, PyPI, the Go module
+# proxy and Debian's packages).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PREFIX ?= /usr/local
+
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint deps install
+
+## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
+demo:
+	$(CARGO) run --release -p drpc-core --example demo
+
+## Every test: Rust, interop, C, Python, Go, and the cross-implementation matrix.
+test: test-rust test-interop test-c test-python test-go test-matrix
+	@echo "make test: all suites passed"
+
+test-rust:
+	$(CARGO) test --workspace --all-targets
+
+## The Rust interop client against the Rust interop server, both modes.
+test-interop:
+	$(CARGO) build --release -p drpc-interop
+	tests/interop/run.sh
+
+test-c:
+	tests/c/run.sh
+
+test-python:
+	bindings/python/run-tests.sh
+
+test-go:
+	tests/go/run.sh
+
+test-matrix:
+	tests/matrix/run.sh
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+install:
+	drpc-ffi/install.sh $(PREFIX)
