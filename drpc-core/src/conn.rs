@@ -27,7 +27,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 #[derive(Clone, Debug)]
 pub struct ConnOptions {
     /// Largest message accepted or sent; a larger one fails that stream with
-    /// ResourceExhausted. Also bounds a single frame (default 4 MiB).
+    /// ResourceExhausted (default 4 MiB). A single frame longer than this (or
+    /// than 64 KiB, if larger) closes the connection.
     pub max_message_size: usize,
     /// Payload size at which outgoing messages are split into frames (64 KiB).
     pub split_size: usize,
@@ -293,7 +294,9 @@ const READ_CHUNK: usize = 64 * 1024;
 async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut invokes = HashMap::new();
-    let max_frame = conn.opts.max_message_size;
+    // One frame may carry a whole small message; beyond this, buffering it
+    // would be unbounded, so a longer frame is a connection-scoped error.
+    let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
     let status = 'read: loop {
         loop {
             let (header, at, len) = match parse_header(&buf, max_frame) {

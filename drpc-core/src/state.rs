@@ -258,7 +258,7 @@ mod tests {
     fn remote_cancel_and_close() {
         let mut s = StreamState::new(1);
         assert_eq!(s.on_packet(pkt(Kind::CANCEL, b"")), Incoming::Ended);
-        assert_eq!(s.recv().clone(), Recv::Failed(Status::canceled("stream canceled by the remote")));
+        assert_eq!(s.recv(), Recv::Failed(Status::canceled("stream canceled by the remote")));
         let mut s = StreamState::new(1);
         s.on_packet(pkt(Kind::MESSAGE, b"x"));
         assert_eq!(s.on_packet(pkt(Kind::CLOSE, b"")), Incoming::Ended);
