@@ -309,7 +309,11 @@ fn spawn_watchdog(
     cancel: Option<CancelToken>,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
-        let status = with_limits(async { Ok::<(), Status>(stream.ended().await) }, deadline, cancel.as_ref()).await;
+        let ended = async {
+            stream.ended().await;
+            Ok::<(), Status>(())
+        };
+        let status = with_limits(ended, deadline, cancel.as_ref()).await;
         if let Err(status) = status {
             stream.cancel(status);
         }

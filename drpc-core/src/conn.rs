@@ -224,7 +224,7 @@ impl ConnShared {
             return Ok(()); // flow-control credit: not negotiated, ignored unless enabled
         }
         if h.stream_id == 0 {
-            return if h.control { Ok(()) } else { Err("frame for stream 0".into()) };
+            return Ok(()); // no stream can have id 0: an unknown stream, dropped
         }
         if let Some(stream) = self.lookup(h.stream_id) {
             return stream.on_frame(frame);

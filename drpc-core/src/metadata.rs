@@ -66,8 +66,11 @@ pub fn decode(mut buf: &[u8]) -> Result<Metadata, MetadataError> {
     Ok(md)
 }
 
-/// Reads one protobuf field: ((number, wire type), length-delimited data, rest).
-fn next_field(buf: &[u8]) -> Result<((u64, u8), Option<&[u8]>, &[u8]), MetadataError> {
+/// One protobuf field: (number, wire type), its data if length-delimited, and
+/// the bytes after it.
+type Field<'a> = ((u64, u8), Option<&'a [u8]>, &'a [u8]);
+
+fn next_field(buf: &[u8]) -> Result<Field<'_>, MetadataError> {
     let varint = |b: &[u8]| match read_varint(b) {
         Ok(Some(v)) => Ok(v),
         _ => Err(MetadataError("bad varint")),
