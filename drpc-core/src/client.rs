@@ -80,8 +80,8 @@ pub struct Conn {
 
 struct Owner {
     shared: Arc<ConnShared>,
-    /// Sequential mode: one stream at a time.
-    slot: Option<Arc<Semaphore>>,
+    /// One permit per stream that may be open at once (one in sequential mode).
+    slots: Arc<Semaphore>,
 }
 
 impl Drop for Owner {
@@ -109,9 +109,10 @@ impl Conn {
     }
 
     fn from_parts(rd: crate::conn::BoxRead, wr: crate::writer::BoxWrite, opts: ConnOptions) -> Conn {
-        let slot = opts.sequential.then(|| Arc::new(Semaphore::new(1)));
+        let limit = if opts.sequential { 1 } else { opts.max_concurrent_streams.max(1) };
+        let slots = Arc::new(Semaphore::new(limit));
         let shared = ConnShared::start_split(rd, wr, Role::Client, opts, None);
-        Conn { owner: Arc::new(Owner { shared, slot }) }
+        Conn { owner: Arc::new(Owner { shared, slots }) }
     }
 
     fn shared(&self) -> &Arc<ConnShared> {
@@ -131,6 +132,7 @@ impl Conn {
         }
         let call = async {
             let permit = self.acquire_slot().await?;
+            self.shared().writer_room().await;
             let md = metadata::encode(&opts.metadata);
             let split = self.shared().opts.split_size;
             let stream = self.shared().open_stream(permit, |buf, sid, state| {
@@ -208,18 +210,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Waits for a free stream slot (the connection's stream limit; one in
+    /// sequential mode).
     async fn acquire_slot(&self) -> Result<Option<OwnedSemaphorePermit>, Status> {
-        match &self.owner.slot {
-            None => Ok(None),
-            Some(slot) => {
-                let closed = self.shared().closed();
-                tokio::select! {
-                    permit = slot.clone().acquire_owned() => Ok(Some(permit.expect("never closed"))),
-                    _ = closed => Err(self.shared().stream_failure(
-                        self.shared().closed_status().unwrap_or_else(|| Status::unavailable("connection closed")),
-                    )),
-                }
-            }
+        if let Ok(permit) = self.owner.slots.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        let closed = self.shared().closed();
+        tokio::select! {
+            permit = self.owner.slots.clone().acquire_owned() => Ok(Some(permit.expect("never closed"))),
+            _ = closed => Err(self.shared().stream_failure(
+                self.shared().closed_status().unwrap_or_else(|| Status::unavailable("connection closed")),
+            )),
         }
     }
 
@@ -248,7 +250,17 @@ impl Conn {
 
     /// Whether calls run one at a time (sequential mode).
     pub fn is_sequential(&self) -> bool {
-        self.owner.slot.is_some()
+        self.shared().opts.sequential
+    }
+
+    /// Received message bytes buffered on this connection and not yet read.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared().buffered()
+    }
+
+    /// The options the connection runs with.
+    pub fn options(&self) -> &ConnOptions {
+        &self.shared().opts
     }
 }
 

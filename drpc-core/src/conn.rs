@@ -9,9 +9,10 @@ use crate::state::End;
 use crate::status::Status;
 use crate::stream::StreamShared;
 use crate::wire::{encode_error, parse_header, put_packet, Frame, Kind};
-use crate::writer::{BoxWrite, Writer};
+use crate::writer::{BoxWrite, Lane, Writer};
 use bytes::{Buf, BytesMut};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -37,7 +38,37 @@ pub struct ConnOptions {
     /// Server only: incomplete invokes (InvokeMetadata without its Invoke)
     /// a peer may leave pending before the connection is closed.
     pub max_pending_invokes: usize,
+    /// Concurrent streams per connection. A server refuses more with
+    /// Unavailable; a client queues further calls until a stream finishes.
+    pub max_concurrent_streams: usize,
+    /// Per-stream flow control (DESIGN.md section 4). Off by default: it is not
+    /// negotiated, and both peers must have it on.
+    pub flow_control: Option<FlowControl>,
+    /// Without flow control: received messages not yet read, summed over all
+    /// streams, beyond which the reader stops reading (TCP back-pressure).
+    pub connection_buffer_budget: usize,
+    /// Bytes of data frames queued for writing beyond which senders wait.
+    /// Control frames (Cancel, WindowUpdate) are never held back.
+    pub writer_buffer_cap: usize,
 }
+
+/// Per-stream flow-control settings, compatible with cockroachdb/drpc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowControl {
+    /// Initial send credit of every stream, in Message payload bytes.
+    pub window: u64,
+    /// Consumed bytes that trigger a WindowUpdate back to the sender.
+    pub grant_threshold: u64,
+}
+
+impl Default for FlowControl {
+    fn default() -> Self {
+        FlowControl { window: 2 << 20, grant_threshold: 512 << 10 }
+    }
+}
+
+/// Default cap on concurrent streams per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 10_000;
 
 impl Default for ConnOptions {
     fn default() -> Self {
@@ -46,7 +77,25 @@ impl Default for ConnOptions {
             split_size: crate::wire::DEFAULT_SPLIT_SIZE,
             sequential: false,
             max_pending_invokes: 1024,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            flow_control: None,
+            connection_buffer_budget: 64 << 20,
+            writer_buffer_cap: 1 << 20,
         }
+    }
+}
+
+impl ConnOptions {
+    /// These options with flow control on at its default window.
+    pub fn with_flow_control(mut self) -> ConnOptions {
+        self.flow_control = Some(FlowControl::default());
+        self
+    }
+
+    /// These options in sequential mode (one stream at a time).
+    pub fn sequential(mut self) -> ConnOptions {
+        self.sequential = true;
+        self
     }
 }
 
@@ -69,6 +118,9 @@ pub(crate) struct ConnShared {
     pub(crate) writer: Arc<Writer>,
     registry: Mutex<Registry>,
     closed: Notify,
+    /// Received message bytes not yet read by the application.
+    buffered: AtomicUsize,
+    budget_freed: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     acceptor: Option<Arc<dyn Acceptor>>,
 }
@@ -89,11 +141,13 @@ impl ConnShared {
         acceptor: Option<Arc<dyn Acceptor>>,
     ) -> Arc<ConnShared> {
         let conn = Arc::new(ConnShared {
+            opts: opts.clone(),
             role,
-            opts,
-            writer: Writer::new(wr),
+            writer: Writer::new(wr, opts.writer_buffer_cap),
             registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
             closed: Notify::new(),
+            buffered: AtomicUsize::new(0),
+            budget_freed: Notify::new(),
             tasks: Mutex::new(Vec::new()),
             acceptor,
         });
@@ -126,6 +180,38 @@ impl ConnShared {
         self.registry.lock().unwrap().streams.len()
     }
 
+    /// Received message bytes waiting to be read, over all streams.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Follows a stream's queued bytes going from `before` to `after`.
+    pub(crate) fn account_buffered(&self, before: usize, after: usize) {
+        if after > before {
+            self.buffered.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.buffered.fetch_sub(before - after, Ordering::Relaxed);
+            self.budget_freed.notify_one();
+        }
+    }
+
+    /// Waits until the writer's data queue is under its cap.
+    pub(crate) async fn writer_room(&self) {
+        if self.writer.queued() >= self.opts.writer_buffer_cap {
+            self.writer.room().await;
+        }
+    }
+
+    /// Without flow control, waits while the buffered bytes exceed the budget.
+    async fn within_budget(&self) {
+        if self.opts.flow_control.is_some() {
+            return; // windows bound every stream; the reader never stops
+        }
+        while self.buffered() > self.opts.connection_buffer_budget && self.closed_status().is_none() {
+            self.budget_freed.notified().await;
+        }
+    }
+
     fn lookup(&self, id: u64) -> Option<Arc<StreamShared>> {
         self.registry.lock().unwrap().streams.get(&id).cloned()
     }
@@ -149,11 +235,11 @@ impl ConnShared {
         }
         let id = reg.next_stream_id;
         reg.next_stream_id += 1;
-        let stream = StreamShared::new(id, self.clone(), 1, 0, permit);
+        let stream = StreamShared::new(id, self.clone(), 0, permit);
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
-            self.writer.write(|buf| open(buf, id, state))
+            self.writer.write(Lane::Data, |buf| open(buf, id, state)).map(|pos| inner.last_pos = pos)
         });
         drop(reg);
         if let Err(status) = result {
@@ -182,6 +268,7 @@ impl ConnShared {
             s.finish(End::Connection(failure.clone()));
         }
         self.closed.notify_waiters();
+        self.budget_freed.notify_one();
         for task in self.tasks.lock().unwrap().iter() {
             task.abort();
         }
@@ -221,7 +308,11 @@ impl ConnShared {
             return if h.control { Ok(()) } else { Err(format!("unknown frame kind {}", h.kind.0)) };
         }
         if h.kind == Kind::WINDOW_UPDATE {
-            return Ok(()); // flow-control credit: not negotiated, ignored unless enabled
+            // A malformed update is dropped, never fatal.
+            if let (Some(delta), Some(stream)) = (window_delta(&frame), self.lookup(h.stream_id)) {
+                stream.on_window_update(delta);
+            }
+            return Ok(());
         }
         if h.stream_id == 0 {
             return Ok(()); // no stream can have id 0: an unknown stream, dropped
@@ -265,21 +356,43 @@ impl ConnShared {
         let pending = invokes.remove(&sid).expect("entry exists");
         let rpc = String::from_utf8(pkt.data.to_vec()).map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
+        let refuse = |message: &str| {
+            let payload = encode_error(crate::status::Code::Unavailable.as_u64(), message);
+            let _ = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
+        };
         if !acceptor.accepting() {
-            let payload = encode_error(crate::status::Code::Unavailable.as_u64(), "server is shutting down");
-            let _ = self.writer.write(|buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
+            refuse("server is shutting down");
             return Ok(());
         }
-        let stream = StreamShared::new(sid, self.clone(), 1, pkt.message_id, None);
+        let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None);
         {
             let mut reg = self.registry.lock().unwrap();
             if reg.closed.is_some() {
+                return Ok(());
+            }
+            let limit = self.opts.max_concurrent_streams;
+            if reg.streams.len() >= limit {
+                drop(reg);
+                refuse(&format!("too many concurrent streams: the limit is {limit} per connection"));
                 return Ok(());
             }
             reg.streams.insert(sid, stream.clone());
         }
         acceptor.accept(stream, rpc, pending.metadata.unwrap_or_default());
         Ok(())
+    }
+}
+
+/// The credit a well-formed WindowUpdate grants: control and done set,
+/// message id 0, a payload of exactly one varint greater than zero.
+fn window_delta(frame: &Frame) -> Option<u64> {
+    let h = &frame.header;
+    if !h.control || !h.done || h.message_id != 0 {
+        return None;
+    }
+    match crate::wire::read_varint(&frame.payload) {
+        Ok(Some((delta, n))) if n == frame.payload.len() && delta > 0 => Some(delta),
+        _ => None,
     }
 }
 
@@ -313,6 +426,7 @@ async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
             if let Err(e) = conn.route(Frame { header, payload }, &mut invokes) {
                 break 'read Status::unavailable(format!("protocol error: {e}"));
             }
+            conn.within_budget().await;
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(READ_CHUNK);

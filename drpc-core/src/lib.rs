@@ -23,7 +23,7 @@ mod transport;
 mod writer;
 
 pub use client::{CallOptions, Conn};
-pub use conn::{ConnOptions, DEFAULT_MAX_MESSAGE_SIZE};
+pub use conn::{ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE};
 pub use metadata::Metadata;
 pub use router::{Request, Router};
 pub use server::{Server, ServerOptions};

@@ -190,7 +190,7 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
                     Err(status) => return Err(status),
                 };
                 let response = f(Request { data, context: ctx.clone() }).await?;
-                ctx.shared.send_last(&response)
+                ctx.shared.send_last(&response).await
             }
             Handler::Stream(f) => {
                 let stream = Stream { ctx, client: None, watchdog: None };

@@ -37,6 +37,37 @@ pub enum Incoming {
     Ended,
     /// A connection-scoped protocol violation.
     ProtocolError(String),
+    /// The remote sent more than its flow-control window allows: the stream
+    /// must fail with ResourceExhausted (stream-scoped).
+    Overrun,
+}
+
+/// Per-stream flow-control accounting (DESIGN.md section 4), both directions.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// What we may still send; may go negative by one message.
+    send_credit: i64,
+    /// Message bytes received and not yet granted back.
+    recv_outstanding: u64,
+    /// Message bytes the application consumed and we have not granted yet.
+    consumed_ungranted: u64,
+    window: u64,
+    threshold: u64,
+    /// Most the remote may have outstanding: the window plus one message of overdraw.
+    recv_limit: u64,
+}
+
+impl Flow {
+    pub fn new(window: u64, threshold: u64, max_message: u64) -> Flow {
+        Flow {
+            send_credit: window as i64,
+            recv_outstanding: 0,
+            consumed_ungranted: 0,
+            window,
+            threshold,
+            recv_limit: window + max_message,
+        }
+    }
 }
 
 /// What a receive attempt found.
@@ -58,6 +89,7 @@ pub struct StreamState {
     send_closed: bool,
     recv_closed: bool,
     end: Option<End>,
+    flow: Option<Flow>,
 }
 
 impl StreamState {
@@ -70,7 +102,61 @@ impl StreamState {
             send_closed: false,
             recv_closed: false,
             end: None,
+            flow: None,
         }
+    }
+
+    /// Turns on per-stream flow control.
+    pub fn with_flow(mut self, flow: Flow) -> StreamState {
+        self.flow = Some(flow);
+        self
+    }
+
+    /// Whether a new message may start now: without flow control always; with
+    /// it while the send credit is not negative.
+    pub fn has_send_credit(&self) -> bool {
+        self.flow.as_ref().is_none_or(|f| f.send_credit >= 0)
+    }
+
+    /// Debits a message's payload from the send credit.
+    pub fn debit(&mut self, len: usize) {
+        if let Some(f) = &mut self.flow {
+            f.send_credit -= len as i64;
+        }
+    }
+
+    /// Credit granted by a WindowUpdate. Returns whether a blocked sender may
+    /// now proceed.
+    pub fn on_window_update(&mut self, delta: u64) -> bool {
+        match &mut self.flow {
+            Some(f) => {
+                f.send_credit = f.send_credit.saturating_add(delta.min(i64::MAX as u64) as i64);
+                f.send_credit >= 0
+            }
+            None => false,
+        }
+    }
+
+    /// The credit to grant back now, if the consumed bytes reached the
+    /// threshold and the remote may still send.
+    pub fn take_grant(&mut self) -> Option<u64> {
+        let open = !self.recv_closed && self.end.is_none();
+        let f = self.flow.as_mut()?;
+        if !open || f.consumed_ungranted < f.threshold {
+            return None;
+        }
+        let grant = f.consumed_ungranted;
+        f.consumed_ungranted = 0;
+        f.recv_outstanding = f.recv_outstanding.saturating_sub(grant);
+        Some(grant)
+    }
+
+    pub fn send_credit(&self) -> Option<i64> {
+        self.flow.as_ref().map(|f| f.send_credit)
+    }
+
+    pub fn flow_window(&self) -> Option<u64> {
+        self.flow.as_ref().map(|f| f.window)
     }
 
     /// Finished streams are removed from the registry; later frames are dropped.
@@ -98,6 +184,12 @@ impl StreamState {
         match pkt.kind {
             Kind::MESSAGE if self.recv_closed => Incoming::Ignored,
             Kind::MESSAGE => {
+                if let Some(f) = &mut self.flow {
+                    f.recv_outstanding += pkt.data.len() as u64;
+                    if f.recv_outstanding > f.recv_limit {
+                        return Incoming::Overrun;
+                    }
+                }
                 self.queued_bytes += pkt.data.len();
                 self.queue.push_back(pkt.data);
                 Incoming::Queued
@@ -141,6 +233,9 @@ impl StreamState {
         }
         if let Some(msg) = self.queue.pop_front() {
             self.queued_bytes -= msg.len();
+            if let Some(f) = &mut self.flow {
+                f.consumed_ungranted += msg.len() as u64;
+            }
             return Recv::Message(msg);
         }
         match &self.end {
@@ -275,6 +370,45 @@ mod tests {
         let mut control = pkt(Kind(30), b"");
         control.control = true;
         assert_eq!(s.on_packet(control), Incoming::Ignored);
+    }
+
+    #[test]
+    fn flow_control_credit_and_grants() {
+        let mut s = StreamState::new(1).with_flow(Flow::new(100, 40, 1000));
+        assert!(s.has_send_credit());
+        s.debit(150); // one message may overdraw
+        assert!(!s.has_send_credit());
+        assert_eq!(s.send_credit(), Some(-50));
+        assert!(!s.on_window_update(20));
+        assert!(s.on_window_update(30));
+        assert!(s.has_send_credit());
+
+        for _ in 0..3 {
+            assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 15])), Incoming::Queued);
+        }
+        assert!(matches!(s.recv(), Recv::Message(_)));
+        assert!(matches!(s.recv(), Recv::Message(_)));
+        assert_eq!(s.take_grant(), None, "30 consumed is under the threshold of 40");
+        assert!(matches!(s.recv(), Recv::Message(_)));
+        assert_eq!(s.take_grant(), Some(45));
+        assert_eq!(s.take_grant(), None);
+    }
+
+    #[test]
+    fn flow_control_overrun_is_detected() {
+        let mut s = StreamState::new(1).with_flow(Flow::new(100, 40, 50));
+        assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 99])), Incoming::Queued);
+        assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 50])), Incoming::Queued, "window + one message");
+        assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 2])), Incoming::Overrun);
+    }
+
+    #[test]
+    fn no_grants_after_the_remote_finished_sending() {
+        let mut s = StreamState::new(1).with_flow(Flow::new(100, 10, 100));
+        s.on_packet(pkt(Kind::MESSAGE, &[0; 20]));
+        s.on_packet(pkt(Kind::CLOSE_SEND, b""));
+        assert!(matches!(s.recv(), Recv::Message(_)));
+        assert_eq!(s.take_grant(), None);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 use crate::conn::{ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::packet::{Assembled, Assembler};
-use crate::state::{End, Incoming, Recv, StreamState};
+use crate::state::{End, Flow, Incoming, Recv, StreamState};
 use crate::status::Status;
-use crate::wire::{encode_error, put_packet, Frame, Kind};
+use crate::wire::{encode_error, put_frame, put_packet, put_varint, Frame, FrameHeader, Kind};
+use crate::writer::Lane;
 use bytes::Bytes;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
@@ -25,27 +26,47 @@ pub(crate) struct Inner {
     pub(crate) state: StreamState,
     assembler: Assembler,
     recv_wakers: Vec<Waker>,
+    send_wakers: Vec<Waker>,
+    /// Writer data position after this stream's latest data frame.
+    pub(crate) last_pos: u64,
     retired: bool,
-    /// Sequential mode: the connection's single stream slot, freed on finish.
+    /// The connection's stream slot (client side), freed on finish.
     permit: Option<OwnedSemaphorePermit>,
+}
+
+fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
+    if !wakers.iter().any(|w| w.will_wake(waker)) {
+        wakers.push(waker.clone());
+    }
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
 }
 
 impl StreamShared {
     pub(crate) fn new(
         id: u64,
         conn: Arc<ConnShared>,
-        first_message_id: u64,
         recv_after: u64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Arc<StreamShared> {
         let max = conn.opts.max_message_size;
+        let mut state = StreamState::new(1);
+        if let Some(fc) = &conn.opts.flow_control {
+            state = state.with_flow(Flow::new(fc.window, fc.grant_threshold, max as u64));
+        }
         Arc::new(StreamShared {
             id,
             conn,
             inner: Mutex::new(Inner {
-                state: StreamState::new(first_message_id),
+                state,
                 assembler: Assembler::new(recv_after, max),
                 recv_wakers: Vec::new(),
+                send_wakers: Vec::new(),
+                last_pos: 0,
                 retired: false,
                 permit,
             }),
@@ -53,31 +74,31 @@ impl StreamShared {
         })
     }
 
-    /// Runs `f` under the stream lock; if the stream finished in it, takes the
-    /// stream out of the registry and wakes everyone waiting on it.
+    /// Runs `f` under the stream lock, keeps the connection's count of
+    /// buffered bytes in step, and if the stream finished in `f`, takes it out
+    /// of the registry and wakes everyone waiting on it.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
-        let (result, retire, permit) = {
+        let (result, retire, permit, before, after) = {
             let mut inner = self.inner.lock().unwrap();
-            let mut writing = Writing { stream: self, wrote_error: None };
+            let before = inner.state.queued_bytes();
+            let mut writing = Writing { stream: self };
             let result = f(&mut inner, &mut writing);
-            if let Some(status) = writing.wrote_error {
-                tracing::debug!(stream = self.id, %status, "write failed");
-            }
+            let after = inner.state.queued_bytes();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
             if retire {
                 inner.retired = true;
                 permit = inner.permit.take();
                 wake = std::mem::take(&mut inner.recv_wakers);
+                wake.append(&mut inner.send_wakers);
             }
-            (result, retire, permit)
+            (result, retire, permit, before, after)
         };
+        self.conn.account_buffered(before, after);
         drop(permit);
         if retire {
-            for w in wake {
-                w.wake();
-            }
+            wake_all(wake);
             self.conn.forget(self.id);
             self.ended.notify_waiters();
         }
@@ -87,91 +108,124 @@ impl StreamShared {
     /// Feeds a frame read for this stream. `Err` is a connection-scoped
     /// protocol error.
     pub(crate) fn on_frame(&self, frame: Frame) -> Result<(), String> {
-        let mut wake = false;
-        let result = self.update(|inner, writing| {
-            let state = &mut inner.state;
-            match inner.assembler.push(frame).map_err(|e| e.to_string())? {
-                Assembled::Partial => Ok(()),
+        let (result, wake) = self.update(|inner, w| {
+            let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
+                Assembled::Partial => return Ok(Vec::new()),
                 Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
-                    let status = Status::resource_exhausted(format!(
-                        "message larger than the maximum of {} bytes",
-                        writing.stream.conn.opts.max_message_size
-                    ));
-                    writing.send_error(state, &status);
-                    state.finish(End::Local(status));
-                    wake = true;
-                    Ok(())
+                    let max = w.stream.conn.opts.max_message_size;
+                    w.fail(inner, Status::resource_exhausted(format!("message larger than the maximum of {max} bytes")));
+                    return Ok(Vec::new());
                 }
-                Assembled::TooLarge { kind, .. } => Err(format!("{kind} packet larger than the maximum message size")),
-                Assembled::Packet(pkt) => match state.on_packet(pkt) {
-                    Incoming::Ignored => Ok(()),
-                    Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
-                        wake = true;
-                        Ok(())
-                    }
-                    Incoming::ProtocolError(e) => Err(e),
-                },
+                Assembled::TooLarge { kind, .. } => {
+                    return Err(format!("{kind} packet larger than the maximum message size"))
+                }
+                Assembled::Packet(pkt) => pkt,
+            };
+            match inner.state.on_packet(pkt) {
+                Incoming::Ignored => Ok(Vec::new()),
+                Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
+                    let mut wake = std::mem::take(&mut inner.recv_wakers);
+                    wake.append(&mut inner.send_wakers);
+                    Ok(wake)
+                }
+                Incoming::Overrun => {
+                    w.fail(inner, Status::resource_exhausted("the remote sent more than its flow-control window"));
+                    Ok(Vec::new())
+                }
+                Incoming::ProtocolError(e) => Err(e),
             }
-        });
-        if wake {
-            let wakers = std::mem::take(&mut self.inner.lock().unwrap().recv_wakers);
-            for w in wakers {
-                w.wake();
-            }
-        }
+        })
+        .map_or_else(|e| (Err(e), Vec::new()), |wake| (Ok(()), wake));
+        wake_all(wake);
         result
+    }
+
+    /// Credit from a WindowUpdate: wakes senders blocked on it.
+    pub(crate) fn on_window_update(&self, delta: u64) {
+        let wake = {
+            let mut inner = self.inner.lock().unwrap();
+            if inner.state.on_window_update(delta) {
+                std::mem::take(&mut inner.send_wakers)
+            } else {
+                Vec::new()
+            }
+        };
+        wake_all(wake);
     }
 
     pub(crate) async fn recv(&self) -> Result<Option<Bytes>, Status> {
         poll_fn(|cx| {
-            let mut inner = self.inner.lock().unwrap();
-            match inner.state.recv() {
-                Recv::Message(m) => Poll::Ready(Ok(Some(m))),
-                Recv::End => Poll::Ready(Ok(None)),
-                Recv::Failed(s) => Poll::Ready(Err(s)),
-                Recv::Empty => {
-                    if !inner.recv_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                        inner.recv_wakers.push(cx.waker().clone());
+            self.update(|inner, w| {
+                let result = match inner.state.recv() {
+                    Recv::Message(m) => Poll::Ready(Ok(Some(m))),
+                    Recv::End => Poll::Ready(Ok(None)),
+                    Recv::Failed(s) => Poll::Ready(Err(s)),
+                    Recv::Empty => {
+                        register(&mut inner.recv_wakers, cx.waker());
+                        Poll::Pending
                     }
-                    Poll::Pending
+                };
+                if let Some(grant) = inner.state.take_grant() {
+                    w.window_update(inner, grant);
                 }
-            }
+                result
+            })
         })
         .await
     }
 
-    pub(crate) fn send(&self, data: &[u8]) -> Result<(), Status> {
+    fn check_size(&self, len: usize) -> Result<(), Status> {
         let max = self.conn.opts.max_message_size;
-        if data.len() > max {
-            let status = Status::resource_exhausted(format!(
-                "message of {} bytes exceeds the maximum of {max} bytes",
-                data.len()
-            ));
+        if len > max {
+            return Err(Status::resource_exhausted(format!("message of {len} bytes exceeds the maximum of {max} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Waits until a message may go: room in the writer and flow-control
+    /// credit. Ends early (with the reason) if the stream ends.
+    async fn ready_to_send(&self) -> Result<(), Status> {
+        if self.conn.writer.queued() >= self.conn.opts.writer_buffer_cap {
+            tokio::select! {
+                _ = self.conn.writer.room() => {}
+                _ = self.ended() => {}
+            }
+        }
+        poll_fn(|cx| {
+            let mut inner = self.inner.lock().unwrap();
+            if inner.state.end().is_some() || inner.state.has_send_credit() {
+                return Poll::Ready(());
+            }
+            register(&mut inner.send_wakers, cx.waker());
+            Poll::Pending
+        })
+        .await;
+        Ok(())
+    }
+
+    pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Status> {
+        if let Err(status) = self.check_size(data.len()) {
             self.cancel(status.clone());
             return Err(status);
         }
+        self.ready_to_send().await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
-            w.write_packet(&mut inner.state, mid, Kind::MESSAGE, data)
+            inner.state.debit(data.len());
+            w.packet(inner, mid, Kind::MESSAGE, data)
         })
     }
 
     /// Sends a final message followed by CloseSend in one write.
-    pub(crate) fn send_last(&self, data: &[u8]) -> Result<(), Status> {
-        if data.len() > self.conn.opts.max_message_size {
-            return Err(Status::resource_exhausted(format!(
-                "response of {} bytes exceeds the maximum of {} bytes",
-                data.len(),
-                self.conn.opts.max_message_size
-            )));
-        }
+    pub(crate) async fn send_last(&self, data: &[u8]) -> Result<(), Status> {
+        self.check_size(data.len())?;
+        self.ready_to_send().await?;
         self.update(|inner, w| {
-            let state = &mut inner.state;
-            let mid = state.begin_send()?;
-            let close = state.close_send().expect("send side was open");
-            let split = w.stream.conn.opts.split_size;
-            let sid = w.stream.id;
-            w.write(state, |buf| {
+            let mid = inner.state.begin_send()?;
+            inner.state.debit(data.len());
+            let close = inner.state.close_send().expect("send side was open");
+            let (sid, split) = (w.stream.id, w.stream.conn.opts.split_size);
+            w.write(inner, Lane::Data, |buf| {
                 put_packet(buf, sid, mid, Kind::MESSAGE, false, data, split);
                 put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
             })
@@ -180,7 +234,7 @@ impl StreamShared {
 
     pub(crate) fn close_send(&self) -> Result<(), Status> {
         self.update(|inner, w| match inner.state.close_send() {
-            Some(mid) => w.write_packet(&mut inner.state, mid, Kind::CLOSE_SEND, &[]),
+            Some(mid) => w.packet(inner, mid, Kind::CLOSE_SEND, &[]),
             None => Ok(()),
         })
     }
@@ -190,7 +244,12 @@ impl StreamShared {
         self.update(|inner, w| {
             if let Some(mid) = inner.state.cancel(status) {
                 let sid = w.stream.id;
-                let _ = w.write(&mut inner.state, |buf| put_packet(buf, sid, mid, Kind::CANCEL, true, &[], 1));
+                let lane = if w.stream.conn.opts.sequential {
+                    Lane::Data // a sequential peer rejects frames out of id order
+                } else {
+                    Lane::Control { after: inner.last_pos }
+                };
+                let _ = w.write(inner, lane, |buf| put_packet(buf, sid, mid, Kind::CANCEL, true, &[], 1));
             }
         })
     }
@@ -199,7 +258,7 @@ impl StreamShared {
     pub(crate) fn send_error(&self, status: &Status) {
         self.update(|inner, w| {
             if !inner.state.is_finished() {
-                w.send_error(&mut inner.state, status);
+                w.error(inner, status);
                 inner.state.finish(End::Done);
             }
         })
@@ -225,6 +284,11 @@ impl StreamShared {
         }
     }
 
+    /// Send credit left, when flow control is on (for tests and diagnostics).
+    pub(crate) fn send_credit(&self) -> Option<i64> {
+        self.inner.lock().unwrap().state.send_credit()
+    }
+
     /// Resolves when the stream has finished (for any reason).
     pub(crate) async fn ended(&self) {
         loop {
@@ -239,35 +303,64 @@ impl StreamShared {
     }
 }
 
+impl Drop for StreamShared {
+    fn drop(&mut self) {
+        let queued = self.inner.get_mut().map(|i| i.state.queued_bytes()).unwrap_or(0);
+        self.conn.account_buffered(queued, 0);
+    }
+}
+
 /// Writes done on behalf of one stream while its lock is held, so the frames
 /// of a stream reach the writer in message-id order.
 pub(crate) struct Writing<'a> {
     stream: &'a StreamShared,
-    wrote_error: Option<Status>,
 }
 
 impl Writing<'_> {
-    fn write(&mut self, state: &mut StreamState, encode: impl FnOnce(&mut bytes::BytesMut)) -> Result<(), Status> {
-        match self.stream.conn.writer.write(encode) {
-            Ok(()) => Ok(()),
+    fn write(&mut self, inner: &mut Inner, lane: Lane, encode: impl FnOnce(&mut bytes::BytesMut)) -> Result<(), Status> {
+        match self.stream.conn.writer.write(lane, encode) {
+            Ok(position) => {
+                if lane == Lane::Data {
+                    inner.last_pos = position;
+                }
+                Ok(())
+            }
             Err(status) => {
                 let status = self.stream.conn.stream_failure(status);
-                state.finish(End::Connection(status.clone()));
-                self.wrote_error = Some(status.clone());
+                tracing::debug!(stream = self.stream.id, %status, "write failed");
+                inner.state.finish(End::Connection(status.clone()));
                 Err(status)
             }
         }
     }
 
-    fn write_packet(&mut self, state: &mut StreamState, mid: u64, kind: Kind, data: &[u8]) -> Result<(), Status> {
+    fn packet(&mut self, inner: &mut Inner, mid: u64, kind: Kind, data: &[u8]) -> Result<(), Status> {
         let (sid, split) = (self.stream.id, self.stream.conn.opts.split_size);
-        self.write(state, |buf| put_packet(buf, sid, mid, kind, false, data, split))
+        self.write(inner, Lane::Data, |buf| put_packet(buf, sid, mid, kind, false, data, split))
     }
 
-    fn send_error(&mut self, state: &mut StreamState, status: &Status) {
-        let mid = state.take_message_id();
+    fn error(&mut self, inner: &mut Inner, status: &Status) {
+        let mid = inner.state.take_message_id();
         let payload = encode_error(status.wire_code(), status.message());
-        let _ = self.write_packet(state, mid, Kind::ERROR, &payload);
+        let _ = self.packet(inner, mid, Kind::ERROR, &payload);
+    }
+
+    /// Fails the stream on both sides: an Error frame to the remote, `status`
+    /// to local callers.
+    fn fail(&mut self, inner: &mut Inner, status: Status) {
+        if !inner.state.is_finished() {
+            self.error(inner, &status);
+            inner.state.finish(End::Local(status));
+        }
+    }
+
+    fn window_update(&mut self, inner: &mut Inner, delta: u64) {
+        let sid = self.stream.id;
+        let mut payload = Vec::with_capacity(10);
+        put_varint(&mut payload, delta);
+        let _ = self.write(inner, Lane::Control { after: 0 }, |buf| {
+            put_frame(buf, &FrameHeader { stream_id: sid, message_id: 0, kind: Kind::WINDOW_UPDATE, control: true, done: true }, &payload)
+        });
     }
 }
 
@@ -338,12 +431,14 @@ impl Stream {
     }
 
     /// Sends one message.
+    /// Waits while the writer is full or, with flow control, while the
+    /// stream has no credit; a cancel ends the wait.
     pub async fn send(&self, data: impl AsRef<[u8]>) -> Result<(), Status> {
-        self.ctx.shared.send(data.as_ref())
+        self.ctx.shared.send(data.as_ref()).await
     }
 
     pub async fn send_msg<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        self.ctx.shared.send(&msg.encode_to_vec())
+        self.ctx.shared.send(&msg.encode_to_vec()).await
     }
 
     /// The next message, or `None` once the remote finished sending.
@@ -372,6 +467,11 @@ impl Stream {
     /// Whether the stream has finished (completed, failed or cancelled).
     pub fn is_finished(&self) -> bool {
         self.ctx.shared.is_finished()
+    }
+
+    /// Flow-control credit left for sending, when flow control is on.
+    pub fn send_credit(&self) -> Option<i64> {
+        self.ctx.shared.send_credit()
     }
 }
 

@@ -3,6 +3,9 @@
 //! finds no write in progress writes the batch itself on the spot (no thread
 //! hand-off); only when the transport is full does a writer task take over and
 //! drain everything appended meanwhile in large writes.
+//!
+//! Data frames share a capped buffer (senders wait for room); control frames
+//! (Cancel, WindowUpdate) bypass the cap and go out ahead of queued data.
 
 use crate::status::Status;
 use bytes::{Buf, BytesMut};
@@ -22,10 +25,17 @@ pub(crate) struct Writer {
     io: Mutex<Io>,
     task_wake: Notify,
     drained: Notify,
+    room: Notify,
+    cap: usize,
 }
 
 struct Queue {
-    buf: BytesMut,
+    data: BytesMut,
+    control: BytesMut,
+    /// Data bytes ever appended, and ever taken out for writing: a frame
+    /// appended at position p has left the queue once `taken >= p`.
+    appended: u64,
+    taken: u64,
     /// Someone (a caller or the writer task) holds the flusher role.
     flushing: bool,
     /// Set once the transport failed or was closed; every later write fails.
@@ -50,40 +60,84 @@ enum Drain {
     Failed(Status),
 }
 
+/// Where a frame goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Data,
+    /// Ahead of queued data, unless a frame of the same stream appended at or
+    /// before `after` (a data position) is still queued, so a stream's own
+    /// frames never overtake each other.
+    Control { after: u64 },
+}
+
 impl Writer {
-    pub(crate) fn new(transport: BoxWrite) -> Arc<Writer> {
+    pub(crate) fn new(transport: BoxWrite, cap: usize) -> Arc<Writer> {
         Arc::new(Writer {
-            queue: Mutex::new(Queue { buf: BytesMut::with_capacity(8 * 1024), flushing: false, closed: None }),
+            queue: Mutex::new(Queue {
+                data: BytesMut::with_capacity(8 * 1024),
+                control: BytesMut::new(),
+                appended: 0,
+                taken: 0,
+                flushing: false,
+                closed: None,
+            }),
             io: Mutex::new(Io { transport: Some(transport), pending: BytesMut::new(), unflushed: false }),
             task_wake: Notify::new(),
             drained: Notify::new(),
+            room: Notify::new(),
+            cap: cap.max(1),
         })
     }
 
-    /// Appends frames with `encode` and makes sure they get written. Returns the
-    /// connection's failure if it is closed. A write error is returned to the
-    /// caller that hit it and to every later caller.
-    pub(crate) fn write(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), Status> {
+    /// Appends frames with `encode` and makes sure they get written; returns
+    /// the data position after them. Never waits: callers that must respect
+    /// the cap wait in `room` first. A closed writer returns its failure.
+    pub(crate) fn write(&self, lane: Lane, encode: impl FnOnce(&mut BytesMut)) -> Result<u64, Status> {
+        let position;
         {
             let mut q = self.queue.lock().unwrap();
             if let Some(status) = &q.closed {
                 return Err(status.clone());
             }
-            encode(&mut q.buf);
+            match lane {
+                Lane::Control { after } if after <= q.taken => encode(&mut q.control),
+                _ => {
+                    let before = q.data.len();
+                    encode(&mut q.data);
+                    q.appended += (q.data.len() - before) as u64;
+                }
+            }
+            position = q.appended;
             if q.flushing {
-                return Ok(());
+                return Ok(position);
             }
             q.flushing = true;
         }
         // We hold the flusher role: try to write right here without blocking.
         let mut cx = Context::from_waker(Waker::noop());
         match self.drain(&mut cx) {
-            Drain::Idle => Ok(()),
+            Drain::Idle => Ok(position),
             Drain::Full => {
                 self.task_wake.notify_one();
-                Ok(())
+                Ok(position)
             }
             Drain::Failed(status) => Err(status),
+        }
+    }
+
+    /// Waits until the data queue is under the cap (or the writer closed).
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let q = self.queue.lock().unwrap();
+                if q.closed.is_some() || q.data.len() < self.cap {
+                    return;
+                }
+            }
+            notified.await;
         }
     }
 
@@ -95,13 +149,23 @@ impl Writer {
         loop {
             if io.pending.is_empty() {
                 let mut q = self.queue.lock().unwrap();
-                if q.closed.is_some() || (q.buf.is_empty() && !io.unflushed) {
+                if q.closed.is_some() || (q.data.is_empty() && q.control.is_empty() && !io.unflushed) {
                     q.flushing = false;
                     drop(q);
                     self.drained.notify_waiters();
                     return Drain::Idle;
                 }
-                std::mem::swap(&mut io.pending, &mut q.buf);
+                // Control frames first, then all queued data in one batch.
+                if q.control.is_empty() {
+                    std::mem::swap(&mut io.pending, &mut q.data);
+                } else {
+                    std::mem::swap(&mut io.pending, &mut q.control);
+                    io.pending.extend_from_slice(&q.data);
+                    q.data.clear();
+                }
+                q.taken = q.appended;
+                drop(q);
+                self.room.notify_waiters();
             }
             let Some(transport) = io.transport.as_mut() else {
                 return self.fail(Status::unavailable("connection closed"));
@@ -132,11 +196,13 @@ impl Writer {
         let mut q = self.queue.lock().unwrap();
         q.closed.get_or_insert(status.clone());
         q.flushing = false;
-        q.buf = BytesMut::new();
+        q.data = BytesMut::new();
+        q.control = BytesMut::new();
         drop(q);
         // The writer task reports the failure, which terminates the connection.
         self.task_wake.notify_one();
         self.drained.notify_waiters();
+        self.room.notify_waiters();
         Drain::Failed(status)
     }
 
@@ -169,7 +235,7 @@ impl Writer {
             notified.as_mut().enable();
             {
                 let q = self.queue.lock().unwrap();
-                if q.closed.is_some() || (!q.flushing && q.buf.is_empty()) {
+                if q.closed.is_some() || (!q.flushing && q.data.is_empty() && q.control.is_empty()) {
                     return;
                 }
             }
@@ -182,11 +248,18 @@ impl Writer {
     pub(crate) fn close(&self, status: Status) {
         let mut q = self.queue.lock().unwrap();
         q.closed.get_or_insert(status);
-        q.buf = BytesMut::new();
+        q.data = BytesMut::new();
+        q.control = BytesMut::new();
         drop(q);
         let transport = self.io.lock().unwrap().transport.take();
         drop(transport);
         self.task_wake.notify_one();
         self.drained.notify_waiters();
+        self.room.notify_waiters();
+    }
+
+    /// Data bytes queued and not yet taken for writing.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.lock().unwrap().data.len()
     }
 }

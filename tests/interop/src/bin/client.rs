@@ -36,7 +36,10 @@ async fn main() {
             usage(&format!("unknown case {name}"));
         }
     }
-    let opts = ConnOptions { sequential: !mux, ..ConnOptions::default() };
+    let mut opts = ConnOptions { sequential: !mux, ..ConnOptions::default() };
+    if flow_control {
+        opts = opts.with_flow_control();
+    }
     let conn = match Conn::connect(&addr, opts).await {
         Ok(conn) => conn,
         Err(e) => {

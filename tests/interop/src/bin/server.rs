@@ -12,14 +12,15 @@ use tokio::signal::unix::{signal, SignalKind};
 async fn main() {
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let mut addr = "127.0.0.1:0".to_string();
+    let mut opts = ServerOptions::default();
     for (flag, value) in parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e)) {
         match (flag.as_str(), value) {
             ("addr", Some(v)) => addr = v,
-            ("flow-control", None) => {} // flow control is not implemented yet; accepted for the contract
+            ("flow-control", None) => opts.conn = opts.conn.with_flow_control(),
             (f, _) => usage(&format!("unknown or malformed flag --{f}")),
         }
     }
-    let server = Server::with_options(service::router(Arc::new(service::Stats::default())), ServerOptions::default());
+    let server = Server::with_options(service::router(Arc::new(service::Stats::default())), opts);
     let bound = match server.listen(&addr).await {
         Ok(bound) => bound,
         Err(e) => {
