@@ -392,6 +392,11 @@ impl CallContext {
         self.shared.failure().is_some()
     }
 
+    /// Why the call ended, if it ended other than by completing.
+    pub fn failure(&self) -> Option<Status> {
+        self.shared.failure()
+    }
+
     /// Resolves when the call is cancelled (see `is_cancelled`); never resolves
     /// for a call that completes normally.
     pub async fn cancelled(&self) {
