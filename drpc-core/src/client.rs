@@ -2,6 +2,7 @@
 //! connection (or runs them one at a time in sequential mode, for
 //! storj.io/drpc peers), with per-call metadata, deadlines and cancellation.
 
+use crate::compress::{self, Compression};
 use crate::conn::{ConnOptions, ConnShared, Role};
 use crate::metadata::{self, Metadata};
 use crate::state::End;
@@ -45,6 +46,13 @@ impl CallOptions {
 
     pub fn deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
+        self
+    }
+
+    /// Compresses the call's messages both ways (`snappy` or `minlz-fastest`);
+    /// sets the `drpc-compression` invoke metadata.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.metadata.insert(compress::METADATA_KEY.to_string(), codec.name().to_string());
         self
     }
 
@@ -130,12 +138,15 @@ impl Conn {
                 request.len()
             )));
         }
+        let codec = Compression::from_metadata(&opts.metadata)?;
+        let compressed = codec.map(|c| c.compress(request)).transpose()?;
+        let request = compressed.as_deref().unwrap_or(request);
         let call = async {
             let permit = self.acquire_slot().await?;
             self.shared().writer_room().await;
             let md = metadata::encode(&opts.metadata);
             let split = self.shared().opts.split_size;
-            let stream = self.shared().open_stream(permit, |buf, sid, state| {
+            let stream = self.shared().open_stream(permit, codec, |buf, sid, state| {
                 if !md.is_empty() {
                     put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
                 }
@@ -174,11 +185,12 @@ impl Conn {
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
         let deadline = opts.effective_deadline(Instant::now());
         self.check_start(opts, deadline)?;
+        let codec = Compression::from_metadata(&opts.metadata)?;
         let open = async {
             let permit = self.acquire_slot().await?;
             let md = metadata::encode(&opts.metadata);
             let split = self.shared().opts.split_size;
-            self.shared().open_stream(permit, |buf, sid, state| {
+            self.shared().open_stream(permit, codec, |buf, sid, state| {
                 if !md.is_empty() {
                     put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
                 }

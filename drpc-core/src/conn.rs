@@ -227,6 +227,7 @@ impl ConnShared {
     pub(crate) fn open_stream(
         self: &Arc<Self>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        codec: Option<crate::compress::Compression>,
         open: impl FnOnce(&mut BytesMut, u64, &mut crate::state::StreamState),
     ) -> Result<Arc<StreamShared>, Status> {
         let mut reg = self.registry.lock().unwrap();
@@ -235,7 +236,7 @@ impl ConnShared {
         }
         let id = reg.next_stream_id;
         reg.next_stream_id += 1;
-        let stream = StreamShared::new(id, self.clone(), 0, permit);
+        let stream = StreamShared::new(id, self.clone(), 0, permit, codec);
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
@@ -356,15 +357,23 @@ impl ConnShared {
         let pending = invokes.remove(&sid).expect("entry exists");
         let rpc = String::from_utf8(pkt.data.to_vec()).map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
-        let refuse = |message: &str| {
-            let payload = encode_error(crate::status::Code::Unavailable.as_u64(), message);
+        let refuse = |code: crate::status::Code, message: &str| {
+            let payload = encode_error(code.as_u64(), message);
             let _ = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
         };
         if !acceptor.accepting() {
-            refuse("server is shutting down");
+            refuse(crate::status::Code::Unavailable, "server is shutting down");
             return Ok(());
         }
-        let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None);
+        let metadata = pending.metadata.unwrap_or_default();
+        let codec = match crate::compress::Compression::from_metadata(&metadata) {
+            Ok(codec) => codec,
+            Err(status) => {
+                refuse(status.code(), status.message());
+                return Ok(());
+            }
+        };
+        let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None, codec);
         {
             let mut reg = self.registry.lock().unwrap();
             if reg.closed.is_some() {
@@ -373,12 +382,12 @@ impl ConnShared {
             let limit = self.opts.max_concurrent_streams;
             if reg.streams.len() >= limit {
                 drop(reg);
-                refuse(&format!("too many concurrent streams: the limit is {limit} per connection"));
+                refuse(crate::status::Code::Unavailable, &format!("too many concurrent streams: the limit is {limit} per connection"));
                 return Ok(());
             }
             reg.streams.insert(sid, stream.clone());
         }
-        acceptor.accept(stream, rpc, pending.metadata.unwrap_or_default());
+        acceptor.accept(stream, rpc, metadata);
         Ok(())
     }
 }

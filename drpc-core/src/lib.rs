@@ -7,6 +7,7 @@
 //! shared writer, the connection core with its reader task, [`Stream`],
 //! the [`Conn`] client and the [`Server`] with its [`Router`].
 
+pub mod compress;
 pub mod metadata;
 pub mod packet;
 pub mod state;
@@ -23,6 +24,7 @@ mod transport;
 mod writer;
 
 pub use client::{CallOptions, Conn};
+pub use compress::Compression;
 pub use conn::{ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE};
 pub use metadata::Metadata;
 pub use router::{Request, Router};

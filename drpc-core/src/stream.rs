@@ -2,6 +2,7 @@
 //! packet assembler behind one lock, the wakers of tasks waiting on it, and the
 //! user-facing [`Stream`] and [`CallContext`] handles.
 
+use crate::compress::Compression;
 use crate::conn::{ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::packet::{Assembled, Assembler};
@@ -18,6 +19,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 pub(crate) struct StreamShared {
     pub(crate) id: u64,
     pub(crate) conn: Arc<ConnShared>,
+    /// Message compression negotiated in the invoke metadata.
+    pub(crate) codec: Option<Compression>,
     inner: Mutex<Inner>,
     ended: Notify,
 }
@@ -52,6 +55,7 @@ impl StreamShared {
         conn: Arc<ConnShared>,
         recv_after: u64,
         permit: Option<OwnedSemaphorePermit>,
+        codec: Option<Compression>,
     ) -> Arc<StreamShared> {
         let max = conn.opts.max_message_size;
         let mut state = StreamState::new(1);
@@ -61,6 +65,7 @@ impl StreamShared {
         Arc::new(StreamShared {
             id,
             conn,
+            codec,
             inner: Mutex::new(Inner {
                 state,
                 assembler: Assembler::new(recv_after, max),
@@ -154,6 +159,21 @@ impl StreamShared {
     }
 
     pub(crate) async fn recv(&self) -> Result<Option<Bytes>, Status> {
+        let received = self.recv_wire().await?;
+        match (received, self.codec) {
+            (Some(data), Some(codec)) => match codec.decompress(&data, self.conn.opts.max_message_size) {
+                Ok(plain) => Ok(Some(Bytes::from(plain))),
+                Err(status) => {
+                    self.update(|inner, w| w.fail(inner, status.clone()));
+                    Err(status)
+                }
+            },
+            (received, _) => Ok(received),
+        }
+    }
+
+    /// The next message as it came off the wire (still compressed).
+    async fn recv_wire(&self) -> Result<Option<Bytes>, Status> {
         poll_fn(|cx| {
             self.update(|inner, w| {
                 let result = match inner.state.recv() {
@@ -203,11 +223,20 @@ impl StreamShared {
         Ok(())
     }
 
+    /// The payload to put on the wire for `data`.
+    fn encode<'a>(&self, data: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, Status> {
+        match self.codec {
+            None => Ok(std::borrow::Cow::Borrowed(data)),
+            Some(codec) => codec.compress(data).map(std::borrow::Cow::Owned),
+        }
+    }
+
     pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Status> {
         if let Err(status) = self.check_size(data.len()) {
             self.cancel(status.clone());
             return Err(status);
         }
+        let data = &*self.encode(data)?;
         self.ready_to_send().await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
@@ -219,6 +248,7 @@ impl StreamShared {
     /// Sends a final message followed by CloseSend in one write.
     pub(crate) async fn send_last(&self, data: &[u8]) -> Result<(), Status> {
         self.check_size(data.len())?;
+        let data = &*self.encode(data)?;
         self.ready_to_send().await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
