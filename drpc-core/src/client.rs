@@ -265,6 +265,11 @@ impl Conn {
         self.shared().opts.sequential
     }
 
+    /// Stream slots free right now (streams that could open without waiting).
+    pub fn available_streams(&self) -> usize {
+        self.owner.slots.available_permits()
+    }
+
     /// Received message bytes buffered on this connection and not yet read.
     pub fn buffered_bytes(&self) -> usize {
         self.shared().buffered()

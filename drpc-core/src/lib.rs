@@ -16,6 +16,7 @@ pub mod wire;
 
 mod client;
 mod conn;
+mod pool;
 mod router;
 mod server;
 mod stream;
@@ -27,6 +28,7 @@ pub use client::{CallOptions, Conn};
 pub use compress::Compression;
 pub use conn::{ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE};
 pub use metadata::Metadata;
+pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};
 pub use server::{Server, ServerOptions};
 pub use status::{Code, Status};
