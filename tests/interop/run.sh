@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# Runs the Rust interop client against the Rust interop server, every case, in
-# mux and sequential modes. Expects `cargo build --release -p drpc-interop`.
+# Runs the Rust interop client against the Rust interop server, every case:
+# mux and sequential modes against a plain server, then with flow control on
+# both sides (which adds slow_reader_isolation), plain and with each codec.
+# Expects `cargo build --release -p drpc-interop`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin="$root/target/release"
-out=$(mktemp)
-"$bin/drpc-interop-server" --addr 127.0.0.1:0 >"$out" &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
-addr=$(head -n1 "$out" | awk '{print $2}')
 passed=0; failed=0
-for mode in mux sequential; do
-  echo "== rust client -> rust server ($mode)"
-  if log=$("$bin/drpc-interop-client" --addr "$addr" --case all --mode "$mode"); then :; fi
-  echo "$log"
-  passed=$((passed + $(grep -c '^PASS' <<<"$log" || true)))
-  failed=$((failed + $(grep -c '^FAIL' <<<"$log" || true)))
-done
-kill -TERM $server
-wait $server || { echo "server did not exit cleanly"; failed=$((failed + 1)); }
-trap 'rm -f "$out"' EXIT
+
+# run_against "SERVER FLAGS" "CLIENT FLAGS"...: one server, one client run per flag set.
+run_against() {
+  local server_flags=$1; shift
+  local out; out=$(mktemp)
+  # shellcheck disable=SC2086
+  "$bin/drpc-interop-server" --addr 127.0.0.1:0 $server_flags >"$out" &
+  local server=$!
+  for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
+  local addr; addr=$(head -n1 "$out" | awk '{print $2}')
+  for client_flags in "$@"; do
+    echo "== rust client ($client_flags) -> rust server (${server_flags:-default})"
+    local log
+    # shellcheck disable=SC2086
+    log=$("$bin/drpc-interop-client" --addr "$addr" --case all $client_flags) || true
+    echo "$log"
+    passed=$((passed + $(grep -c '^PASS' <<<"$log" || true)))
+    failed=$((failed + $(grep -c '^FAIL' <<<"$log" || true)))
+  done
+  kill -TERM "$server"
+  if ! wait "$server"; then echo "FAIL server did not exit cleanly on SIGTERM"; failed=$((failed + 1)); fi
+  rm -f "$out"
+}
+
+run_against "" "--mode mux" "--mode sequential"
+run_against "--flow-control" "--mode mux --flow-control" "--mode sequential --flow-control" \
+  "--mode mux --flow-control --compression snappy" "--mode mux --flow-control --compression minlz-fastest"
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -90,16 +90,26 @@ const SIZES: [i32; 4] = [31415, 9, 2653, 58979];
 
 pub struct Client {
     pub conn: Conn,
+    /// Options every call starts from (e.g. compression).
+    pub base: CallOptions,
 }
 
 impl Client {
+    pub fn new(conn: Conn) -> Client {
+        Client { conn, base: CallOptions::new() }
+    }
+
+    fn opts(&self) -> CallOptions {
+        self.base.clone()
+    }
+
     async fn unary(&self, req: &SimpleRequest, opts: &CallOptions) -> Result<SimpleResponse, Status> {
         self.conn.invoke(rpc::UNARY_CALL, req, opts).await
     }
 
     async fn stats(&self) -> Result<ServerStats, String> {
         self.conn
-            .invoke(rpc::GET_STATS, &Empty {}, &CallOptions::new())
+            .invoke(rpc::GET_STATS, &Empty {}, &self.opts())
             .await
             .map_err(|e| format!("GetStats: {e}"))
     }
@@ -153,20 +163,20 @@ impl Client {
     }
 
     async fn empty_unary(&self) -> CaseResult {
-        let _: Empty = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let _: Empty = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &self.opts()).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
     async fn large_unary(&self) -> CaseResult {
         let req = SimpleRequest { response_size: 314159, payload: payload(271828), ..Default::default() };
-        let resp = self.unary(&req, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let resp = self.unary(&req, &self.opts()).await.map_err(|e| e.to_string())?;
         let body = resp.payload.map(|p| p.body).unwrap_or_default();
         check(body.len() == 314159 && body.iter().all(|&b| b == 0), || format!("response body of {} bytes", body.len()))?;
         check(resp.request_payload_size == 271828, || format!("request_payload_size {}", resp.request_payload_size))
     }
 
     async fn client_streaming(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         for size in [27182, 8, 1828, 45904] {
             stream.send_msg(&StreamingInputCallRequest { payload: payload(size) }).await.map_err(|e| e.to_string())?;
         }
@@ -181,7 +191,7 @@ impl Client {
     }
 
     async fn server_streaming(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         stream.send_msg(&output_request(&SIZES)).await.map_err(|e| e.to_string())?;
         stream.close_send().await.map_err(|e| e.to_string())?;
         for want in SIZES {
@@ -196,7 +206,7 @@ impl Client {
     }
 
     async fn ping_pong(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         for want in SIZES {
             let mut req = output_request(&[want]);
             req.payload = payload(want as usize);
@@ -213,7 +223,7 @@ impl Client {
     }
 
     async fn half_duplex(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::HALF_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::HALF_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         for size in SIZES {
             stream.send_msg(&output_request(&[size])).await.map_err(|e| e.to_string())?;
         }
@@ -230,7 +240,7 @@ impl Client {
     }
 
     async fn empty_stream(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         stream.close_send().await.map_err(|e| e.to_string())?;
         match stream.recv().await {
             Ok(None) => Ok(()),
@@ -240,7 +250,7 @@ impl Client {
 
     async fn custom_metadata(&self) -> CaseResult {
         let value = "hello/世界";
-        let opts = CallOptions::new().metadata("x-drpc-test", value);
+        let opts = self.opts().metadata("x-drpc-test", value);
         let req = SimpleRequest { echo_metadata_key: "x-drpc-test".into(), ..Default::default() };
         let resp = self.unary(&req, &opts).await.map_err(|e| e.to_string())?;
         check(resp.metadata_value == value, || format!("metadata_value {:?}", resp.metadata_value))
@@ -254,8 +264,8 @@ impl Client {
         };
         let status = Some(EchoStatus { code, message: message.to_string() });
         let req = SimpleRequest { response_status: status.clone(), ..Default::default() };
-        want(self.unary(&req, &CallOptions::new()).await.map(drop), "UnaryCall")?;
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        want(self.unary(&req, &self.opts()).await.map(drop), "UnaryCall")?;
+        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         let req = StreamingOutputCallRequest { response_status: status, ..Default::default() };
         stream.send_msg(&req).await.map_err(|e| e.to_string())?;
         stream.close_send().await.map_err(|e| e.to_string())?;
@@ -267,18 +277,18 @@ impl Client {
     }
 
     async fn unimplemented_method(&self) -> CaseResult {
-        let r: Result<Empty, _> = self.conn.invoke(rpc::UNIMPLEMENTED_CALL, &Empty {}, &CallOptions::new()).await;
+        let r: Result<Empty, _> = self.conn.invoke(rpc::UNIMPLEMENTED_CALL, &Empty {}, &self.opts()).await;
         expect_code(r, Code::Unimplemented)
     }
 
     async fn cancel_after_begin(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         stream.cancel();
         expect_code(stream.recv().await, Code::Canceled)
     }
 
     async fn cancel_after_first_response(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         let mut req = output_request(&[31415]);
         req.payload = payload(27182);
         stream.send_msg(&req).await.map_err(|e| e.to_string())?;
@@ -291,7 +301,7 @@ impl Client {
     async fn timeout_on_sleeping_server(&self) -> CaseResult {
         let start = Instant::now();
         let req = SimpleRequest { sleep_ms: 5000, ..Default::default() };
-        let r = self.unary(&req, &CallOptions::new().timeout(Duration::from_millis(100))).await;
+        let r = self.unary(&req, &self.opts().timeout(Duration::from_millis(100))).await;
         expect_code(r, Code::DeadlineExceeded)?;
         check(start.elapsed() < Duration::from_secs(1), || format!("took {:?}", start.elapsed()))
     }
@@ -307,7 +317,7 @@ impl Client {
             })
         };
         let req = SimpleRequest { sleep_ms: 10000, ..Default::default() };
-        let r = self.unary(&req, &CallOptions::new().cancel_token(token)).await;
+        let r = self.unary(&req, &self.opts().cancel_token(token)).await;
         let _ = canceller.await;
         expect_code(r, Code::Canceled)?;
         self.wait_stats(Duration::from_secs(2), |s| s.cancelled_rpcs > before).await.map(drop)
@@ -321,7 +331,7 @@ impl Client {
                 sleep_ms: (i % 51) as i64,
                 ..Default::default()
             };
-            let resp = self.unary(&req, &CallOptions::new()).await.map_err(|e| format!("call {i}: {e}"))?;
+            let resp = self.unary(&req, &self.opts()).await.map_err(|e| format!("call {i}: {e}"))?;
             check(
                 body_len(&resp.payload) == 100 + i as usize && resp.request_payload_size == 1000 + i as i64,
                 || format!("call {i}: response {} bytes, request size {}", body_len(&resp.payload), resp.request_payload_size),
@@ -336,7 +346,7 @@ impl Client {
 
     async fn interleaved_streams(&self) -> CaseResult {
         let streams = (0..16).map(|s| async move {
-            let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+            let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
             for round in 0..50 {
                 let size = 1 + s * 997 + round * 13;
                 stream.send_msg(&output_request(&[size])).await.map_err(|e| e.to_string())?;
@@ -361,7 +371,7 @@ impl Client {
                 *b = (j as u8).wrapping_mul(31).wrapping_add(i);
             }
             let req = SimpleRequest { response_size: SIZE as i32, payload: Some(Payload { body }), ..Default::default() };
-            let resp = self.unary(&req, &CallOptions::new()).await.map_err(|e| format!("call {i}: {e}"))?;
+            let resp = self.unary(&req, &self.opts()).await.map_err(|e| format!("call {i}: {e}"))?;
             let ok = resp.request_payload_size == SIZE as i64
                 && resp.payload.as_ref().is_some_and(|p| p.body.len() == SIZE && p.body.iter().all(|&b| b == 0));
             check(ok, || format!("call {i}: request_payload_size {} response {} bytes", resp.request_payload_size, body_len(&resp.payload)))
@@ -372,7 +382,7 @@ impl Client {
     async fn cancel_one_of_many(&self) -> CaseResult {
         let token = CancelToken::new();
         let calls = (0..10).map(|i| {
-            let opts = if i == 3 { CallOptions::new().cancel_token(token.clone()) } else { CallOptions::new() };
+            let opts = if i == 3 { self.opts().cancel_token(token.clone()) } else { self.opts() };
             async move {
                 let req = SimpleRequest { sleep_ms: 500, ..Default::default() };
                 (i, self.unary(&req, &opts).await)
@@ -394,7 +404,7 @@ impl Client {
     }
 
     async fn slow_reader_isolation(&self) -> CaseResult {
-        let a = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &CallOptions::new()).await.map_err(|e| e.to_string())?;
+        let a = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         let req = StreamingOutputCallRequest {
             response_parameters: (0..4096).map(|_| ResponseParameters { size: 64 << 10, interval_ms: 0 }).collect(),
             ..Default::default()
@@ -403,7 +413,7 @@ impl Client {
         a.close_send().await.map_err(|e| e.to_string())?;
         let start = Instant::now();
         let calls = (0..500).map(|i| async move {
-            let r: Result<Empty, _> = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &CallOptions::new().timeout(Duration::from_secs(10))).await;
+            let r: Result<Empty, _> = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &self.opts().timeout(Duration::from_secs(10))).await;
             r.map(drop).map_err(|e| format!("EmptyCall {i}: {e}"))
         });
         let results: CaseResult = join_all(calls).await.into_iter().collect();

@@ -1,8 +1,8 @@
 //! drpc-interop-client: runs the cases of shared/interop/CASES.md against a server.
 //! Usage: drpc-interop-client --addr HOST:PORT --case NAME|all [--case NAME ...]
-//!        [--mode mux|sequential] [--flow-control]
+//!        [--mode mux|sequential] [--flow-control] [--compression snappy|minlz-fastest]
 
-use drpc_core::{ConnOptions, Conn};
+use drpc_core::{Compression, Conn, ConnOptions};
 use drpc_interop::cases::{self, Client};
 use drpc_interop::parse_args;
 
@@ -12,6 +12,7 @@ async fn main() {
     let mut names: Vec<String> = Vec::new();
     let mut mux = true;
     let mut flow_control = false;
+    let mut compression = None;
     for (flag, value) in parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e)) {
         match (flag.as_str(), value) {
             ("addr", Some(v)) => addr = Some(v),
@@ -19,6 +20,10 @@ async fn main() {
             ("mode", Some(v)) if v == "mux" => mux = true,
             ("mode", Some(v)) if v == "sequential" => mux = false,
             ("flow-control", None) => flow_control = true,
+            ("compression", Some(v)) => match Compression::from_name(&v) {
+                Some(c) => compression = Some(c),
+                None => usage(&format!("unknown compression {v:?} (snappy, minlz-fastest)")),
+            },
             (f, _) => usage(&format!("unknown or malformed flag --{f}")),
         }
     }
@@ -47,7 +52,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let client = Client { conn };
+    let mut client = Client::new(conn);
+    if let Some(c) = compression {
+        client.base = client.base.compression(c);
+    }
     let mut failed = 0;
     for name in &run {
         match client.run(name).await {
@@ -64,7 +72,7 @@ async fn main() {
 
 fn usage(err: &str) -> ! {
     eprintln!(
-        "drpc-interop-client: {err}\nusage: drpc-interop-client --addr HOST:PORT --case NAME|all [--mode mux|sequential] [--flow-control]"
+        "drpc-interop-client: {err}\nusage: drpc-interop-client --addr HOST:PORT --case NAME|all [--mode mux|sequential] [--flow-control] [--compression snappy|minlz-fastest]"
     );
     std::process::exit(2);
 }

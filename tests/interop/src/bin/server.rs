@@ -1,5 +1,5 @@
 //! drpc-interop-server: serves the interop TestService (see shared/interop/CASES.md).
-//! Usage: drpc-interop-server --addr HOST:PORT [--flow-control]
+//! Usage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]
 
 use drpc_core::{Server, ServerOptions};
 use drpc_interop::{parse_args, service};
@@ -17,6 +17,10 @@ async fn main() {
         match (flag.as_str(), value) {
             ("addr", Some(v)) => addr = v,
             ("flow-control", None) => opts.conn = opts.conn.with_flow_control(),
+            ("max-concurrent-streams", Some(v)) => match v.parse() {
+                Ok(n) => opts.conn.max_concurrent_streams = n,
+                Err(_) => usage("--max-concurrent-streams takes a number"),
+            },
             (f, _) => usage(&format!("unknown or malformed flag --{f}")),
         }
     }
@@ -40,6 +44,6 @@ async fn main() {
 }
 
 fn usage(err: &str) -> ! {
-    eprintln!("drpc-interop-server: {err}\nusage: drpc-interop-server --addr HOST:PORT [--flow-control]");
+    eprintln!("drpc-interop-server: {err}\nusage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]");
     std::process::exit(2);
 }
