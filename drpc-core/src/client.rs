@@ -130,7 +130,7 @@ impl Conn {
     /// A unary call with raw message bytes.
     pub async fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
         let deadline = opts.effective_deadline(Instant::now());
-        self.check_start(opts, deadline)?;
+        self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
         if request.len() > max {
             return Err(Status::resource_exhausted(format!(
@@ -184,7 +184,7 @@ impl Conn {
     /// and cancel token of `opts` apply to the whole stream.
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
         let deadline = opts.effective_deadline(Instant::now());
-        self.check_start(opts, deadline)?;
+        self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
         let open = async {
             let permit = self.acquire_slot().await?;
@@ -209,7 +209,7 @@ impl Conn {
 
     /// A call whose deadline or cancellation is already done fails before it
     /// uses a stream id.
-    fn check_start(&self, opts: &CallOptions, deadline: Option<Instant>) -> Result<(), Status> {
+    fn check_start(&self, rpc: &str, opts: &CallOptions, deadline: Option<Instant>) -> Result<(), Status> {
         if opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(canceled());
         }
@@ -218,6 +218,11 @@ impl Conn {
         }
         if let Some(status) = self.shared().closed_status() {
             return Err(self.shared().stream_failure(status));
+        }
+        let limit = self.shared().opts.max_metadata_size;
+        let md_len: usize = opts.metadata.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+        if md_len > limit || rpc.len() > limit {
+            return Err(Status::resource_exhausted(format!("invoke metadata or rpc name larger than {limit} bytes")));
         }
         Ok(())
     }

@@ -38,6 +38,10 @@ pub struct ConnOptions {
     /// Server only: incomplete invokes (InvokeMetadata without its Invoke)
     /// a peer may leave pending before the connection is closed.
     pub max_pending_invokes: usize,
+    /// Largest InvokeMetadata payload or rpc name (default 64 KiB). A client
+    /// refuses to send more (ResourceExhausted); a server receiving more
+    /// closes the connection.
+    pub max_metadata_size: usize,
     /// Concurrent streams per connection. A server refuses more with
     /// Unavailable; a client queues further calls until a stream finishes.
     pub max_concurrent_streams: usize,
@@ -46,6 +50,8 @@ pub struct ConnOptions {
     pub flow_control: Option<FlowControl>,
     /// Without flow control: received messages not yet read, summed over all
     /// streams, beyond which the reader stops reading (TCP back-pressure).
+    /// While it is stopped, a peer's disconnect is only seen once the
+    /// application reads and frees budget (the FIN waits behind unread data).
     pub connection_buffer_budget: usize,
     /// Bytes of data frames queued for writing beyond which senders wait.
     /// Control frames (Cancel, WindowUpdate) are never held back.
@@ -67,6 +73,9 @@ impl Default for FlowControl {
     }
 }
 
+/// Default limit on invoke metadata (and rpc names).
+pub const DEFAULT_MAX_METADATA_SIZE: usize = 64 << 10;
+
 /// Default cap on concurrent streams per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 10_000;
 
@@ -77,6 +86,7 @@ impl Default for ConnOptions {
             split_size: crate::wire::DEFAULT_SPLIT_SIZE,
             sequential: false,
             max_pending_invokes: 1024,
+            max_metadata_size: DEFAULT_MAX_METADATA_SIZE,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             flow_control: None,
             connection_buffer_budget: 64 << 20,
@@ -342,12 +352,14 @@ impl ConnShared {
             return Err(format!("more than {} incomplete invokes", self.opts.max_pending_invokes));
         }
         let pending = invokes.entry(sid).or_insert_with(|| PendingInvoke {
-            assembler: Assembler::new(0, self.opts.max_message_size),
+            assembler: Assembler::new(0, self.opts.max_metadata_size),
             metadata: None,
         });
         let pkt = match pending.assembler.push(frame).map_err(|e| e.to_string())? {
             Assembled::Partial => return Ok(()),
-            Assembled::TooLarge { kind, .. } => return Err(format!("{kind} larger than the maximum message size")),
+            Assembled::TooLarge { kind, .. } => {
+                return Err(format!("{kind} larger than the maximum of {} bytes", self.opts.max_metadata_size))
+            }
             Assembled::Packet(pkt) => pkt,
         };
         if pkt.kind == Kind::INVOKE_METADATA {

@@ -26,7 +26,9 @@ mod writer;
 
 pub use client::{CallOptions, Conn};
 pub use compress::Compression;
-pub use conn::{ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE};
+pub use conn::{
+    ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE,
+};
 pub use metadata::Metadata;
 pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};

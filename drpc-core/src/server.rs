@@ -121,6 +121,11 @@ impl Server {
         self.inner.handlers.len()
     }
 
+    /// Received message bytes not yet read by handlers, over all connections.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.conns.lock().unwrap().values().map(|c| c.buffered()).sum()
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.conns.lock().unwrap().len()
