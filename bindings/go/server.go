@@ -1,0 +1,220 @@
+package drpc
+
+/*
+#include <stdlib.h>
+#include "drpc.h"
+
+extern uint32_t goStreamHandler(void *userdata, drpc_stream *stream);
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime/cgo"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// StreamHandler serves one call. It returns nil to end the call cleanly or
+// an error to fail it (the code is taken from a Code()/DRPCCode() uint64
+// method or an *Error, else 0, which the client sees as Unknown; context errors map to Canceled /
+// DeadlineExceeded).
+type StreamHandler func(s *ServerStream) error
+
+// Server is a DRPC server on libdrpc. Handlers run on libdrpc's blocking
+// thread pool, one thread per running call.
+type Server struct {
+	s        *C.drpc_server
+	mu       sync.Mutex
+	handles  []unsafe.Pointer // C copies of cgo.Handles, freed after shutdown
+	shutdown bool
+}
+
+// NewServer returns a server with no handlers; an unregistered rpc is
+// answered with Unimplemented.
+func NewServer() *Server {
+	live.Add(1)
+	return &Server{s: C.drpc_server_new()}
+}
+
+// Handle registers h for rpc (before Listen). Unary rpcs are served by
+// stream handlers too: receive one message, send one, return nil.
+func (srv *Server) Handle(rpc string, h StreamHandler) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	crpc := cString(rpc)
+	defer C.free(unsafe.Pointer(crpc))
+	handle := cgo.NewHandle(h)
+	ud := C.malloc(C.size_t(unsafe.Sizeof(handle)))
+	*(*cgo.Handle)(ud) = handle
+	var cerr *C.drpc_error
+	if st := C.drpc_server_register_stream(srv.s, crpc, C.drpc_stream_handler(C.goStreamHandler), ud, &cerr); st != C.DRPC_OK {
+		handle.Delete()
+		C.free(ud)
+		return takeError(st, cerr)
+	}
+	srv.handles = append(srv.handles, ud)
+	return nil
+}
+
+// Listen binds addr ("host:port", port 0 picks one, or "unix:/path") and
+// serves it in the background; it returns the bound address.
+func (srv *Server) Listen(addr string) (string, error) {
+	caddr := cString(addr)
+	defer C.free(unsafe.Pointer(caddr))
+	var bound *C.char
+	var cerr *C.drpc_error
+	if st := C.drpc_server_listen(srv.s, caddr, &bound, &cerr); st != C.DRPC_OK {
+		return "", takeError(st, cerr)
+	}
+	defer C.drpc_string_free(bound)
+	return C.GoString(bound), nil
+}
+
+// ActiveRPCs is the number of handlers running now.
+func (srv *Server) ActiveRPCs() int { return int(C.drpc_server_active_rpcs(srv.s)) }
+
+// Shutdown stops accepting, lets running calls finish for up to grace, then
+// cancels the rest, waits for every handler to return and releases the
+// server. Idempotent.
+func (srv *Server) Shutdown(grace time.Duration) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.shutdown {
+		return nil
+	}
+	srv.shutdown = true
+	var cerr *C.drpc_error
+	st := C.drpc_server_shutdown(srv.s, C.uint64_t(grace/time.Millisecond), &cerr)
+	C.drpc_server_free(srv.s)
+	live.Add(-1)
+	for _, ud := range srv.handles {
+		(*(*cgo.Handle)(ud)).Delete()
+		C.free(ud)
+	}
+	srv.handles = nil
+	if st != C.DRPC_OK {
+		return takeError(st, cerr)
+	}
+	return nil
+}
+
+// ServerStream is the stream a handler serves. Valid until the handler
+// returns.
+type ServerStream struct {
+	s   *C.drpc_stream
+	ctx context.Context
+	rpc string
+}
+
+// RPC is the rpc name.
+func (s *ServerStream) RPC() string { return s.rpc }
+
+// Context is done once the call is cancelled (by the client, its deadline,
+// a lost connection or server shutdown).
+func (s *ServerStream) Context() context.Context { return s.ctx }
+
+// Metadata returns the value of an invoke-metadata key the client sent.
+func (s *ServerStream) Metadata(key string) (string, bool) {
+	ckey := cString(key)
+	defer C.free(unsafe.Pointer(ckey))
+	v := C.drpc_stream_metadata(s.s, ckey)
+	if v == nil {
+		return "", false
+	}
+	return C.GoString(v), true
+}
+
+// Send sends one encoded message.
+func (s *ServerStream) Send(msg []byte) error {
+	p, n := bytesPtr(msg)
+	var cerr *C.drpc_error
+	if st := C.drpc_stream_send(s.s, p, n, &cerr); st != C.DRPC_OK {
+		return takeError(st, cerr)
+	}
+	return nil
+}
+
+// Recv receives the next encoded message; io.EOF once the client closed
+// sending.
+func (s *ServerStream) Recv() ([]byte, error) {
+	var buf *C.drpc_buffer
+	var cerr *C.drpc_error
+	switch st := C.drpc_stream_recv(s.s, &buf, &cerr); st {
+	case C.DRPC_OK:
+		return takeBuffer(buf), nil
+	case C.DRPC_END:
+		return nil, io.EOF
+	default:
+		return nil, takeError(st, cerr)
+	}
+}
+
+// errorCode finds the DRPC code of a handler's error.
+func errorCode(err error) uint64 {
+	var e *Error
+	var coded interface{ Code() uint64 }
+	switch {
+	case errors.As(err, &e):
+		return e.WireCode
+	case errors.As(err, &coded):
+		return coded.Code()
+	case errors.Is(err, context.Canceled):
+		return uint64(Canceled)
+	case errors.Is(err, context.DeadlineExceeded):
+		return uint64(DeadlineExceeded)
+	}
+	return 0 // no code: the client sees Unknown, as with storj.io/drpc
+}
+
+//export goStreamHandler
+func goStreamHandler(userdata unsafe.Pointer, stream *C.drpc_stream) C.uint32_t {
+	h := (*(*cgo.Handle)(userdata)).Value().(StreamHandler)
+	ctx, cancel := context.WithCancel(context.Background())
+	ss := &ServerStream{s: stream, ctx: ctx, rpc: C.GoString(C.drpc_stream_rpc(stream))}
+
+	// Watch for cancellation with short waits, so that the watcher has
+	// stopped touching the stream before this function returns (the stream
+	// is freed by the library after that).
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			start := time.Now()
+			if C.drpc_stream_wait_cancelled(stream, 20) {
+				cancel()
+				return
+			}
+			if time.Since(start) < 5*time.Millisecond {
+				time.Sleep(20 * time.Millisecond) // waiting not allowed here: poll
+			}
+		}
+	}()
+
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &Error{Code: Internal, WireCode: uint64(Internal), Message: "handler panicked"}
+			}
+		}()
+		return h(ss)
+	}()
+	close(stop)
+	<-watched
+	cancel()
+	if err != nil {
+		cmsg := cString(err.Error())
+		C.drpc_stream_fail(stream, C.uint64_t(errorCode(err)), cmsg)
+		C.free(unsafe.Pointer(cmsg))
+	}
+	return C.DRPC_OK
+}

@@ -1,0 +1,321 @@
+#!/usr/bin/env python3
+"""Cross-implementation interop matrix (stdlib only).
+
+Starts every interop server that exists and runs every interop client that
+exists against it, with the cases of shared/interop/CASES.md:
+
+  sequential  every-peer cases, --mode sequential          (every pair)
+  mux         every-peer + multiplexing cases, --mode mux  (both sides multiplex)
+  mux+fc      slow_reader_isolation, both sides --flow-control (both multiplex)
+
+Each run gets a fresh server. Prints the matrix and the failures (case, the
+client's FAIL reason, the tails of both sides' stderr) and exits 1 if any
+applicable run failed. Implementations that are absent print "absent" and do
+not fail the run unless named with --require.
+
+Implementations are pluggable: edit IMPLS below (paths are relative to the
+repository root; {root}, {bin} and {python} are substituted).
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+EVERY_PEER = [
+    "empty_unary", "large_unary", "client_streaming", "server_streaming",
+    "ping_pong", "half_duplex", "empty_stream", "custom_metadata",
+    "status_code_and_message", "special_status_message", "unimplemented_method",
+    "cancel_after_begin", "cancel_after_first_response",
+    "timeout_on_sleeping_server", "server_cancel_propagation", "connection_reuse",
+]
+# no_leaks must run after every other case; slow_reader_isolation needs
+# --flow-control on both sides and runs as its own "mux+fc" run.
+MUX_ONLY = ["concurrent_unary", "interleaved_streams", "large_interleaved", "cancel_one_of_many"]
+MUX_LAST = ["no_leaks"]
+FLOW_CONTROL_CASES = ["slow_reader_isolation"]
+
+
+def python_for_bindings():
+    """The interpreter that has the drpc package: $DRPC_PYTHON, the bindings'
+    venv, or python3."""
+    for cand in (os.environ.get("DRPC_PYTHON"),
+                 os.path.join(ROOT, "bindings/python/.venv/bin/python"),
+                 shutil.which("python3")):
+        if cand and os.path.exists(cand):
+            return cand
+    return "python3"
+
+
+# name: the column/row label. mux: multiplexing implementation (storj.io/drpc
+# is sequential only). flow_control (default true): supports --flow-control,
+# needed for the mux+fc run. server/client: argv (without --addr/--case/--mode).
+# build: optional argv run once (cwd = build_cwd) before probing, e.g. to
+# compile a binary into {bin}. probe: optional argv that must exit 0 for the
+# implementation to count as present; otherwise the first argv element of
+# server/client must be an existing file.
+IMPLS = [
+    {
+        "name": "rust",
+        "mux": True,
+        "server": ["{root}/target/release/drpc-interop-server"],
+        "client": ["{root}/target/release/drpc-interop-client"],
+    },
+    {
+        "name": "c",
+        "mux": True,
+        # Fill in when tests/c has its interop programs.
+        "server": ["{root}/tests/c/build/drpc-interop-server"],
+        "client": ["{root}/tests/c/build/drpc-interop-client"],
+    },
+    {
+        "name": "python",
+        "mux": True,
+        "server": ["{python}", "-m", "drpc.interop.server"],
+        "client": ["{python}", "-m", "drpc.interop.client"],
+        "probe": ["{python}", "-c", "import drpc.interop.server, drpc.interop.client"],
+    },
+    {
+        "name": "go-storj",
+        "mux": False,
+        "build": ["go", "build", "-o", "{bin}/", "./cmd/storj-interop-server", "./cmd/storj-interop-client"],
+        "build_cwd": "{root}/tests/go",
+        "server": ["{bin}/storj-interop-server"],
+        "client": ["{bin}/storj-interop-client"],
+    },
+    {
+        "name": "go-cgo",
+        "mux": True,
+        "build_if": "{root}/bindings/go/go.mod",
+        "build": ["go", "build", "-o", "{bin}/", "./cmd/cgo-interop-server", "./cmd/cgo-interop-client"],
+        "build_cwd": "{root}/bindings/go",
+        # The C ABI has no flow-control option yet: its programs refuse --flow-control.
+        "flow_control": False,
+        "server": ["{bin}/cgo-interop-server"],
+        "client": ["{bin}/cgo-interop-client"],
+    },
+]
+
+
+def subst(argv, ctx):
+    return [a.format(**ctx) for a in argv]
+
+
+def tail(text, n=15):
+    lines = text.strip().splitlines()
+    return "\n".join(("    " + l) for l in lines[-n:]) if lines else "    (empty)"
+
+
+class Impl:
+    def __init__(self, spec, ctx):
+        self.name = spec["name"]
+        self.mux = spec["mux"]
+        self.flow_control = spec.get("flow_control", True)
+        self.server = subst(spec["server"], ctx)
+        self.client = subst(spec["client"], ctx)
+        self.present = False
+        self.why = ""
+        build_if = spec.get("build_if")
+        if build_if and not os.path.exists(build_if.format(**ctx)):
+            self.why = "absent (%s missing)" % build_if.format(**ctx)
+            return
+        if "build" in spec:
+            try:
+                r = subprocess.run(subst(spec["build"], ctx), cwd=spec.get("build_cwd", "{root}").format(**ctx),
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                self.why = "absent (build: %s)" % e
+                return
+            if r.returncode != 0:
+                self.why = "absent (build failed: %s)" % r.stdout.strip().splitlines()[-1:]
+                return
+        if "probe" in spec:
+            try:
+                r = subprocess.run(subst(spec["probe"], ctx), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+                ok = r.returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if not ok:
+                self.why = "absent (probe failed)"
+                return
+        else:
+            for argv in (self.server, self.client):
+                if not os.path.exists(argv[0]):
+                    self.why = "absent (%s)" % os.path.relpath(argv[0], ROOT)
+                    return
+        self.present = True
+
+
+class Server:
+    """A running interop server: first stdout line must be `listening HOST:PORT`."""
+
+    def __init__(self, impl, flow_control, timeout=30):
+        argv = impl.server + ["--addr", "127.0.0.1:0"] + (["--flow-control"] if flow_control else [])
+        self.stderr = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.addr = None
+        first = []
+        t = threading.Thread(target=lambda: first.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        line = first[0].rstrip("\n") if first else ""
+        if not line.startswith("listening "):
+            self.stop()
+            raise RuntimeError("no `listening HOST:PORT` line within %ds (got %r); stderr:\n%s"
+                               % (timeout, line, tail(self.read_stderr())))
+        self.addr = line[len("listening "):]
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def read_stderr(self):
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def stop(self):
+        """SIGTERM; returns an error string unless the server exits 0 within 10 s."""
+        if self.proc.poll() is not None:
+            return "server exited early with %s" % self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "server did not exit within 10 s of SIGTERM"
+        return None if rc == 0 else "server exited with %s after SIGTERM" % rc
+
+
+def run_pair(srv_impl, cli_impl, mode, timeout):
+    """Returns (passed, total, failures) where failures are strings."""
+    flow_control = mode == "mux+fc"
+    if mode == "sequential":
+        cases = EVERY_PEER
+    elif mode == "mux":
+        cases = EVERY_PEER + MUX_ONLY + MUX_LAST
+    else:
+        cases = FLOW_CONTROL_CASES
+    try:
+        srv = Server(srv_impl, flow_control)
+    except (OSError, RuntimeError) as e:
+        return 0, len(cases), ["server %s failed to start: %s" % (srv_impl.name, e)]
+    argv = cli_impl.client + ["--addr", srv.addr, "--mode", "sequential" if mode == "sequential" else "mux"]
+    if flow_control:
+        argv.append("--flow-control")
+    for c in cases:
+        argv += ["--case", c]
+    failures = []
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        out, err, rc = r.stdout, r.stderr, r.returncode
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+        rc = None
+        failures.append("client timed out after %ds" % timeout)
+    except OSError as e:
+        out, err, rc = "", str(e), None
+        failures.append("client failed to start: %s" % e)
+    stop_err = srv.stop()
+    srv_err = srv.read_stderr()
+
+    results = {}
+    for line in out.splitlines():
+        if line.startswith("PASS "):
+            results[line[5:].strip()] = None
+        elif line.startswith("FAIL "):
+            name, _, reason = line[5:].partition(":")
+            results[name.strip()] = reason.strip()
+    passed = 0
+    for c in cases:
+        if c not in results:
+            failures.append("%s: no PASS/FAIL line" % c)
+        elif results[c] is not None:
+            failures.append("%s: %s" % (c, results[c]))
+        else:
+            passed += 1
+    any_fail = passed != len(cases)
+    if rc is not None and (rc == 0) == any_fail:
+        failures.append("client exit status %s does not match its results" % rc)
+    if stop_err:
+        failures.append(stop_err)
+    if failures:
+        failures.append("client stderr:\n" + tail(err))
+        failures.append("server stderr:\n" + tail(srv_err))
+    return passed, len(cases), failures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", action="append", default=[], help="limit to these implementations (repeatable)")
+    ap.add_argument("--require", action="append", default=[], help="fail if this implementation is absent (repeatable)")
+    ap.add_argument("--no-flow-control", action="store_true", help="skip the mux+fc runs")
+    ap.add_argument("--timeout", type=int, default=300, help="per client run, seconds")
+    args = ap.parse_args()
+
+    bindir = tempfile.mkdtemp(prefix="drpc-matrix-")
+    ctx = {"root": ROOT, "bin": bindir, "python": python_for_bindings()}
+    impls = [Impl(s, ctx) for s in IMPLS if not args.only or s["name"] in args.only]
+    bad = False
+    print("implementations:")
+    for im in impls:
+        print("  %-9s %s" % (im.name, "present (%s)" % ("multiplexing" if im.mux else "sequential only")
+                                     if im.present else im.why))
+        if not im.present and im.name in args.require:
+            bad = True
+    present = [im for im in impls if im.present]
+
+    cells, failures = {}, []
+    for s in present:
+        for c in present:
+            modes = ["sequential"]
+            if s.mux and c.mux:
+                modes.append("mux")
+                if not args.no_flow_control and s.flow_control and c.flow_control:
+                    modes.append("mux+fc")
+            parts = []
+            for mode in modes:
+                t0 = time.time()
+                passed, total, fails = run_pair(s, c, mode, args.timeout)
+                status = "ok" if not fails else "FAIL"
+                print("  client %-9s server %-9s %-10s %2d/%-2d %s (%.1fs)"
+                      % (c.name, s.name, mode, passed, total, status, time.time() - t0), flush=True)
+                parts.append("%s %d/%d" % ({"sequential": "seq", "mux": "mux", "mux+fc": "fc"}[mode], passed, total)
+                             + ("" if not fails else "!"))
+                if fails:
+                    bad = True
+                    failures.append(("client %s -> server %s, %s" % (c.name, s.name, mode), fails))
+            cells[(c.name, s.name)] = ", ".join(parts)
+
+    names = [im.name for im in impls]
+    width = max([len("client \\ server")] + [len(n) for n in names])
+    colw = {n: max(len(n), max([len(cells.get((c, n), "")) for c in names] + [6])) for n in names}
+    print("\nmatrix (rows: client, columns: server; n/k = cases passed; ! = failures):")
+    print("  " + "client \\ server".ljust(width) + " | " + " | ".join(n.ljust(colw[n]) for n in names))
+    print("  " + "-" * width + "-+-" + "-+-".join("-" * colw[n] for n in names))
+    present_names = {im.name for im in present}
+    for c in names:
+        row = []
+        for s in names:
+            if c not in present_names or s not in present_names:
+                row.append("absent".ljust(colw[s]))
+            else:
+                row.append(cells[(c, s)].ljust(colw[s]))
+        print("  " + c.ljust(width) + " | " + " | ".join(row))
+
+    for what, fails in failures:
+        print("\nFAILED %s:" % what)
+        for f in fails:
+            print("  " + f)
+    shutil.rmtree(bindir, ignore_errors=True)
+    print("\nmatrix: %s" % ("FAIL" if bad else "PASS"))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
