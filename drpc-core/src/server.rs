@@ -92,15 +92,17 @@ impl Server {
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (rd, wr) = tokio::io::split(io);
-        let conn = self.start_conn(Box::new(rd), Box::new(wr));
+        let (conn, id) = self.start_conn(Box::new(rd), Box::new(wr));
         conn.closed().await;
+        self.inner.conns.lock().unwrap().remove(&id);
+        conn.close(Status::unavailable("connection closed")).await;
     }
 
     fn serve_parts(&self, rd: BoxRead, wr: BoxWrite) {
         self.start_conn(rd, wr);
     }
 
-    fn start_conn(&self, rd: BoxRead, wr: BoxWrite) -> Arc<ConnShared> {
+    fn start_conn(&self, rd: BoxRead, wr: BoxWrite) -> (Arc<ConnShared>, u64) {
         let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor { server: Arc::downgrade(&self.inner) });
         let conn = ConnShared::start_split(rd, wr, Role::Server, self.inner.opts.conn.clone(), Some(acceptor));
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -113,7 +115,7 @@ impl Server {
             inner.conns.lock().unwrap().remove(&id);
             watched.close(Status::unavailable("connection closed")).await;
         });
-        conn
+        (conn, id)
     }
 
     /// RPC handlers running now.

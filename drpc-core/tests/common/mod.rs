@@ -146,3 +146,32 @@ impl RawPeer {
         self.send(&out).await;
     }
 }
+
+/// A small seeded PRNG (xorshift64*), so failing runs reproduce from a seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The seeds a randomized test runs: `DRPC_SEED=n` reruns one.
+pub fn seeds(default_count: u64) -> Vec<u64> {
+    match std::env::var("DRPC_SEED") {
+        Ok(s) => vec![s.parse().expect("DRPC_SEED is a number")],
+        Err(_) => (1..=default_count).collect(),
+    }
+}
