@@ -1,0 +1,15 @@
+#!/bin/sh
+# Regenerates python/drpc/interop/test_pb2.py from the shared interop proto.
+# Generated with protoc 3.21.12 (Debian's protobuf-compiler); the output needs
+# the `protobuf` runtime >= 3.20 and works with current 4.x-7.x releases.
+# Usage: bindings/python/gen_proto.sh [path/to/test.proto]
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+proto=${1:-$here/../../../shared/interop/test.proto}
+[ -f "$proto" ] || proto=/work/shared/interop/test.proto
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/drpc/interop"
+cp "$proto" "$tmp/drpc/interop/test.proto"
+protoc -I "$tmp" --python_out="$here/python" "$tmp/drpc/interop/test.proto"
+echo "wrote $here/python/drpc/interop/test_pb2.py"

@@ -1,0 +1,70 @@
+"""drpc: DRPC (storj.io/drpc-compatible RPC, with stream multiplexing) for
+Python, over the Rust drpc-core.
+
+Blocking API: :class:`Client`, :class:`Server`; asyncio API: :mod:`drpc.aio`.
+Errors: :class:`RpcError` and its per-code subclasses. Requests and responses
+are bytes, or protobuf messages (anything with ``SerializeToString`` /
+``FromString``).
+"""
+
+from . import errors
+from ._client import Client, ClientStream, connect
+from ._native import DEFAULT_MAX_MESSAGE_SIZE, ServerContext
+from ._server import AsyncServerStream, Server, ServerStream
+from .errors import (
+    Aborted,
+    AlreadyExists,
+    Canceled,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    RpcError,
+    StatusCode,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+)
+
+from . import aio  # noqa: E402  (drpc.aio)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Client",
+    "ClientStream",
+    "connect",
+    "Server",
+    "ServerStream",
+    "AsyncServerStream",
+    "ServerContext",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "errors",
+    "aio",
+    "StatusCode",
+    "RpcError",
+    "Cancelled",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+]

@@ -1,0 +1,227 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Mapping, Optional
+
+from . import _native
+from ._common import (
+    check_address,
+    check_max_message_size,
+    check_metadata,
+    check_rpc,
+    check_timeout,
+    decode,
+    decoder,
+    encode,
+    track,
+)
+
+__all__ = ["Client", "ClientStream", "connect"]
+
+
+class ClientStream:
+    """A streaming call (client-, server- or bidi-streaming).
+
+    ``send`` messages, ``close_send`` when done sending, ``recv`` until it
+    returns None (or iterate). ``cancel`` gives up on the call. Used as a
+    context manager, a stream that has not finished is cancelled on exit.
+    Safe to use from several threads (e.g. one sending, one receiving).
+    """
+
+    __slots__ = ("_native", "_decode", "__weakref__")
+
+    def __init__(self, native: Any, response_type: Any = None) -> None:
+        self._native = native
+        self._decode = decoder(response_type)
+
+    @property
+    def id(self) -> int:
+        """The stream id on the connection."""
+        return self._native.id
+
+    @property
+    def finished(self) -> bool:
+        """Whether the call has ended (completed, failed or cancelled)."""
+        return self._native.finished
+
+    def send(self, message: Any) -> None:
+        """Sends one message (bytes or a protobuf message)."""
+        self._native.send(encode(message, "message"))
+
+    def close_send(self) -> None:
+        """Tells the server no more messages will be sent."""
+        self._native.close_send()
+
+    def recv(self) -> Any:
+        """The next response, or None once the server finished sending.
+        Raises RpcError if the call failed."""
+        return decode(self._native.recv(), self._decode)
+
+    def cancel(self) -> None:
+        """Cancels the call; the connection stays usable."""
+        self._native.cancel()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        data = self._native.recv()
+        if data is None:
+            raise StopIteration
+        return decode(data, self._decode)
+
+    def __enter__(self) -> "ClientStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._native.finished:
+            self._native.cancel()
+
+
+class Client:
+    """A DRPC client connection, blocking API.
+
+    ``Client("host:port")`` or ``Client("unix:/path")`` connects at once.
+    Calls multiplex over the one connection, unless ``sequential=True`` (at
+    most one call at a time, as a ``storj.io/drpc`` server needs).
+    ``flow_control=True`` turns on cockroachdb/drpc-compatible per-stream flow
+    control (only towards peers that speak it). A Client is
+    safe to share between threads. Use it as a context manager or call
+    ``close()``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        sequential: bool = False,
+        max_message_size: Optional[int] = None,
+        connect_timeout: Optional[float] = None,
+        flow_control: bool = False,
+    ) -> None:
+        check_address(address)
+        if not isinstance(sequential, bool):
+            raise TypeError("sequential must be a bool")
+        if not isinstance(flow_control, bool):
+            raise TypeError("flow_control must be a bool")
+        self._native = _native.NativeConn.connect(
+            address,
+            sequential,
+            check_max_message_size(max_message_size),
+            check_timeout(connect_timeout, "connect_timeout"),
+            flow_control,
+        )
+        track(self)
+
+    @property
+    def address(self) -> str:
+        return self._native.address
+
+    @property
+    def sequential(self) -> bool:
+        return self._native.sequential
+
+    @property
+    def closed(self) -> bool:
+        """Whether the connection has terminated (closed here or lost)."""
+        return self._native.closed
+
+    def invoke(
+        self,
+        rpc: str,
+        request: Any,
+        *,
+        response_type: Any = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """A unary call. ``request`` is bytes or a protobuf message; the
+        response is bytes, or ``response_type.FromString(bytes)`` when given.
+        ``timeout`` in seconds (DeadlineExceeded when it passes), ``metadata``
+        a dict of str sent as invoke metadata. Ctrl-C cancels the call."""
+        dec = decoder(response_type)
+        data = self._native.unary(
+            check_rpc(rpc), encode(request), check_metadata(metadata), check_timeout(timeout)
+        )
+        return decode(data, dec)
+
+    def stream(
+        self,
+        rpc: str,
+        *,
+        response_type: Any = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> ClientStream:
+        """Opens a streaming call; ``timeout`` applies to the whole call."""
+        dec_type = response_type
+        decoder(dec_type)
+        native = self._native.stream(check_rpc(rpc), check_metadata(metadata), check_timeout(timeout))
+        return ClientStream(native, dec_type)
+
+    def server_stream(
+        self,
+        rpc: str,
+        request: Any,
+        *,
+        response_type: Any = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[Any]:
+        """A server-streaming call: sends ``request``, yields the responses."""
+        s = self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout)
+        with s:
+            s.send(request)
+            s.close_send()
+            yield from s
+
+    def client_stream(
+        self,
+        rpc: str,
+        requests: Iterable[Any],
+        *,
+        response_type: Any = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """A client-streaming call: sends every request, returns the response."""
+        with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout) as s:
+            for r in requests:
+                s.send(r)
+            s.close_send()
+            return s.recv()
+
+    def close(self) -> None:
+        """Closes the connection; calls in flight fail with Unavailable."""
+        self._native.close()
+
+    def _shutdown_at_exit(self) -> None:
+        self._native.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<drpc.Client {self.address!r}{' sequential' if self.sequential else ''}{' closed' if self.closed else ''}>"
+
+
+def connect(
+    address: str,
+    *,
+    sequential: bool = False,
+    max_message_size: Optional[int] = None,
+    connect_timeout: Optional[float] = None,
+    flow_control: bool = False,
+) -> Client:
+    """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
+    return Client(
+        address,
+        sequential=sequential,
+        max_message_size=max_message_size,
+        connect_timeout=connect_timeout,
+        flow_control=flow_control,
+    )

@@ -1,0 +1,172 @@
+"""Argument checking and message (de)serialization shared by the sync and
+asyncio layers."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from typing import Any, Callable, Dict, Mapping, Optional
+
+Decoder = Optional[Callable[[bytes], Any]]
+
+
+def check_address(address: Any) -> str:
+    if not isinstance(address, str):
+        raise TypeError(f"address must be a str ('host:port' or 'unix:/path'), got {type(address).__name__}")
+    if address.startswith("unix:"):
+        if len(address) == len("unix:"):
+            raise ValueError("unix address needs a path: 'unix:/path/to/socket'")
+        return address
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"address must be 'host:port' or 'unix:/path', got {address!r}")
+    return address
+
+
+def check_rpc(rpc: Any) -> str:
+    if not isinstance(rpc, str):
+        raise TypeError(f"rpc must be a str like '/pkg.Service/Method', got {type(rpc).__name__}")
+    if not rpc:
+        raise ValueError("rpc must not be empty")
+    return rpc
+
+
+def check_metadata(metadata: Any) -> Optional[Dict[str, str]]:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping of str to str, got {type(metadata).__name__}")
+    out: Dict[str, str] = {}
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(
+                f"metadata keys and values must be str, got {type(k).__name__}: {type(v).__name__}"
+            )
+        out[k] = v
+    return out
+
+
+def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
+    timeout = float(timeout)
+    if timeout != timeout or timeout < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {timeout}")
+    return timeout
+
+
+def check_max_message_size(size: Any) -> Optional[int]:
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"max_message_size must be an int, got {type(size).__name__}")
+    if size <= 0:
+        raise ValueError(f"max_message_size must be positive, got {size}")
+    return size
+
+
+def encode(message: Any, what: str = "request") -> bytes:
+    """bytes-like objects pass through; protobuf messages (anything with
+    SerializeToString) are serialized."""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, (bytearray, memoryview)):
+        return bytes(message)
+    serialize = getattr(message, "SerializeToString", None)
+    if serialize is None or not callable(serialize):
+        raise TypeError(
+            f"{what} must be bytes or a protobuf message (with SerializeToString), got {type(message).__name__}"
+        )
+    data = serialize()
+    if not isinstance(data, bytes):
+        raise TypeError(f"{type(message).__name__}.SerializeToString() returned {type(data).__name__}, not bytes")
+    return data
+
+
+def decoder(message_type: Any, what: str = "response_type") -> Decoder:
+    """The function turning received bytes into `message_type` (None: bytes)."""
+    if message_type is None or message_type is bytes:
+        return None
+    from_string = getattr(message_type, "FromString", None)
+    if from_string is None or not callable(from_string):
+        raise TypeError(f"{what} must be a protobuf message class (with FromString) or None, got {message_type!r}")
+    return from_string
+
+
+def decode(data: Optional[bytes], dec: Decoder) -> Any:
+    if data is None or dec is None:
+        return data
+    return dec(data)
+
+
+# Objects to close at interpreter exit, so no runtime thread calls into a
+# finalizing interpreter.
+_live: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def track(obj: Any) -> None:
+    with _live_lock:
+        _live.add(obj)
+
+
+@atexit.register
+def _close_all() -> None:
+    with _live_lock:
+        objs = list(_live)
+    for obj in objs:
+        try:
+            obj._shutdown_at_exit()
+        except BaseException:  # noqa: BLE001 - best effort at exit
+            pass
+    try:
+        from . import _native
+
+        _native._quiesce(2.0)
+    except BaseException:  # noqa: BLE001
+        pass
+
+
+async def send_async(native: Any, data: bytes) -> None:
+    """Sends on a native stream without blocking the event loop: at once
+    when possible, else waiting for flow-control credit in the background."""
+    await await_native(lambda cb: native.send_nowait(data, cb))
+
+
+async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> Any:
+    """Runs an extension ``*_async`` operation as an awaitable: ``start(cb)``
+    begins it and returns a task with ``cancel()`` (or None when it finished
+    at once); ``cb(value, exc)`` is called
+    once from a runtime thread. Cancelling the awaiting coroutine cancels the
+    operation (and so the call on the wire)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def settle(value: Any, exc: Any) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(value)
+
+    def callback(value: Any, exc: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, value, exc)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    task = start(callback)
+    if task is None:  # finished synchronously; the callback is never called
+        return None
+    try:
+        return await fut
+    except BaseException:
+        if not fut.done() or fut.cancelled():
+            task.cancel()
+        raise

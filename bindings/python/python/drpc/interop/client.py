@@ -1,0 +1,361 @@
+"""The interop test client: runs the cases of CASES.md against a TestService
+server, with the asyncio API of drpc.
+
+Usage: ``python -m drpc.interop.client --addr HOST:PORT --case NAME|all
+[--case ...] --mode mux|sequential [--flow-control]``. Prints ``PASS name`` or
+``FAIL name: reason`` per case and exits non-zero if any failed.
+Multiplexing-only cases are skipped in sequential mode. ``--flow-control``
+turns on per-stream flow control (DESIGN.md section 4, default window); ``all``
+includes ``slow_reader_isolation`` only then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any, Awaitable, Callable, Dict, List
+
+import drpc
+import drpc.aio
+
+from . import SERVICE
+from . import test_pb2 as pb
+
+SIZES = [31415, 9, 2653, 58979]
+
+
+class CaseFailed(Exception):
+    pass
+
+
+def check(cond: bool, reason: str) -> None:
+    if not cond:
+        raise CaseFailed(reason)
+
+
+def simple(**kw: Any) -> Any:
+    body = kw.pop("body", None)
+    req = pb.SimpleRequest(**kw)
+    if body is not None:
+        req.payload.body = body
+    return req
+
+
+def out_req(*sizes: int) -> Any:
+    return pb.StreamingOutputCallRequest(response_parameters=[pb.ResponseParameters(size=s) for s in sizes])
+
+
+class Cases:
+    def __init__(self, client: drpc.aio.Client) -> None:
+        self.c = client
+
+    async def unary(self, req: Any, **kw: Any) -> Any:
+        return await self.c.invoke(SERVICE + "UnaryCall", req, response_type=pb.SimpleResponse, **kw)
+
+    async def stats(self) -> Any:
+        return await self.c.invoke(SERVICE + "GetStats", pb.Empty(), response_type=pb.ServerStats)
+
+    async def expect_error(self, aw: Awaitable[Any], code: int, message: Any = None) -> None:
+        try:
+            await aw
+        except drpc.RpcError as e:
+            check(int(e.code) == code, f"code {int(e.code)} ({e.message!r}), want {code}")
+            if message is not None:
+                check(e.message == message, f"message {e.message!r}, want {message!r}")
+            return
+        raise CaseFailed(f"succeeded, want code {code}")
+
+    # -- cases for every peer ------------------------------------------------
+
+    async def empty_unary(self) -> None:
+        resp = await self.c.invoke(SERVICE + "EmptyCall", pb.Empty(), response_type=pb.Empty)
+        check(resp == pb.Empty(), "not Empty")
+
+    async def large_unary(self) -> None:
+        resp = await self.unary(simple(response_size=314159, body=bytes(271828)))
+        check(resp.payload.body == bytes(314159), f"body of {len(resp.payload.body)} bytes, want 314159 zeros")
+        check(resp.request_payload_size == 271828, f"request_payload_size {resp.request_payload_size}")
+
+    async def client_streaming(self) -> None:
+        s = await self.c.stream(SERVICE + "StreamingInputCall", response_type=pb.StreamingInputCallResponse)
+        async with s:
+            for n in [27182, 8, 1828, 45904]:
+                await s.send(pb.StreamingInputCallRequest(payload=pb.Payload(body=bytes(n))))
+            await s.close_send()
+            resp = await s.recv()
+            check(resp is not None, "no response")
+            check(resp.aggregated_payload_size == 74922, f"aggregated_payload_size {resp.aggregated_payload_size}")
+            check(await s.recv() is None, "more than one response")
+
+    async def server_streaming(self) -> None:
+        got = [
+            len(r.payload.body)
+            async for r in self.c.server_stream(
+                SERVICE + "StreamingOutputCall", out_req(*SIZES), response_type=pb.StreamingOutputCallResponse
+            )
+        ]
+        check(got == SIZES, f"response sizes {got}, want {SIZES}")
+
+    async def ping_pong(self) -> None:
+        s = await self.c.stream(SERVICE + "FullDuplexCall", response_type=pb.StreamingOutputCallResponse)
+        async with s:
+            for n in SIZES:
+                await s.send(out_req(n))
+                r = await s.recv()
+                check(r is not None, f"no response to {n}")
+                check(len(r.payload.body) == n, f"response of {len(r.payload.body)}, want {n}")
+            await s.close_send()
+            check(await s.recv() is None, "no clean end")
+
+    async def half_duplex(self) -> None:
+        s = await self.c.stream(SERVICE + "HalfDuplexCall", response_type=pb.StreamingOutputCallResponse)
+        async with s:
+            for n in SIZES:
+                await s.send(out_req(n))
+            await s.close_send()
+            got = [len(r.payload.body) async for r in s]
+            check(got == SIZES, f"response sizes {got}, want {SIZES}")
+
+    async def empty_stream(self) -> None:
+        s = await self.c.stream(SERVICE + "FullDuplexCall", response_type=pb.StreamingOutputCallResponse)
+        async with s:
+            await s.close_send()
+            check(await s.recv() is None, "got a response")
+
+    async def custom_metadata(self) -> None:
+        value = "hello/世界"
+        resp = await self.unary(simple(echo_metadata_key="x-drpc-test"), metadata={"x-drpc-test": value})
+        check(resp.metadata_value == value, f"metadata_value {resp.metadata_value!r}")
+
+    async def _status(self, message: str) -> None:
+        status = pb.EchoStatus(code=2, message=message)
+        await self.expect_error(self.unary(pb.SimpleRequest(response_status=status)), 2, message)
+
+        async def duplex() -> None:
+            s = await self.c.stream(SERVICE + "FullDuplexCall", response_type=pb.StreamingOutputCallResponse)
+            async with s:
+                await s.send(pb.StreamingOutputCallRequest(response_status=status))
+                await s.close_send()
+                while await s.recv() is not None:
+                    pass
+
+        await self.expect_error(duplex(), 2, message)
+
+    async def status_code_and_message(self) -> None:
+        await self._status("test status message")
+
+    async def special_status_message(self) -> None:
+        await self._status("\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n")
+
+    async def unimplemented_method(self) -> None:
+        await self.expect_error(self.c.invoke(SERVICE + "UnimplementedCall", pb.Empty()), 12)
+
+    async def cancel_after_begin(self) -> None:
+        s = await self.c.stream(SERVICE + "StreamingInputCall", response_type=pb.StreamingInputCallResponse)
+        s.cancel()
+        await self.expect_error(s.recv(), 1)
+
+    async def cancel_after_first_response(self) -> None:
+        s = await self.c.stream(SERVICE + "FullDuplexCall", response_type=pb.StreamingOutputCallResponse)
+        await s.send(out_req(31415))
+        r = await s.recv()
+        check(r is not None and len(r.payload.body) == 31415, "bad first response")
+        s.cancel()
+        await self.expect_error(s.recv(), 1)
+
+    async def timeout_on_sleeping_server(self) -> None:
+        t0 = time.monotonic()
+        await self.expect_error(self.unary(simple(sleep_ms=5000), timeout=0.1), 4)
+        took = time.monotonic() - t0
+        check(took < 1.0, f"took {took:.2f}s")
+
+    async def _cancelled_unary(self, req: Any, after: float) -> None:
+        """A UnaryCall cancelled after `after` seconds: fails with code 1."""
+        s = await self.c.stream(SERVICE + "UnaryCall", response_type=pb.SimpleResponse)
+        await s.send(req)
+        await s.close_send()
+        asyncio.get_running_loop().call_later(after, s.cancel)
+        await self.expect_error(s.recv(), 1)
+
+    async def server_cancel_propagation(self) -> None:
+        before = (await self.stats()).cancelled_rpcs
+        await self._cancelled_unary(simple(sleep_ms=10000), 0.1)
+        deadline = time.monotonic() + 2.0
+        while True:
+            now = (await self.stats()).cancelled_rpcs
+            if now >= before + 1:
+                return
+            check(time.monotonic() < deadline, f"cancelled_rpcs {now}, want {before + 1}")
+            await asyncio.sleep(0.02)
+
+    async def connection_reuse(self) -> None:
+        check(not self.c.closed, "connection closed")
+        await self.empty_unary()
+
+    # -- multiplexing only ---------------------------------------------------
+
+    async def concurrent_unary(self) -> None:
+        async def one(i: int) -> None:
+            req = simple(response_size=1000 + i, body=bytes(i + 1), sleep_ms=i % 51)
+            resp = await self.unary(req)
+            check(len(resp.payload.body) == 1000 + i, f"call {i}: response of {len(resp.payload.body)}")
+            check(resp.request_payload_size == i + 1, f"call {i}: request_payload_size {resp.request_payload_size}")
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+        peak = (await self.stats()).peak_active_rpcs
+        check(peak >= 2, f"peak_active_rpcs {peak}")
+
+    async def interleaved_streams(self) -> None:
+        async def one(k: int) -> None:
+            s = await self.c.stream(SERVICE + "FullDuplexCall", response_type=pb.StreamingOutputCallResponse)
+            async with s:
+                for r in range(50):
+                    n = 1 + k * 1000 + r
+                    await s.send(out_req(n))
+                    resp = await s.recv()
+                    check(resp is not None, f"stream {k} round {r}: no response")
+                    check(len(resp.payload.body) == n, f"stream {k} round {r}: {len(resp.payload.body)} bytes, want {n}")
+                await s.close_send()
+                check(await s.recv() is None, f"stream {k}: no clean end")
+
+        await asyncio.gather(*(one(k) for k in range(16)))
+
+    async def large_interleaved(self) -> None:
+        size = 3 << 20
+
+        async def one(i: int) -> None:
+            body = bytes([i + 1]) * size
+            resp = await self.unary(simple(response_size=size, body=body))
+            check(resp.request_payload_size == size, f"call {i}: request_payload_size {resp.request_payload_size}")
+            check(resp.payload.body == bytes(size), f"call {i}: response body not {size} zeros")
+
+        await asyncio.gather(*(one(i) for i in range(4)))
+
+    async def cancel_one_of_many(self) -> None:
+        async def ok(i: int) -> None:
+            resp = await self.unary(simple(sleep_ms=500, response_size=i))
+            check(len(resp.payload.body) == i, f"call {i}: wrong response")
+
+        await asyncio.gather(self._cancelled_unary(simple(sleep_ms=500), 0.05), *(ok(i) for i in range(1, 10)))
+        await self.empty_unary()
+
+    async def slow_reader_isolation(self) -> None:
+        req = pb.StreamingOutputCallRequest(response_parameters=[pb.ResponseParameters(size=65536)] * 4096)
+        a = await self.c.stream(SERVICE + "StreamingOutputCall", response_type=pb.StreamingOutputCallResponse)
+        try:
+            await a.send(req)
+            await a.close_send()
+            t0 = time.monotonic()
+
+            async def empties() -> None:
+                for _ in range(500):
+                    await self.c.invoke(SERVICE + "EmptyCall", pb.Empty(), timeout=10.0)
+
+            try:
+                await asyncio.wait_for(empties(), 10.0)
+            except asyncio.TimeoutError:
+                raise CaseFailed("500 EmptyCalls did not finish within 10 s")
+            check(time.monotonic() - t0 < 10.0, "too slow")
+        finally:
+            a.cancel()
+
+    async def no_leaks(self) -> None:
+        deadline = time.monotonic() + 2.0
+        while True:
+            active = (await self.stats()).active_rpcs
+            if active == 1:
+                return
+            check(time.monotonic() < deadline, f"active_rpcs {active}, want 1")
+            await asyncio.sleep(0.02)
+
+
+COMMON = [
+    "empty_unary",
+    "large_unary",
+    "client_streaming",
+    "server_streaming",
+    "ping_pong",
+    "half_duplex",
+    "empty_stream",
+    "custom_metadata",
+    "status_code_and_message",
+    "special_status_message",
+    "unimplemented_method",
+    "cancel_after_begin",
+    "cancel_after_first_response",
+    "timeout_on_sleeping_server",
+    "server_cancel_propagation",
+]
+MUX_ONLY = [
+    "concurrent_unary",
+    "interleaved_streams",
+    "large_interleaved",
+    "cancel_one_of_many",
+    "slow_reader_isolation",
+    "no_leaks",
+]
+# connection_reuse runs after everything but no_leaks ("after all of the above").
+ALL = COMMON + MUX_ONLY[:-1] + ["connection_reuse", "no_leaks"]
+
+
+def select(names: List[str], mode: str, flow_control: bool) -> List[str]:
+    if "all" in names:
+        chosen = [n for n in ALL if flow_control or n != "slow_reader_isolation"]
+    else:
+        chosen = names
+    if mode == "sequential":
+        chosen = [n for n in chosen if n not in MUX_ONLY]
+    return chosen
+
+
+async def run(addr: str, names: List[str], mode: str, case_timeout: float, flow_control: bool) -> int:
+    failed = 0
+    client = drpc.aio.Client(
+        addr, sequential=(mode == "sequential"), connect_timeout=10.0, flow_control=flow_control
+    )
+    try:
+        await client.connect()
+    except drpc.RpcError as e:
+        for name in names:
+            print(f"FAIL {name}: cannot connect to {addr}: {e}", flush=True)
+        return 1
+    async with client:
+        cases = Cases(client)
+        for name in names:
+            fn: Callable[[], Awaitable[None]] = getattr(cases, name)
+            try:
+                await asyncio.wait_for(fn(), case_timeout)
+            except asyncio.TimeoutError:
+                failed += 1
+                print(f"FAIL {name}: timed out after {case_timeout:.0f} s", flush=True)
+            except CaseFailed as e:
+                failed += 1
+                print(f"FAIL {name}: {e}", flush=True)
+            except Exception as e:  # noqa: BLE001 - report anything as a failure
+                failed += 1
+                print(f"FAIL {name}: {type(e).__name__}: {e!r}", flush=True)
+            else:
+                print(f"PASS {name}", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: Any = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m drpc.interop.client", description=__doc__.splitlines()[0])
+    ap.add_argument("--addr", required=True, help="HOST:PORT or unix:/path of the server")
+    ap.add_argument("--case", action="append", default=[], help="case name (repeatable) or 'all'")
+    ap.add_argument("--mode", choices=["mux", "sequential"], default="mux")
+    ap.add_argument("--flow-control", action="store_true", help="per-stream flow control (default window)")
+    ap.add_argument("--case-timeout", type=float, default=30.0, help="seconds before a case counts as failed")
+    args = ap.parse_args(argv)
+    names = args.case or ["all"]
+    unknown = [n for n in names if n != "all" and n not in ALL]
+    if unknown:
+        ap.error(f"unknown case(s): {', '.join(unknown)}; known: all, {', '.join(ALL)}")
+    chosen = select(names, args.mode, args.flow_control)
+    return asyncio.run(run(args.addr, chosen, args.mode, args.case_timeout, args.flow_control))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds and tests the Python bindings, non-interactively:
+#   - creates (or reuses) a virtualenv in bindings/python/.venv
+#   - pip-installs the package (`pip install ./bindings/python`, built by
+#     maturin from PyPI) and the test dependencies (pytest, protobuf)
+#   - builds the Rust interop binaries if missing
+#     (cargo build --release -p drpc-interop, at the repository root)
+#   - runs pytest; exits non-zero on failure.
+# Extra arguments go to pytest (e.g. ./run-tests.sh -k interop -x).
+# Environment: PYTHON (default python3), DRPC_SKIP_INSTALL=1 to skip the
+# pip install step, DRPC_INTEROP_BIN_DIR for prebuilt interop binaries.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+python=${PYTHON:-python3}
+venv="$here/.venv"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_ROOT_USER_ACTION=ignore
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "==> creating virtualenv $venv"
+    "$python" -m venv "$venv"
+fi
+py="$venv/bin/python"
+
+if [ "${DRPC_SKIP_INSTALL:-0}" != 1 ]; then
+    echo "==> installing test dependencies"
+    "$py" -m pip install --quiet --upgrade "pip>=23" pytest protobuf
+    echo "==> pip install $here"
+    # Non-editable install: the tests import the installed package, as a user would.
+    "$py" -m pip install --quiet --force-reinstall --no-deps "$here"
+    "$py" -m pip install --quiet "$here"  # runtime dependencies
+fi
+
+bindir=${DRPC_INTEROP_BIN_DIR:-$repo/target/release}
+if [ ! -x "$bindir/drpc-interop-server" ] || [ ! -x "$bindir/drpc-interop-client" ]; then
+    echo "==> building the Rust interop binaries"
+    (cd "$repo" && cargo build --release -p drpc-interop)
+fi
+
+echo "==> pytest"
+cd "$here"
+# ./python is not on sys.path here: the tests import the installed package.
+exec "$py" -m pytest -ra -p no:cacheprovider "$@" tests
