@@ -27,9 +27,9 @@ if [ "${DRPC_SKIP_INSTALL:-0}" != 1 ]; then
     echo "==> installing test dependencies"
     "$py" -m pip install --quiet --upgrade "pip>=23" pytest protobuf
     echo "==> pip install $here"
-    # Non-editable install: the tests import the installed package, as a user would.
+    # Non-editable install: the tests import the installed package, as a user
+    # would. Its one runtime dependency (protobuf) was installed just above.
     "$py" -m pip install --quiet --force-reinstall --no-deps "$here"
-    "$py" -m pip install --quiet "$here"  # runtime dependencies
 fi
 
 bindir=${DRPC_INTEROP_BIN_DIR:-$repo/target/release}
