@@ -10,6 +10,7 @@
 //! - send credit never goes below minus one message, and a compliant sender is
 //!   never taken for one that overran its window;
 //! - once both sides wind down, both registries drain to empty.
+//!
 //! A failure names its seed; `DRPC_SEED=n cargo test --test sim` replays it.
 
 mod common;
