@@ -199,7 +199,7 @@ impl Conn {
         };
         let shared = with_limits(open, deadline, opts.cancel.as_ref()).await?;
         let watchdog = (deadline.is_some() || opts.cancel.is_some())
-            .then(|| spawn_watchdog(shared.clone(), deadline, opts.cancel.clone()));
+            .then(|| spawn_watchdog(self.shared(), shared.clone(), deadline, opts.cancel.clone()));
         Ok(Stream {
             ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()) },
             client: Some(self.clone()),
@@ -246,6 +246,12 @@ impl Conn {
     /// connection's tasks have ended when this returns.
     pub async fn close(&self) {
         self.shared().close(Status::unavailable("connection closed")).await;
+    }
+
+    /// Whether this is the only handle left: no clone, and no stream opened
+    /// on the connection is alive.
+    pub fn is_last_handle(&self) -> bool {
+        Arc::strong_count(&self.owner) == 1
     }
 
     /// Whether the connection has terminated (closed here, by the peer, or by
@@ -338,11 +344,12 @@ async fn with_limits<T>(
 /// Cancels a stream when its deadline passes or its token is cancelled; ends
 /// with the stream.
 fn spawn_watchdog(
+    conn: &ConnShared,
     stream: Arc<StreamShared>,
     deadline: Option<Instant>,
     cancel: Option<CancelToken>,
 ) -> tokio::task::AbortHandle {
-    tokio::spawn(async move {
+    conn.watchdogs.spawn(async move {
         let ended = async {
             stream.ended().await;
             Ok::<(), Status>(())
@@ -352,5 +359,4 @@ fn spawn_watchdog(
             stream.cancel(status);
         }
     })
-    .abort_handle()
 }

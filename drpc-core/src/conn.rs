@@ -132,6 +132,8 @@ pub(crate) struct ConnShared {
     buffered: AtomicUsize,
     budget_freed: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Per-stream timers (deadlines, cancel tokens); `close` waits for them.
+    pub(crate) watchdogs: Arc<crate::tasks::TaskSet>,
     acceptor: Option<Arc<dyn Acceptor>>,
 }
 
@@ -159,6 +161,7 @@ impl ConnShared {
             buffered: AtomicUsize::new(0),
             budget_freed: Notify::new(),
             tasks: Mutex::new(Vec::new()),
+            watchdogs: Arc::default(),
             acceptor,
         });
         let reader = tokio::spawn(read_loop(conn.clone(), rd));
@@ -305,6 +308,8 @@ impl ConnShared {
         for t in tasks {
             let _ = t.await;
         }
+        self.watchdogs.abort_all();
+        self.watchdogs.idle().await;
     }
 
     /// Waits (at most `limit`) until queued frames were handed to the transport.

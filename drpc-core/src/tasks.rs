@@ -43,7 +43,7 @@ impl Drop for Member {
 }
 
 impl TaskSet {
-    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F)
+    pub(crate) fn spawn<F>(self: &Arc<Self>, fut: F) -> AbortHandle
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -52,11 +52,9 @@ impl TaskSet {
         inner.next_id += 1;
         let member = Member { set: self.clone(), id };
         // The lock is held across spawn so the member cannot leave before it joined.
-        let handle = tokio::spawn(async move {
-            let _member = member;
-            fut.await;
-        });
-        inner.tasks.insert(id, handle.abort_handle());
+        let handle = tokio::spawn(Tracked { fut: Box::pin(fut), _member: member }).abort_handle();
+        inner.tasks.insert(id, handle.clone());
+        handle
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -81,6 +79,22 @@ impl TaskSet {
         for h in handles {
             h.abort();
         }
+    }
+}
+
+/// A task's future and its set membership. Fields drop in declaration order,
+/// so the future and everything it captured are gone before the member leaves
+/// the set: whoever waits for `idle` sees the task's resources released.
+struct Tracked<F> {
+    fut: Pin<Box<F>>,
+    _member: Member,
+}
+
+impl<F: Future<Output = ()>> Future for Tracked<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.fut.as_mut().poll(cx)
     }
 }
 

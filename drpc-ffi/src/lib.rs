@@ -1,0 +1,536 @@
+//! `libdrpc`: the C ABI of drpc-rs.
+//!
+//! Conventions (modelled on rustls-ffi), repeated in `include/drpc.h`:
+//!
+//! * Every object is an opaque handle created by a `drpc_*_new` / `dial` /
+//!   `open` function and released by exactly one call to its `_free` function.
+//!   `_free(NULL)` is a no-op.
+//! * Fallible functions return a [`drpc_status`]: `DRPC_OK` (0), a gRPC code
+//!   (1..=16) for RPC failures, `DRPC_BAD_ARGUMENT` for a NULL or invalid
+//!   argument, or `DRPC_END` for the clean end of a stream. When such a
+//!   function takes a `drpc_error **err_out` and it is non-NULL, it is set to
+//!   NULL on success and to a new error object (owned by the caller, freed
+//!   with `drpc_error_free`) on any failure.
+//! * No Rust panic crosses the boundary: every exported function catches
+//!   panics and turns them into `DRPC_INTERNAL`.
+//! * One shared multi-thread tokio runtime (2 worker threads), created on
+//!   first use, runs all I/O. Blocking functions park the calling thread.
+
+#![allow(non_camel_case_types)]
+// Entry points are called from C, where "unsafe" does not exist; their
+// pointer contracts are documented in drpc.h and NULL is always checked.
+#![allow(clippy::missing_safety_doc, clippy::not_unsafe_ptr_arg_deref)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+/// A static NUL-terminated C string.
+macro_rules! cstr {
+    ($s:expr) => {
+        concat!($s, "\0").as_ptr().cast::<std::ffi::c_char>()
+    };
+}
+
+mod client;
+mod server;
+
+pub use client::*;
+pub use server::*;
+
+use bytes::Bytes;
+use drpc_core::{Code, Status};
+use std::cell::Cell;
+use std::ffi::{c_char, CStr, CString};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+/// Result of a libdrpc function, and the code of a `drpc_error`.
+///
+/// Values 0..=16 are the gRPC status codes DRPC uses (DESIGN.md section 5);
+/// a remote error with a code outside that range is reported as
+/// `DRPC_UNKNOWN` (its exact code is in `drpc_error_wire_code`). The values
+/// from 100 up are produced by this library only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum drpc_status {
+    /// Success.
+    DRPC_OK = 0,
+    DRPC_CANCELED = 1,
+    DRPC_UNKNOWN = 2,
+    /// Sent by a remote peer (or a handler); for misuse of this API see
+    /// `DRPC_BAD_ARGUMENT`.
+    DRPC_INVALID_ARGUMENT = 3,
+    DRPC_DEADLINE_EXCEEDED = 4,
+    DRPC_NOT_FOUND = 5,
+    DRPC_ALREADY_EXISTS = 6,
+    DRPC_PERMISSION_DENIED = 7,
+    DRPC_RESOURCE_EXHAUSTED = 8,
+    /// Also returned for calls made in the wrong state, e.g. registering a
+    /// handler after `drpc_server_listen`, or a blocking call made from a
+    /// thread that must not block (see `drpc_conn_unary_async`).
+    DRPC_FAILED_PRECONDITION = 9,
+    DRPC_ABORTED = 10,
+    DRPC_OUT_OF_RANGE = 11,
+    DRPC_UNIMPLEMENTED = 12,
+    /// Also returned when the library itself failed (a caught panic).
+    DRPC_INTERNAL = 13,
+    DRPC_UNAVAILABLE = 14,
+    DRPC_DATA_LOSS = 15,
+    DRPC_UNAUTHENTICATED = 16,
+    /// A NULL pointer where one is not allowed, a string that is not UTF-8,
+    /// a zero size, or a handle of the wrong kind was passed to this library.
+    /// Nothing was done.
+    DRPC_BAD_ARGUMENT = 100,
+    /// `drpc_stream_recv` only: the remote finished sending (clean end of
+    /// the stream). Not an error: no error object is created.
+    DRPC_END = 101,
+}
+
+impl drpc_status {
+    fn from_code(code: Code) -> drpc_status {
+        use drpc_status::*;
+        match code {
+            Code::Ok => DRPC_OK,
+            Code::Canceled => DRPC_CANCELED,
+            Code::Unknown => DRPC_UNKNOWN,
+            Code::InvalidArgument => DRPC_INVALID_ARGUMENT,
+            Code::DeadlineExceeded => DRPC_DEADLINE_EXCEEDED,
+            Code::NotFound => DRPC_NOT_FOUND,
+            Code::AlreadyExists => DRPC_ALREADY_EXISTS,
+            Code::PermissionDenied => DRPC_PERMISSION_DENIED,
+            Code::ResourceExhausted => DRPC_RESOURCE_EXHAUSTED,
+            Code::FailedPrecondition => DRPC_FAILED_PRECONDITION,
+            Code::Aborted => DRPC_ABORTED,
+            Code::OutOfRange => DRPC_OUT_OF_RANGE,
+            Code::Unimplemented => DRPC_UNIMPLEMENTED,
+            Code::Internal => DRPC_INTERNAL,
+            Code::Unavailable => DRPC_UNAVAILABLE,
+            Code::DataLoss => DRPC_DATA_LOSS,
+            Code::Unauthenticated => DRPC_UNAUTHENTICATED,
+        }
+    }
+
+    fn name(self) -> *const c_char {
+        use drpc_status::*;
+        match self {
+            DRPC_OK => cstr!("OK"),
+            DRPC_CANCELED => cstr!("CANCELED"),
+            DRPC_UNKNOWN => cstr!("UNKNOWN"),
+            DRPC_INVALID_ARGUMENT => cstr!("INVALID_ARGUMENT"),
+            DRPC_DEADLINE_EXCEEDED => cstr!("DEADLINE_EXCEEDED"),
+            DRPC_NOT_FOUND => cstr!("NOT_FOUND"),
+            DRPC_ALREADY_EXISTS => cstr!("ALREADY_EXISTS"),
+            DRPC_PERMISSION_DENIED => cstr!("PERMISSION_DENIED"),
+            DRPC_RESOURCE_EXHAUSTED => cstr!("RESOURCE_EXHAUSTED"),
+            DRPC_FAILED_PRECONDITION => cstr!("FAILED_PRECONDITION"),
+            DRPC_ABORTED => cstr!("ABORTED"),
+            DRPC_OUT_OF_RANGE => cstr!("OUT_OF_RANGE"),
+            DRPC_UNIMPLEMENTED => cstr!("UNIMPLEMENTED"),
+            DRPC_INTERNAL => cstr!("INTERNAL"),
+            DRPC_UNAVAILABLE => cstr!("UNAVAILABLE"),
+            DRPC_DATA_LOSS => cstr!("DATA_LOSS"),
+            DRPC_UNAUTHENTICATED => cstr!("UNAUTHENTICATED"),
+            DRPC_BAD_ARGUMENT => cstr!("BAD_ARGUMENT"),
+            DRPC_END => cstr!("END"),
+        }
+    }
+
+    fn from_u32(v: u32) -> Option<drpc_status> {
+        use drpc_status::*;
+        const ALL: [drpc_status; 19] = [
+            DRPC_OK,
+            DRPC_CANCELED,
+            DRPC_UNKNOWN,
+            DRPC_INVALID_ARGUMENT,
+            DRPC_DEADLINE_EXCEEDED,
+            DRPC_NOT_FOUND,
+            DRPC_ALREADY_EXISTS,
+            DRPC_PERMISSION_DENIED,
+            DRPC_RESOURCE_EXHAUSTED,
+            DRPC_FAILED_PRECONDITION,
+            DRPC_ABORTED,
+            DRPC_OUT_OF_RANGE,
+            DRPC_UNIMPLEMENTED,
+            DRPC_INTERNAL,
+            DRPC_UNAVAILABLE,
+            DRPC_DATA_LOSS,
+            DRPC_UNAUTHENTICATED,
+            DRPC_BAD_ARGUMENT,
+            DRPC_END,
+        ];
+        ALL.iter().copied().find(|s| *s as u32 == v)
+    }
+}
+
+/// An error: a status code, the exact wire code and a message.
+///
+/// Created by this library and handed to the caller through an `err_out`
+/// parameter or a completion callback; the receiver owns it and must release
+/// it with `drpc_error_free`. Immutable: may be read from any thread.
+pub struct drpc_error {
+    status: drpc_status,
+    wire_code: u64,
+    /// The message with a NUL appended (interior NULs are kept; see
+    /// `drpc_error_message_len`).
+    message: Vec<u8>,
+}
+
+/// The failure type of the glue code.
+#[derive(Debug, Clone)]
+pub(crate) struct Fail {
+    status: drpc_status,
+    wire_code: u64,
+    message: String,
+}
+
+impl Fail {
+    pub(crate) fn bad(message: impl Into<String>) -> Fail {
+        Fail {
+            status: drpc_status::DRPC_BAD_ARGUMENT,
+            wire_code: Code::InvalidArgument.as_u64(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn code(code: Code, message: impl Into<String>) -> Fail {
+        Fail::from(Status::new(code, message))
+    }
+
+    fn into_error(self) -> Box<drpc_error> {
+        let mut message = self.message.into_bytes();
+        message.push(0);
+        Box::new(drpc_error {
+            status: self.status,
+            wire_code: self.wire_code,
+            message,
+        })
+    }
+}
+
+impl From<Status> for Fail {
+    fn from(s: Status) -> Fail {
+        Fail {
+            status: drpc_status::from_code(s.code()),
+            wire_code: s.wire_code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+pub(crate) type Res<T> = Result<T, Fail>;
+
+/// Writes the outcome of a fallible function into `err_out` and returns its
+/// status. `f` runs under `catch_unwind`; `Ok(status)` lets it return
+/// `DRPC_OK` or `DRPC_END` without an error object.
+pub(crate) fn ffi(
+    err_out: *mut *mut drpc_error,
+    f: impl FnOnce() -> Res<drpc_status>,
+) -> drpc_status {
+    if !err_out.is_null() {
+        // SAFETY: the caller passes NULL or a valid `drpc_error **`.
+        unsafe { *err_out = std::ptr::null_mut() };
+    }
+    let fail = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(status)) => return status,
+        Ok(Err(fail)) => fail,
+        Err(panic) => Fail::code(
+            Code::Internal,
+            format!("drpc internal error: {}", panic_message(&*panic)),
+        ),
+    };
+    let status = fail.status;
+    if !err_out.is_null() {
+        // SAFETY: as above.
+        unsafe { *err_out = Box::into_raw(fail.into_error()) };
+    }
+    status
+}
+
+/// Runs an infallible function (a getter or `_free`) under `catch_unwind`,
+/// returning `default` if it panicked.
+pub(crate) fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(default)
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panicstr!(".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The runtime and blocking.
+
+static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+thread_local! {
+    /// Set on threads of our runtime (workers and blocking pool).
+    static OUR_THREAD: Cell<bool> = const { Cell::new(false) };
+    /// Set while a C callback runs on a runtime worker thread, where
+    /// blocking would stall the runtime (and could deadlock it).
+    static NO_BLOCK: Cell<bool> = const { Cell::new(false) };
+    /// Set while a server handler runs on this thread.
+    pub(crate) static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs a C handler with the in-handler mark set.
+pub(crate) fn in_handler<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IN_HANDLER.with(|b| b.set(self.0));
+        }
+    }
+    let _reset = Reset(IN_HANDLER.with(|b| b.replace(true)));
+    f()
+}
+
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(")drpc-runtime")
+            .on_thread_start(|| OUR_THREAD.with(|t| t.set(true)))
+            .enable_all()
+            .build()
+            .expect("creating the drpc runtime")
+    })
+}
+
+/// Runs `f` with the no-blocking mark set (a C callback on a worker thread).
+pub(crate) fn without_blocking<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_BLOCK.with(|b| b.set(self.0));
+        }
+    }
+    let _reset = Reset(NO_BLOCK.with(|b| b.replace(true)));
+    f()
+}
+
+/// Whether the calling thread may block on the runtime.
+pub(crate) fn check_may_block() -> Res<()> {
+    if NO_BLOCK.with(|b| b.get()) {
+        return Err(Fail::code(
+            Code::FailedPrecondition,
+            "a blocking drpc function was called from a completion callback running on a drpc runtime thread",
+        ));
+    }
+    if !OUR_THREAD.with(|t| t.get()) && tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Fail::code(
+            Code::FailedPrecondition,
+            "a blocking drpc function was called from inside another tokio runtime",
+        ));
+    }
+    Ok(())
+}
+
+/// Blocks the calling (non-runtime) thread until `fut` completes.
+pub(crate) fn block_on<F: Future>(fut: F) -> Res<F::Output> {
+    check_may_block()?;
+    Ok(runtime().handle().block_on(fut))
+}
+
+// ---------------------------------------------------------------------------
+// Argument helpers.
+
+/// Borrows a required NUL-terminated UTF-8 string argument.
+pub(crate) unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
+    if p.is_null() {
+        return Err(Fail::bad(format!("{what} is NULL")));
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(p) };
+    s.to_str()
+        .map_err(|_| Fail::bad(format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows a byte argument; NULL is allowed only with length 0.
+pub(crate) unsafe fn arg_bytes<'a>(p: *const u8, len: usize, what: &str) -> Res<&'a [u8]> {
+    if p.is_null() {
+        if len == 0 {
+            return Ok(&[]);
+        }
+        return Err(Fail::bad(format!("{what} is NULL but its length is {len}")));
+    }
+    // SAFETY: the caller passes `len` readable bytes.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// Checks an output pointer.
+pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Res<()> {
+    if p.is_null() {
+        return Err(Fail::bad(format!("{what} is NULL")));
+    }
+    Ok(())
+}
+
+/// A new strong reference to the object behind a handle made with
+/// `Arc::into_raw`.
+pub(crate) unsafe fn arc_ref<T>(p: *const T, what: &str) -> Res<Arc<T>> {
+    if p.is_null() {
+        return Err(Fail::bad(format!("{what} is NULL")));
+    }
+    // SAFETY: `p` came from `Arc::into_raw` and the caller's reference is live.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Ok(Arc::from_raw(p))
+    }
+}
+
+/// Releases a handle made with `Arc::into_raw`.
+pub(crate) unsafe fn arc_free<T>(p: *const T) {
+    if !p.is_null() {
+        // SAFETY: `p` came from `Arc::into_raw`; this consumes the caller's reference.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+pub(crate) fn cstring_lossy(s: &str) -> CString {
+    CString::new(s.replace('\0', "\u{FFFD}")).expect("no NUL left")
+}
+
+/// Sleeps are bounded; `u64::MAX` ms would overflow `Instant`.
+pub(crate) fn millis(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms.min(100 * 365 * 24 * 3600 * 1000))
+}
+
+// ---------------------------------------------------------------------------
+// Version, status names, errors, buffers, strings.
+
+/// The library version, e.g. `"0.1.0"`: a static NUL-terminated string,
+/// never freed. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn drpc_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The name of a status, e.g. `"DEADLINE_EXCEEDED"`, or `"?"` for a value
+/// that is not a `drpc_status`: a static string, never freed. Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_status_name(status: u32) -> *const c_char {
+    match drpc_status::from_u32(status) {
+        Some(s) => s.name(),
+        None => cstr!("?"),
+    }
+}
+
+/// The status code of an error (`DRPC_BAD_ARGUMENT` if `err` is NULL).
+/// Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_error_code(err: *const drpc_error) -> drpc_status {
+    guard(drpc_status::DRPC_BAD_ARGUMENT, || {
+        // SAFETY: NULL or a live error.
+        unsafe { err.as_ref() }.map_or(drpc_status::DRPC_BAD_ARGUMENT, |e| e.status)
+    })
+}
+
+/// The code exactly as it travelled in the remote's Error frame (it may lie
+/// outside 0..=16, in which case `drpc_error_code` is `DRPC_UNKNOWN`); for
+/// local errors the gRPC code of `drpc_error_code` (3 for
+/// `DRPC_BAD_ARGUMENT`). 0 if `err` is NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_error_wire_code(err: *const drpc_error) -> u64 {
+    guard(0, || {
+        // SAFETY: NULL or a live error.
+        unsafe { err.as_ref() }.map_or(0, |e| e.wire_code)
+    })
+}
+
+/// The error message: a NUL-terminated UTF-8 string owned by `err`, valid
+/// until `drpc_error_free(err)`. Remote messages are kept verbatim; if one
+/// contains NUL bytes, use `drpc_error_message_len` for its full length.
+/// Returns `""` if `err` is NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_error_message(err: *const drpc_error) -> *const c_char {
+    guard(cstr!(""), || {
+        // SAFETY: NULL or a live error.
+        match unsafe { err.as_ref() } {
+            Some(e) => e.message.as_ptr().cast(),
+            None => cstr!(""),
+        }
+    })
+}
+
+/// The length in bytes of the message, without the terminating NUL
+/// (0 if `err` is NULL). Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_error_message_len(err: *const drpc_error) -> usize {
+    guard(0, || {
+        // SAFETY: NULL or a live error.
+        unsafe { err.as_ref() }.map_or(0, |e| e.message.len() - 1)
+    })
+}
+
+/// Releases an error. NULL is a no-op. The error must not be used after.
+#[no_mangle]
+pub extern "C" fn drpc_error_free(err: *mut drpc_error) {
+    guard((), || {
+        if !err.is_null() {
+            // SAFETY: `err` came from this library and is released once.
+            drop(unsafe { Box::from_raw(err) });
+        }
+    })
+}
+
+/// A received message: an immutable byte buffer owned by the caller, to be
+/// released with `drpc_buffer_free`. May be read from any thread.
+pub struct drpc_buffer {
+    data: Bytes,
+}
+
+impl drpc_buffer {
+    pub(crate) fn into_raw(data: Bytes) -> *mut drpc_buffer {
+        Box::into_raw(Box::new(drpc_buffer { data }))
+    }
+}
+
+/// The bytes of a buffer, valid until `drpc_buffer_free(buf)`. NULL if
+/// `buf` is NULL; for an empty buffer a non-NULL pointer that must not be
+/// read. Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_buffer_data(buf: *const drpc_buffer) -> *const u8 {
+    guard(std::ptr::null(), || {
+        // SAFETY: NULL or a live buffer.
+        unsafe { buf.as_ref() }.map_or(std::ptr::null(), |b| b.data.as_ptr())
+    })
+}
+
+/// The length of a buffer in bytes (0 if `buf` is NULL). Any thread.
+#[no_mangle]
+pub extern "C" fn drpc_buffer_len(buf: *const drpc_buffer) -> usize {
+    guard(0, || {
+        // SAFETY: NULL or a live buffer.
+        unsafe { buf.as_ref() }.map_or(0, |b| b.data.len())
+    })
+}
+
+/// Releases a buffer. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn drpc_buffer_free(buf: *mut drpc_buffer) {
+    guard((), || {
+        if !buf.is_null() {
+            // SAFETY: `buf` came from this library and is released once.
+            drop(unsafe { Box::from_raw(buf) });
+        }
+    })
+}
+
+/// Releases a string this library returned as `char *` (for example the
+/// bound address of `drpc_server_listen`). NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn drpc_string_free(s: *mut c_char) {
+    guard((), || {
+        if !s.is_null() {
+            // SAFETY: `s` came from `CString::into_raw` in this library.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+#[cfg(test)]
+mod header_test;

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Builds libdrpc and runs every C/C++ test of it:
+#   - include/drpc.h freshness (cargo test -p drpc-ffi) and a clean compile of
+#     the header as C99 and C++17 with -Wall -Wextra -Werror -pedantic;
+#   - the C unit tests (tests/c/unit_tests.c) under valgrind memcheck;
+#   - the C interop client and server (CASES.md) against the Rust interop
+#     programs and against each other, in mux and sequential mode, with the
+#     C programs under valgrind memcheck;
+#   - the C++17 RAII example (examples/cpp) under valgrind;
+#   - drpc-ffi/install.sh into a temporary prefix, and a tiny program built
+#     against the installed copy with pkg-config (shared and static).
+# Installs missing Debian packages it needs (as root, non-interactively).
+# The last line is "N passed, M failed"; exits non-zero on any failure.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+build="$target/c-tests"
+logs="$build/logs"
+passed=0
+failed=0
+failures=()
+
+pass() { passed=$((passed + 1)); echo "PASS $1"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1${2:+: $2}"; }
+die() { echo "run.sh: $*" >&2; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
+
+# ---- prerequisites ---------------------------------------------------------
+need_pkgs=()
+command -v gcc >/dev/null || need_pkgs+=(gcc)
+command -v g++ >/dev/null || need_pkgs+=(g++)
+command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+[ -f /usr/include/protobuf-c/protobuf-c.h ] || need_pkgs+=(libprotobuf-c-dev)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "installing ${need_pkgs[*]}"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "${need_pkgs[@]}" >/dev/null ||
+        die "could not install ${need_pkgs[*]}"
+fi
+command -v cargo >/dev/null || die "cargo is required"
+
+mkdir -p "$build" "$logs"
+cd "$root"
+
+# The committed proto copy must match the shared one, when it is there.
+for shared in "$root/../shared/interop/test.proto" "/work/shared/interop/test.proto"; do
+    if [ -f "$shared" ]; then
+        if cmp -s "$shared" "$here/proto/test.proto"; then pass proto_copy_fresh; else
+            fail proto_copy_fresh "tests/c/proto/test.proto differs from $shared (see tests/c/proto/README.md)"
+        fi
+        break
+    fi
+done
+
+# ---- build -----------------------------------------------------------------
+echo "building drpc-ffi (release)"
+cargo build --release -p drpc-ffi >"$logs/cargo-ffi.log" 2>&1 || { cat "$logs/cargo-ffi.log"; die "cargo build -p drpc-ffi failed"; }
+have_rust_interop=0
+if cargo build --release -p drpc-interop >"$logs/cargo-interop.log" 2>&1 &&
+    [ -x "$target/release/drpc-interop-server" ] && [ -x "$target/release/drpc-interop-client" ]; then
+    have_rust_interop=1
+else
+    fail rust_interop_build "cargo build --release -p drpc-interop failed (see $logs/cargo-interop.log)"
+fi
+
+if cargo test --release -p drpc-ffi >"$logs/cargo-test-ffi.log" 2>&1; then pass header_fresh; else
+    fail header_fresh "cargo test -p drpc-ffi failed (stale include/drpc.h? see $logs/cargo-test-ffi.log)"
+fi
+
+printf '#include "drpc.h"\nint main(void) { return drpc_version() == 0; }\n' >"$build/header_check.c"
+cp "$build/header_check.c" "$build/header_check.cpp"
+if gcc -std=c99 -pedantic -Wall -Wextra -Werror -I"$root/include" -c "$build/header_check.c" -o "$build/hc.o" 2>"$logs/hc99.log"; then
+    pass header_c99; else fail header_c99 "$(head -5 "$logs/hc99.log")"; fi
+if g++ -std=c++17 -pedantic -Wall -Wextra -Werror -I"$root/include" -c "$build/header_check.cpp" -o "$build/hcpp.o" 2>"$logs/hcpp.log"; then
+    pass header_cxx17; else fail header_cxx17 "$(head -5 "$logs/hcpp.log")"; fi
+
+CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -Werror -I"$root/include" -I"$here")
+LDFLAGS=(-L"$target/release" -ldrpc -lpthread -Wl,-rpath,"$target/release")
+gcc "${CFLAGS[@]}" "$here/unit_tests.c" -o "$build/unit_tests" "${LDFLAGS[@]}" || die "building unit_tests failed"
+gcc "${CFLAGS[@]}" "$here/interop_server.c" "$here/proto/test.pb-c.c" -o "$build/interop_server" -lprotobuf-c "${LDFLAGS[@]}" ||
+    die "building interop_server failed"
+gcc "${CFLAGS[@]}" "$here/interop_client.c" "$here/proto/test.pb-c.c" -o "$build/interop_client" -lprotobuf-c "${LDFLAGS[@]}" ||
+    die "building interop_client failed"
+g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -I"$root/include" "$root/examples/cpp/raii_example.cpp" \
+    -o "$build/raii_example" "${LDFLAGS[@]}" || die "building raii_example failed"
+
+# vg_setup NAME: valgrind command line logging to $logs/valgrind-NAME/PID.log
+VALGRIND=()
+vgdir=""
+vg_setup() {
+    vgdir="$logs/valgrind-$1"
+    rm -rf "$vgdir"
+    mkdir -p "$vgdir"
+    VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible
+        --suppressions="$here/valgrind.supp" --log-file="$vgdir/%p.log")
+}
+
+# Checks a valgrind exit code and its log; $1 name, $2 exit code, $3 log glob.
+valgrind_verdict() {
+    local name=$1 rc=$2 log
+    for log in $3; do
+        if [ -s "$log" ]; then
+            fail "$name" "valgrind reported errors (exit $rc), see $log"
+            grep -E 'lost in|Invalid|uninitialised|by 0x[0-9A-F]+: (main|drpc|interop)' "$log" | head -40
+            return
+        fi
+    done
+    if [ "$rc" = 99 ]; then fail "$name" "valgrind exit 99"; return; fi
+    pass "$name"
+}
+
+# ---- unit tests ------------------------------------------------------------
+echo "== C unit tests (valgrind)"
+vg_setup unit
+timeout 600 "${VALGRIND[@]}" "$build/unit_tests" >"$logs/unit.out" 2>"$logs/unit.err"
+rc=$?
+cat "$logs/unit.out"
+while read -r line; do
+    case "$line" in
+        "ok "*) pass "unit/${line#ok }" ;;
+        "not ok "*) fail "unit/${line#not ok }" "$(cat "$logs/unit.err" | head -20)" ;;
+    esac
+done <"$logs/unit.out"
+grep -q '^unit: ' "$logs/unit.out" || fail unit_tests_completed "exit $rc: $(tail -20 "$logs/unit.err")"
+valgrind_verdict unit_tests_memcheck "$rc" "$vgdir/*.log"
+
+# ---- interop ---------------------------------------------------------------
+# start_server NAME CMD...: starts a server, waits for "listening HOST:PORT".
+server_pid=""
+server_addr=""
+start_server() {
+    local name=$1
+    shift
+    : >"$logs/$name.server.out"
+    "$@" --addr 127.0.0.1:0 >"$logs/$name.server.out" 2>"$logs/$name.server.err" &
+    server_pid=$!
+    server_addr=""
+    for _ in $(seq 300); do
+        if head -n1 "$logs/$name.server.out" | grep -q '^listening '; then
+            server_addr=$(head -n1 "$logs/$name.server.out" | cut -d' ' -f2)
+            return 0
+        fi
+        kill -0 "$server_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    return 1
+}
+
+stop_server() { # NAME: SIGTERM, expect exit 0 within 30 s
+    local name=$1 rc
+    kill -TERM "$server_pid" 2>/dev/null
+    for _ in $(seq 300); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -KILL "$server_pid" 2>/dev/null
+        wait "$server_pid" 2>/dev/null
+        fail "$name/server_sigterm" "server did not exit within 30 s of SIGTERM"
+        return
+    fi
+    wait "$server_pid"
+    rc=$?
+    if [ "$rc" = 0 ]; then pass "$name/server_sigterm_exit_0"; else
+        fail "$name/server_sigterm_exit_0" "exit $rc: $(tail -5 "$logs/$name.server.err")"; fi
+}
+
+# run_interop NAME MODE SERVER_VALGRIND(0/1) SERVER_CMD -- CLIENT_VALGRIND(0/1) CLIENT_CMD
+run_interop() {
+    local name=$1 mode=$2 svg=$3 scmd=$4 cvg=$5 ccmd=$6 rc
+    echo "== interop $name ($mode)"
+    vg_setup "$name-$mode"
+    local spre=() cpre=()
+    [ "$svg" = 1 ] && spre=("${VALGRIND[@]}")
+    [ "$cvg" = 1 ] && cpre=("${VALGRIND[@]}")
+    if ! start_server "$name-$mode" "${spre[@]}" "$scmd"; then
+        fail "$name-$mode/server_start" "$(tail -5 "$logs/$name-$mode.server.err")"
+        kill -KILL "$server_pid" 2>/dev/null
+        wait "$server_pid" 2>/dev/null
+        return
+    fi
+    timeout 600 "${cpre[@]}" "$ccmd" --addr "$server_addr" --case all --mode "$mode" >"$logs/$name-$mode.client.out" \
+        2>"$logs/$name-$mode.client.err"
+    rc=$?
+    while read -r line; do
+        case "$line" in
+            "PASS "*) pass "$name-$mode/${line#PASS }" ;;
+            "FAIL "*) local c=${line#FAIL }; fail "$name-$mode/${c%%:*}" "${c#*: }" ;;
+        esac
+    done <"$logs/$name-$mode.client.out"
+    local cases
+    cases=$(grep -c '^\(PASS\|FAIL\) ' "$logs/$name-$mode.client.out")
+    if [ "$mode" = mux ]; then want=21; else want=16; fi
+    if [ "$cases" != "$want" ]; then
+        fail "$name-$mode/case_count" "ran $cases cases, want $want (exit $rc): $(tail -5 "$logs/$name-$mode.client.err")"
+    fi
+    stop_server "$name-$mode"
+    if [ "$svg" = 1 ] || [ "$cvg" = 1 ]; then
+        valgrind_verdict "$name-$mode/memcheck" "$rc" "$vgdir/*.log"
+    fi
+}
+
+RS="$target/release/drpc-interop-server"
+RC="$target/release/drpc-interop-client"
+for mode in mux sequential; do
+    if [ $have_rust_interop = 1 ]; then
+        run_interop c-client-vs-rust-server "$mode" 0 "$RS" 1 "$build/interop_client"
+        run_interop rust-client-vs-c-server "$mode" 1 "$build/interop_server" 0 "$RC"
+    fi
+    run_interop c-client-vs-c-server "$mode" 1 "$build/interop_server" 1 "$build/interop_client"
+done
+
+# ---- C++ example -----------------------------------------------------------
+echo "== C++17 RAII example (valgrind)"
+vg_setup cpp
+timeout 300 "${VALGRIND[@]}" "$build/raii_example" >"$logs/raii.out" 2>&1
+rc=$?
+cat "$logs/raii.out"
+if [ "$rc" = 0 ] && grep -q '^PASS cpp_raii' "$logs/raii.out"; then pass cpp_raii; else fail cpp_raii "exit $rc"; fi
+valgrind_verdict cpp_raii_memcheck "$rc" "$vgdir/*.log"
+
+# ---- install + pkg-config --------------------------------------------------
+echo "== install.sh + pkg-config"
+prefix="$build/prefix"
+rm -rf "$prefix"
+if DRPC_NO_BUILD=1 "$root/drpc-ffi/install.sh" "$prefix" >"$logs/install.log" 2>&1; then
+    pass install_sh
+    export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+    # shellcheck disable=SC2046
+    if gcc -std=c99 -Wall -Wextra -Werror "$here/install_smoke.c" -o "$build/smoke_shared" \
+        $(pkg-config --cflags --libs drpc) -Wl,-rpath,"$prefix/lib" 2>"$logs/smoke.log" &&
+        # shellcheck disable=SC2046
+        gcc -std=c99 -Wall -Wextra -Werror "$here/install_smoke.c" -o "$build/smoke_static" \
+            $(pkg-config --cflags drpc) "$prefix/lib/libdrpc.a" \
+            $(pkg-config --static --libs-only-l drpc | sed 's/-ldrpc\b//') 2>>"$logs/smoke.log"; then
+        pass pkg_config_build
+        if start_server smoke "$build/interop_server"; then
+            for kind in shared static; do
+                if out=$("$build/smoke_$kind" "$server_addr" 2>&1) && [ "$out" = "ok: 0-byte response" ]; then
+                    pass "installed_${kind}_call"
+                else
+                    fail "installed_${kind}_call" "$out"
+                fi
+            done
+            if ldd "$build/smoke_shared" | grep -q "$prefix/lib/libdrpc.so"; then pass installed_shared_linked; else
+                fail installed_shared_linked "smoke_shared does not use $prefix/lib/libdrpc.so"; fi
+            stop_server smoke
+        else
+            fail smoke_server_start
+        fi
+    else
+        fail pkg_config_build "$(head -20 "$logs/smoke.log")"
+    fi
+else
+    fail install_sh "$(tail -5 "$logs/install.log")"
+fi
+
+echo
+if [ $failed -gt 0 ]; then
+    echo "failures:"
+    printf '  %s\n' "${failures[@]}"
+fi
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]

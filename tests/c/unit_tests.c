@@ -1,0 +1,878 @@
+/*
+ * Unit tests of the libdrpc C API: every exported function, including its
+ * error paths (NULL and invalid arguments, wrong states), against an
+ * in-process server. Each test prints "ok NAME" or "not ok NAME" with the
+ * failed checks; the last line is "unit: N passed, M failed".
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drpc.h"
+
+static int check_failures;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            check_failures++;                                                        \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                              \
+    do {                                                                                                  \
+        drpc_status rc_ = (expr);                                                                         \
+        if (rc_ != (drpc_status)(want)) {                                                                 \
+            fprintf(stderr, "  %s:%d: %s returned %s (%u), want %s (%u)\n", __FILE__, __LINE__, #expr,          \
+                    drpc_status_name(rc_), (unsigned)rc_, drpc_status_name(want), (unsigned)(want));       \
+            check_failures++;                                                                             \
+        }                                                                                                 \
+    } while (0)
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------------ */
+/* The test server.                                                    */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int active, peak;
+    int cancelled_seen;
+    int respond_twice_rc;
+    int blocking_rc;
+    char addr[256];
+} server_state;
+
+static server_state S = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, {0}};
+
+static uint32_t h_echo(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    CHECK(ud == &S);
+    CHECK(strcmp(drpc_server_call_rpc(call), "/t/Echo") == 0);
+    CHECK(!drpc_server_call_is_cancelled(call));
+    return drpc_server_call_respond(call, req, len);
+}
+
+/* Responds with the value of the metadata key named by the request. */
+static uint32_t h_meta(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    char key[64] = {0};
+    memcpy(key, req, len < 63 ? len : 63);
+    const char *v = drpc_server_call_metadata(call, key);
+    if (!v) return DRPC_NOT_FOUND;
+    return drpc_server_call_respond(call, (const uint8_t *)v, strlen(v));
+}
+
+static uint32_t h_fail(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    CHECK_RC(drpc_server_call_fail(call, 1234, "custom\tmessage"), DRPC_OK);
+    CHECK_RC(drpc_server_call_respond(call, NULL, 0), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_call_fail(call, 1, "again"), DRPC_FAILED_PRECONDITION);
+    return DRPC_OK; /* the recorded failure wins */
+}
+
+static uint32_t h_code(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)call;
+    (void)req;
+    (void)len;
+    return DRPC_NOT_FOUND;
+}
+
+static uint32_t h_noresp(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)call;
+    (void)req;
+    (void)len;
+    return DRPC_OK;
+}
+
+static uint32_t h_garbage(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)call;
+    (void)req;
+    (void)len;
+    return 777;
+}
+
+/* Waits up to 5 s for cancellation; then answers. */
+static uint32_t h_sleep(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    if (drpc_server_call_wait_cancelled(call, 5000)) {
+        CHECK(drpc_server_call_is_cancelled(call));
+        pthread_mutex_lock(&S.mu);
+        S.cancelled_seen++;
+        pthread_mutex_unlock(&S.mu);
+        return DRPC_CANCELED;
+    }
+    return drpc_server_call_respond(call, (const uint8_t *)"late", 4);
+}
+
+/* Sleeps 200 ms (cancel-aware), then answers: for graceful shutdown. */
+static uint32_t h_short(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    if (drpc_server_call_wait_cancelled(call, 200)) return DRPC_CANCELED;
+    S.respond_twice_rc = drpc_server_call_respond(call, (const uint8_t *)"done", 4);
+    return DRPC_OK;
+}
+
+/* Tracks how many handlers run at once. */
+static uint32_t h_conc(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    pthread_mutex_lock(&S.mu);
+    if (++S.active > S.peak) S.peak = S.active;
+    pthread_mutex_unlock(&S.mu);
+    sleep_ms(60);
+    pthread_mutex_lock(&S.mu);
+    S.active--;
+    pthread_mutex_unlock(&S.mu);
+    return drpc_server_call_respond(call, NULL, 0);
+}
+
+/* A handler that makes a blocking client call to its own server. */
+static uint32_t h_blocking(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    drpc_conn *c = NULL;
+    drpc_status rc = drpc_conn_dial(S.addr, NULL, &c, NULL);
+    if (rc != DRPC_OK) return rc;
+    drpc_buffer *b = NULL;
+    rc = drpc_conn_unary(c, "/t/Echo", req, len, NULL, 0, &b, NULL);
+    if (rc == DRPC_OK) rc = drpc_server_call_respond(call, drpc_buffer_data(b), drpc_buffer_len(b));
+    drpc_buffer_free(b);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+    return rc;
+}
+
+static drpc_server *MAIN_SERVER;
+
+/* Shutting down its own server from a handler is refused, not a deadlock. */
+static uint32_t h_shutdown_self(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    drpc_error *err = NULL;
+    drpc_status rc = drpc_server_shutdown(MAIN_SERVER, 0, &err);
+    CHECK(rc == DRPC_FAILED_PRECONDITION && drpc_error_code(err) == DRPC_FAILED_PRECONDITION);
+    drpc_error_free(err);
+    return drpc_server_call_respond(call, NULL, 0);
+}
+
+static uint32_t h_echo_stream(void *ud, drpc_stream *s) {
+    CHECK(ud == &S);
+    CHECK(strcmp(drpc_stream_rpc(s), "/t/EchoStream") == 0);
+    const char *tag = drpc_stream_metadata(s, "tag");
+    for (;;) {
+        drpc_buffer *b = NULL;
+        drpc_status rc = drpc_stream_recv(s, &b, NULL);
+        if (rc == DRPC_END) break;
+        if (rc != DRPC_OK) return rc;
+        rc = drpc_stream_send(s, drpc_buffer_data(b), drpc_buffer_len(b), NULL);
+        drpc_buffer_free(b);
+        if (rc != DRPC_OK) return rc;
+    }
+    if (tag) drpc_stream_send(s, (const uint8_t *)tag, strlen(tag), NULL);
+    drpc_stream_free(s); /* a no-op on server streams */
+    return DRPC_OK;
+}
+
+static uint32_t h_stream_fail(void *ud, drpc_stream *s) {
+    (void)ud;
+    drpc_stream_send(s, (const uint8_t *)"x", 1, NULL);
+    CHECK_RC(drpc_stream_fail(NULL, 7, "denied"), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_fail(s, 7, "denied"), DRPC_OK);
+    return DRPC_OK;
+}
+
+static uint32_t h_stream_code(void *ud, drpc_stream *s) {
+    (void)ud;
+    (void)s;
+    return DRPC_ABORTED;
+}
+
+static uint32_t h_stream_wait(void *ud, drpc_stream *s) {
+    (void)ud;
+    if (drpc_stream_wait_cancelled(s, 5000)) {
+        CHECK(drpc_stream_is_cancelled(s));
+        pthread_mutex_lock(&S.mu);
+        S.cancelled_seen++;
+        pthread_mutex_unlock(&S.mu);
+        return DRPC_CANCELED;
+    }
+    return DRPC_OK;
+}
+
+static drpc_server *start_server(const char *addr, char *bound, size_t bound_len) {
+    drpc_server *srv = drpc_server_new();
+    CHECK(srv != NULL);
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Echo", h_echo, &S, &err), DRPC_OK);
+    CHECK(err == NULL);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Meta", h_meta, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Fail", h_fail, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Code", h_code, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/NoResp", h_noresp, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Garbage", h_garbage, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Sleep", h_sleep, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Short", h_short, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Conc", h_conc, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/Blocking", h_blocking, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/ShutdownSelf", h_shutdown_self, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/EchoStream", h_echo_stream, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/StreamFail", h_stream_fail, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/StreamCode", h_stream_code, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/StreamWait", h_stream_wait, &S, NULL), DRPC_OK);
+    char *b = NULL;
+    CHECK_RC(drpc_server_listen(srv, addr, &b, &err), DRPC_OK);
+    CHECK(err == NULL);
+    CHECK(b != NULL);
+    if (b) snprintf(bound, bound_len, "%s", b);
+    drpc_string_free(b);
+    return srv;
+}
+
+static drpc_conn *dial(const char *addr, int sequential) {
+    drpc_conn_options *o = drpc_conn_options_new();
+    CHECK_RC(drpc_conn_options_set_sequential(o, sequential != 0), DRPC_OK);
+    drpc_conn *c = NULL;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_conn_dial(addr, o, &c, &err), DRPC_OK);
+    if (err) fprintf(stderr, "  dial %s: %s\n", addr, drpc_error_message(err));
+    drpc_error_free(err);
+    drpc_conn_options_free(o);
+    return c;
+}
+
+/* A blocking unary call returning the status and, in *out, the response
+ * as a NUL-terminated malloc'ed string (NULL on failure). */
+static drpc_status call_str(drpc_conn *c, const char *rpc, const char *req, uint64_t timeout, char **out,
+                            drpc_error **err) {
+    drpc_buffer *b = NULL;
+    drpc_status rc = drpc_conn_unary(c, rpc, (const uint8_t *)req, req ? strlen(req) : 0, NULL, timeout, &b, err);
+    if (out) {
+        *out = NULL;
+        if (b) {
+            size_t n = drpc_buffer_len(b);
+            *out = (char *)malloc(n + 1);
+            if (n) memcpy(*out, drpc_buffer_data(b), n);
+            (*out)[n] = 0;
+        }
+    }
+    drpc_buffer_free(b);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tests.                                                              */
+
+static char ADDR[256];
+
+static void test_version_and_names(void) {
+    const char *v = drpc_version();
+    CHECK(v != NULL && strlen(v) >= 5 && strchr(v, '.') != NULL);
+    CHECK(strcmp(drpc_status_name(DRPC_OK), "OK") == 0);
+    CHECK(strcmp(drpc_status_name(DRPC_DEADLINE_EXCEEDED), "DEADLINE_EXCEEDED") == 0);
+    CHECK(strcmp(drpc_status_name(DRPC_UNAUTHENTICATED), "UNAUTHENTICATED") == 0);
+    CHECK(strcmp(drpc_status_name(DRPC_BAD_ARGUMENT), "BAD_ARGUMENT") == 0);
+    CHECK(strcmp(drpc_status_name(DRPC_END), "END") == 0);
+    CHECK(strcmp(drpc_status_name(17), "?") == 0);
+    CHECK(strcmp(drpc_status_name(0xFFFFFFFFu), "?") == 0);
+}
+
+static void test_null_getters_and_frees(void) {
+    CHECK(drpc_error_code(NULL) == DRPC_BAD_ARGUMENT);
+    CHECK(drpc_error_wire_code(NULL) == 0);
+    CHECK(strcmp(drpc_error_message(NULL), "") == 0);
+    CHECK(drpc_error_message_len(NULL) == 0);
+    CHECK(drpc_buffer_data(NULL) == NULL);
+    CHECK(drpc_buffer_len(NULL) == 0);
+    CHECK(!drpc_conn_is_closed(NULL));
+    CHECK(!drpc_call_is_done(NULL));
+    CHECK(!drpc_stream_is_finished(NULL));
+    CHECK(!drpc_stream_is_cancelled(NULL));
+    CHECK(!drpc_stream_wait_cancelled(NULL, 1));
+    CHECK(drpc_stream_rpc(NULL) == NULL);
+    CHECK(drpc_stream_metadata(NULL, "k") == NULL);
+    CHECK(drpc_server_active_rpcs(NULL) == 0);
+    CHECK(drpc_server_call_rpc(NULL) == NULL);
+    CHECK(drpc_server_call_metadata(NULL, "k") == NULL);
+    CHECK(!drpc_server_call_is_cancelled(NULL));
+    CHECK(!drpc_server_call_wait_cancelled(NULL, 1));
+    CHECK_RC(drpc_server_call_respond(NULL, NULL, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_call_fail(NULL, 2, "x"), DRPC_BAD_ARGUMENT);
+    drpc_error_free(NULL);
+    drpc_buffer_free(NULL);
+    drpc_string_free(NULL);
+    drpc_conn_options_free(NULL);
+    drpc_metadata_free(NULL);
+    drpc_conn_free(NULL);
+    drpc_call_free(NULL);
+    drpc_stream_free(NULL);
+    drpc_server_free(NULL);
+}
+
+static void test_options_and_metadata(void) {
+    drpc_conn_options *o = drpc_conn_options_new();
+    CHECK(o != NULL);
+    CHECK_RC(drpc_conn_options_set_sequential(NULL, true), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_sequential(o, true), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_max_message_size(NULL, 10), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_max_message_size(o, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_max_message_size(o, 1 << 20), DRPC_OK);
+    drpc_conn_options_free(o);
+
+    drpc_metadata *md = drpc_metadata_new();
+    CHECK(md != NULL);
+    CHECK_RC(drpc_metadata_set(NULL, "k", "v"), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_metadata_set(md, NULL, "v"), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_metadata_set(md, "k", NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_metadata_set(md, "\xff\xfe", "v"), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_metadata_set(md, "k", "v1"), DRPC_OK);
+    CHECK_RC(drpc_metadata_set(md, "k", "v2"), DRPC_OK);
+    drpc_metadata_free(md);
+}
+
+static void test_dial_errors(void) {
+    drpc_conn *c = (drpc_conn *)0x1;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_conn_dial(NULL, NULL, &c, &err), DRPC_BAD_ARGUMENT);
+    CHECK(c == NULL);
+    CHECK(err != NULL);
+    CHECK(drpc_error_code(err) == DRPC_BAD_ARGUMENT);
+    CHECK(drpc_error_wire_code(err) == 3);
+    CHECK(strstr(drpc_error_message(err), "addr") != NULL);
+    CHECK(drpc_error_message_len(err) == strlen(drpc_error_message(err)));
+    drpc_error_free(err);
+    CHECK_RC(drpc_conn_dial("127.0.0.1:1", NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
+    /* Nothing listens on port 1 of loopback. */
+    err = NULL;
+    CHECK_RC(drpc_conn_dial("127.0.0.1:1", NULL, &c, &err), DRPC_UNAVAILABLE);
+    CHECK(c == NULL);
+    CHECK(drpc_error_code(err) == DRPC_UNAVAILABLE);
+    drpc_error_free(err);
+    CHECK_RC(drpc_conn_dial("not an address", NULL, &c, NULL), DRPC_UNAVAILABLE);
+    CHECK_RC(drpc_conn_dial("unix:/nonexistent/drpc.sock", NULL, &c, NULL), DRPC_UNAVAILABLE);
+    CHECK(c == NULL);
+    CHECK_RC(drpc_conn_close(NULL), DRPC_BAD_ARGUMENT);
+}
+
+static void test_server_errors(void) {
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_server_register_unary(NULL, "/a", h_echo, NULL, &err), DRPC_BAD_ARGUMENT);
+    CHECK(drpc_error_code(err) == DRPC_BAD_ARGUMENT);
+    drpc_error_free(err);
+    drpc_server *srv = drpc_server_new();
+    CHECK_RC(drpc_server_register_unary(srv, NULL, h_echo, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_register_unary(srv, "/a", NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_register_stream(srv, "/s", NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_register_stream(NULL, "/s", h_echo_stream, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_register_unary(srv, "/a", h_echo, NULL, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/a", h_echo_stream, NULL, &err), DRPC_ALREADY_EXISTS);
+    CHECK(drpc_error_code(err) == DRPC_ALREADY_EXISTS);
+    drpc_error_free(err);
+    CHECK_RC(drpc_server_set_max_message_size(NULL, 10), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_max_message_size(srv, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_max_message_size(srv, 1 << 20), DRPC_OK);
+    CHECK_RC(drpc_server_listen(NULL, "127.0.0.1:0", NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_listen(srv, NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
+    char *bound = (char *)0x1;
+    CHECK_RC(drpc_server_listen(srv, "256.1.1.1:0", &bound, NULL), DRPC_UNAVAILABLE);
+    CHECK(bound == NULL);
+    CHECK_RC(drpc_server_listen(srv, "127.0.0.1:0", NULL, NULL), DRPC_OK); /* bound_out may be NULL */
+    CHECK_RC(drpc_server_register_unary(srv, "/b", h_echo, NULL, NULL), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_max_message_size(srv, 10), DRPC_FAILED_PRECONDITION);
+    CHECK(drpc_server_active_rpcs(srv) == 0);
+    CHECK_RC(drpc_server_shutdown(NULL, 0, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_shutdown(srv, 0, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_shutdown(srv, 0, NULL), DRPC_OK); /* idempotent */
+    CHECK_RC(drpc_server_listen(srv, "127.0.0.1:0", NULL, NULL), DRPC_FAILED_PRECONDITION);
+    drpc_server_free(srv);
+    /* A server that never listened. */
+    drpc_server_free(drpc_server_new());
+}
+
+static void test_unary(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    char *out = NULL;
+    drpc_error *err = NULL;
+    CHECK_RC(call_str(c, "/t/Echo", "hello", 0, &out, &err), DRPC_OK);
+    CHECK(err == NULL);
+    CHECK(out && strcmp(out, "hello") == 0);
+    free(out);
+    /* Empty request, NULL data. */
+    drpc_buffer *b = (drpc_buffer *)0x1;
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", NULL, 0, NULL, 0, &b, NULL), DRPC_OK);
+    CHECK(b != NULL && drpc_buffer_len(b) == 0);
+    drpc_buffer_free(b);
+    /* Bad arguments. */
+    CHECK_RC(drpc_conn_unary(NULL, "/t/Echo", NULL, 0, NULL, 0, &b, NULL), DRPC_BAD_ARGUMENT);
+    CHECK(b == NULL);
+    CHECK_RC(drpc_conn_unary(c, NULL, NULL, 0, NULL, 0, &b, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", NULL, 5, NULL, 0, &b, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", NULL, 0, NULL, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_unary(c, "/t/\xff", NULL, 0, NULL, 0, &b, NULL), DRPC_BAD_ARGUMENT);
+    /* Metadata. */
+    drpc_metadata *md = drpc_metadata_new();
+    drpc_metadata_set(md, "x-key", "value/\xe4\xb8\x96");
+    b = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/Meta", (const uint8_t *)"x-key", 5, md, 0, &b, NULL), DRPC_OK);
+    CHECK(drpc_buffer_len(b) == 9 && memcmp(drpc_buffer_data(b), "value/\xe4\xb8\x96", 9) == 0);
+    drpc_buffer_free(b);
+    drpc_metadata_free(md);
+    CHECK_RC(call_str(c, "/t/Meta", "missing", 0, NULL, NULL), DRPC_NOT_FOUND);
+    /* Handler outcomes. */
+    err = NULL;
+    CHECK_RC(call_str(c, "/t/Fail", "", 0, NULL, &err), DRPC_UNKNOWN);
+    CHECK(drpc_error_wire_code(err) == 1234);
+    CHECK(strcmp(drpc_error_message(err), "custom\tmessage") == 0);
+    drpc_error_free(err);
+    err = NULL;
+    CHECK_RC(call_str(c, "/t/Code", "", 0, NULL, &err), DRPC_NOT_FOUND);
+    CHECK(drpc_error_code(err) == DRPC_NOT_FOUND);
+    drpc_error_free(err);
+    CHECK_RC(call_str(c, "/t/NoResp", "", 0, NULL, NULL), DRPC_INTERNAL);
+    CHECK_RC(call_str(c, "/t/Garbage", "", 0, NULL, NULL), DRPC_INTERNAL);
+    err = NULL;
+    CHECK_RC(call_str(c, "/t/Nope", "", 0, NULL, &err), DRPC_UNIMPLEMENTED);
+    CHECK(strstr(drpc_error_message(err), "/t/Nope") != NULL);
+    drpc_error_free(err);
+    /* Timeout: the handler sees the cancellation. */
+    int before = S.cancelled_seen;
+    double t0 = now_s();
+    CHECK_RC(call_str(c, "/t/Sleep", "", 100, NULL, NULL), DRPC_DEADLINE_EXCEEDED);
+    CHECK(now_s() - t0 < 1.0);
+    for (int i = 0; i < 100 && S.cancelled_seen == before; i++) sleep_ms(20);
+    CHECK(S.cancelled_seen > before);
+    /* A handler that blocks on a client call of its own. */
+    CHECK_RC(call_str(c, "/t/Blocking", "nested", 0, &out, NULL), DRPC_OK);
+    CHECK(out && strcmp(out, "nested") == 0);
+    free(out);
+    CHECK_RC(call_str(c, "/t/ShutdownSelf", "", 0, NULL, NULL), DRPC_OK);
+    CHECK_RC(call_str(c, "/t/Echo", "still serving", 0, NULL, NULL), DRPC_OK);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+static void test_max_message_size(void) {
+    drpc_conn_options *o = drpc_conn_options_new();
+    drpc_conn_options_set_max_message_size(o, 1024);
+    drpc_conn *c = NULL;
+    CHECK_RC(drpc_conn_dial(ADDR, o, &c, NULL), DRPC_OK);
+    drpc_conn_options_free(o);
+    uint8_t *big = (uint8_t *)calloc(2000, 1);
+    drpc_buffer *b = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", big, 2000, NULL, 0, &b, NULL), DRPC_RESOURCE_EXHAUSTED);
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", big, 1000, NULL, 0, &b, NULL), DRPC_OK);
+    drpc_buffer_free(b);
+    free(big);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    drpc_status status;
+    drpc_buffer *resp;
+    drpc_error *err;
+    drpc_status blocking_rc; /* a blocking call made inside the callback */
+    drpc_conn *conn;
+} async_state;
+
+static void async_init(async_state *a, drpc_conn *c) {
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->done = 0;
+    a->status = DRPC_OK;
+    a->resp = NULL;
+    a->err = NULL;
+    a->blocking_rc = DRPC_OK;
+    a->conn = c;
+}
+
+static void on_done(void *ud, drpc_status status, drpc_buffer *resp, drpc_error *err) {
+    async_state *a = (async_state *)ud;
+    if (a->conn) {
+        /* Blocking from a completion callback is refused, not deadlocked. */
+        drpc_buffer *b = NULL;
+        a->blocking_rc = drpc_conn_unary(a->conn, "/t/Echo", NULL, 0, NULL, 0, &b, NULL);
+        drpc_buffer_free(b);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->status = status;
+    a->resp = resp;
+    a->err = err;
+    a->done = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void async_wait(async_state *a) {
+    pthread_mutex_lock(&a->mu);
+    while (!a->done) pthread_cond_wait(&a->cv, &a->mu);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void async_destroy(async_state *a) {
+    drpc_buffer_free(a->resp);
+    drpc_error_free(a->err);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+}
+
+static void test_unary_async(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    /* Success, plus a blocking call from inside the callback. */
+    async_state a;
+    async_init(&a, c);
+    drpc_call *call = NULL;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Echo", (const uint8_t *)"abc", 3, NULL, 0, on_done, &a, &call, NULL),
+             DRPC_OK);
+    CHECK(call != NULL);
+    CHECK_RC(drpc_call_wait(call, 0), DRPC_OK);
+    CHECK(drpc_call_is_done(call));
+    async_wait(&a);
+    CHECK(a.status == DRPC_OK && a.err == NULL);
+    CHECK(drpc_buffer_len(a.resp) == 3 && memcmp(drpc_buffer_data(a.resp), "abc", 3) == 0);
+    CHECK(a.blocking_rc == DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_call_cancel(call), DRPC_OK); /* after completion: no effect */
+    drpc_call_free(call);
+    async_destroy(&a);
+
+    /* Cancel. */
+    async_init(&a, NULL);
+    call = NULL;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Sleep", NULL, 0, NULL, 0, on_done, &a, &call, NULL), DRPC_OK);
+    CHECK_RC(drpc_call_wait(call, 50), DRPC_DEADLINE_EXCEEDED);
+    CHECK(!drpc_call_is_done(call));
+    CHECK_RC(drpc_call_cancel(call), DRPC_OK);
+    CHECK_RC(drpc_call_cancel(call), DRPC_OK);
+    CHECK_RC(drpc_call_wait(call, 5000), DRPC_OK);
+    async_wait(&a);
+    CHECK(a.status == DRPC_CANCELED && a.resp == NULL && drpc_error_code(a.err) == DRPC_CANCELED);
+    drpc_call_free(call);
+    async_destroy(&a);
+
+    /* Timeout; no call handle wanted. */
+    async_init(&a, NULL);
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Sleep", NULL, 0, NULL, 50, on_done, &a, NULL, NULL), DRPC_OK);
+    async_wait(&a);
+    CHECK(a.status == DRPC_DEADLINE_EXCEEDED);
+    async_destroy(&a);
+
+    /* Freeing the handle does not cancel: the callback still runs. */
+    async_init(&a, NULL);
+    call = NULL;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Short", NULL, 0, NULL, 0, on_done, &a, &call, NULL), DRPC_OK);
+    drpc_call_free(call);
+    async_wait(&a);
+    CHECK(a.status == DRPC_OK);
+    async_destroy(&a);
+
+    /* Bad arguments: nothing starts, no callback. */
+    call = (drpc_call *)0x1;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Echo", NULL, 0, NULL, 0, NULL, NULL, &call, &err), DRPC_BAD_ARGUMENT);
+    CHECK(call == NULL && drpc_error_code(err) == DRPC_BAD_ARGUMENT);
+    drpc_error_free(err);
+    CHECK_RC(drpc_conn_unary_async(NULL, "/t/Echo", NULL, 0, NULL, 0, on_done, &a, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_unary_async(c, NULL, NULL, 0, NULL, 0, on_done, &a, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Echo", NULL, 3, NULL, 0, on_done, &a, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_call_cancel(NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_call_wait(NULL, 0), DRPC_BAD_ARGUMENT);
+
+    /* Freeing the connection while a call is in flight: the call completes. */
+    async_init(&a, NULL);
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Short", NULL, 0, NULL, 0, on_done, &a, NULL, NULL), DRPC_OK);
+    drpc_conn_free(c);
+    async_wait(&a);
+    CHECK(a.status == DRPC_OK);
+    async_destroy(&a);
+}
+
+static void test_sequential_mode(void) {
+    for (int seq = 0; seq <= 1; seq++) {
+        drpc_conn *c = dial(ADDR, seq);
+        S.peak = 0;
+        async_state a[4];
+        for (int i = 0; i < 4; i++) {
+            async_init(&a[i], NULL);
+            CHECK_RC(drpc_conn_unary_async(c, "/t/Conc", NULL, 0, NULL, 0, on_done, &a[i], NULL, NULL), DRPC_OK);
+        }
+        for (int i = 0; i < 4; i++) {
+            async_wait(&a[i]);
+            CHECK(a[i].status == DRPC_OK);
+            async_destroy(&a[i]);
+        }
+        if (seq)
+            CHECK(S.peak == 1);
+        else
+            CHECK(S.peak >= 2);
+        drpc_conn_free(c);
+    }
+}
+
+static void test_streams(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    drpc_metadata *md = drpc_metadata_new();
+    drpc_metadata_set(md, "tag", "the-end");
+    drpc_stream *s = NULL;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", md, 0, &s, &err), DRPC_OK);
+    drpc_metadata_free(md);
+    CHECK(err == NULL && s != NULL);
+    CHECK(strcmp(drpc_stream_rpc(s), "/t/EchoStream") == 0);
+    CHECK(strcmp(drpc_stream_metadata(s, "tag"), "the-end") == 0);
+    CHECK(drpc_stream_metadata(s, "nope") == NULL);
+    CHECK(drpc_stream_metadata(s, NULL) == NULL);
+    for (int i = 0; i < 3; i++) {
+        char msg[16];
+        snprintf(msg, sizeof msg, "m%d", i);
+        CHECK_RC(drpc_stream_send(s, (const uint8_t *)msg, strlen(msg), NULL), DRPC_OK);
+        drpc_buffer *b = NULL;
+        CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+        CHECK(drpc_buffer_len(b) == strlen(msg) && memcmp(drpc_buffer_data(b), msg, strlen(msg)) == 0);
+        drpc_buffer_free(b);
+    }
+    CHECK_RC(drpc_stream_send(s, NULL, 0, NULL), DRPC_OK);
+    drpc_buffer *b = NULL;
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+    CHECK(b != NULL && drpc_buffer_len(b) == 0);
+    drpc_buffer_free(b);
+    CHECK_RC(drpc_stream_close_send(s, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_close_send(s, NULL), DRPC_OK);
+    CHECK(drpc_stream_send(s, (const uint8_t *)"x", 1, NULL) != DRPC_OK);
+    b = NULL;
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+    CHECK(drpc_buffer_len(b) == 7);
+    drpc_buffer_free(b);
+    b = (drpc_buffer *)0x1;
+    err = (drpc_error *)0x1;
+    CHECK_RC(drpc_stream_recv(s, &b, &err), DRPC_END);
+    CHECK(b == NULL && err == NULL);
+    CHECK(drpc_stream_is_finished(s));
+    CHECK(!drpc_stream_is_cancelled(s));
+    CHECK_RC(drpc_stream_fail(s, 2, "x"), DRPC_BAD_ARGUMENT); /* client stream */
+    CHECK_RC(drpc_stream_cancel(s), DRPC_OK);                  /* finished: no effect */
+    drpc_stream_free(s);
+
+    /* Bad arguments. */
+    s = (drpc_stream *)0x1;
+    CHECK_RC(drpc_conn_stream(NULL, "/t/EchoStream", NULL, 0, &s, NULL), DRPC_BAD_ARGUMENT);
+    CHECK(s == NULL);
+    CHECK_RC(drpc_conn_stream(c, NULL, NULL, 0, &s, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", NULL, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_send(NULL, NULL, 0, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_recv(NULL, &b, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_close_send(NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_cancel(NULL), DRPC_BAD_ARGUMENT);
+
+    /* Handler failures. */
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamFail", NULL, 0, &s, NULL), DRPC_OK);
+    b = NULL;
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+    drpc_buffer_free(b);
+    CHECK_RC(drpc_stream_recv(s, NULL, NULL), DRPC_BAD_ARGUMENT);
+    err = NULL;
+    CHECK_RC(drpc_stream_recv(s, &b, &err), DRPC_PERMISSION_DENIED);
+    CHECK(strcmp(drpc_error_message(err), "denied") == 0);
+    drpc_error_free(err);
+    drpc_stream_free(s);
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamCode", NULL, 0, &s, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_ABORTED);
+    drpc_stream_free(s);
+
+    /* Unknown rpc. */
+    CHECK_RC(drpc_conn_stream(c, "/t/Nope", NULL, 0, &s, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_UNIMPLEMENTED);
+    drpc_stream_free(s);
+
+    /* Timeout of a whole stream; the server handler sees it. */
+    int before = S.cancelled_seen;
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 100, &s, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_DEADLINE_EXCEEDED);
+    CHECK(drpc_stream_is_cancelled(s));
+    drpc_stream_free(s);
+    for (int i = 0; i < 100 && S.cancelled_seen == before; i++) sleep_ms(20);
+    CHECK(S.cancelled_seen > before);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+typedef struct {
+    drpc_stream *s;
+    drpc_status rc;
+} recv_job;
+
+static void *recv_thread(void *arg) {
+    recv_job *j = (recv_job *)arg;
+    drpc_buffer *b = NULL;
+    j->rc = drpc_stream_recv(j->s, &b, NULL);
+    drpc_buffer_free(b);
+    return NULL;
+}
+
+static void test_stream_cancel_and_free_from_other_thread(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    for (int mode = 0; mode < 2; mode++) {
+        recv_job j = {NULL, DRPC_OK};
+        CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 0, &j.s, NULL), DRPC_OK);
+        CHECK(!drpc_stream_wait_cancelled(j.s, 20));
+        pthread_t t;
+        pthread_create(&t, NULL, recv_thread, &j);
+        sleep_ms(50);
+        if (mode == 0) {
+            CHECK_RC(drpc_stream_cancel(j.s), DRPC_OK);
+            pthread_join(t, NULL);
+            CHECK(drpc_stream_wait_cancelled(j.s, 0));
+            drpc_stream_free(j.s);
+        } else {
+            drpc_stream_free(j.s); /* while the other thread is blocked in recv */
+            pthread_join(t, NULL);
+        }
+        CHECK(j.rc == DRPC_CANCELED);
+    }
+    /* The connection is still fine. */
+    CHECK_RC(call_str(c, "/t/Echo", "still", 0, NULL, NULL), DRPC_OK);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+static void test_conn_close(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    CHECK(!drpc_conn_is_closed(c));
+    drpc_stream *s = NULL;
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 0, &s, NULL), DRPC_OK);
+    CHECK_RC(drpc_conn_close(c), DRPC_OK);
+    CHECK_RC(drpc_conn_close(c), DRPC_OK);
+    CHECK(drpc_conn_is_closed(c));
+    drpc_buffer *b = NULL;
+    CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_UNAVAILABLE);
+    drpc_stream_free(s);
+    CHECK_RC(call_str(c, "/t/Echo", "x", 0, NULL, NULL), DRPC_UNAVAILABLE);
+    CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", NULL, 0, &s, NULL), DRPC_UNAVAILABLE);
+    drpc_conn_free(c);
+}
+
+static void test_unix_socket(void) {
+    char path[128], bound[256];
+    snprintf(path, sizeof path, "unix:/tmp/drpc-unit-%d.sock", (int)getpid());
+    drpc_server *srv = start_server(path, bound, sizeof bound);
+    CHECK(strcmp(bound, path) == 0);
+    drpc_conn *c = dial(bound, 0);
+    char *out = NULL;
+    CHECK_RC(call_str(c, "/t/Echo", "over unix", 0, &out, NULL), DRPC_OK);
+    CHECK(out && strcmp(out, "over unix") == 0);
+    free(out);
+    drpc_conn_free(c);
+    CHECK_RC(drpc_server_shutdown(srv, 1000, NULL), DRPC_OK);
+    drpc_server_free(srv);
+}
+
+static void test_graceful_shutdown(void) {
+    char bound[256];
+    drpc_server *srv = start_server("127.0.0.1:0", bound, sizeof bound);
+    drpc_conn *c = dial(bound, 0);
+    async_state a;
+    async_init(&a, NULL);
+    S.respond_twice_rc = -1;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Short", NULL, 0, NULL, 0, on_done, &a, NULL, NULL), DRPC_OK);
+    for (int i = 0; i < 100 && drpc_server_active_rpcs(srv) == 0; i++) sleep_ms(5);
+    CHECK(drpc_server_active_rpcs(srv) == 1);
+    CHECK_RC(drpc_server_shutdown(srv, 3000, NULL), DRPC_OK); /* the call finishes within the grace */
+    async_wait(&a);
+    CHECK(a.status == DRPC_OK);
+    CHECK(drpc_buffer_len(a.resp) == 4);
+    async_destroy(&a);
+    /* New calls are refused. */
+    CHECK(call_str(c, "/t/Echo", "x", 0, NULL, NULL) != DRPC_OK);
+    drpc_conn_free(c);
+    drpc_server_free(srv);
+}
+
+static void test_free_server_with_calls_in_flight(void) {
+    char bound[256];
+    drpc_server *srv = start_server("127.0.0.1:0", bound, sizeof bound);
+    drpc_conn *c = dial(bound, 0);
+    async_state a;
+    async_init(&a, NULL);
+    int before = S.cancelled_seen;
+    CHECK_RC(drpc_conn_unary_async(c, "/t/Sleep", NULL, 0, NULL, 0, on_done, &a, NULL, NULL), DRPC_OK);
+    for (int i = 0; i < 100 && drpc_server_active_rpcs(srv) == 0; i++) sleep_ms(5);
+    double t0 = now_s();
+    drpc_server_free(srv); /* no grace: the handler is cancelled and has returned when this returns */
+    CHECK(now_s() - t0 < 3.0);
+    CHECK(S.cancelled_seen == before + 1);
+    async_wait(&a);
+    CHECK(a.status == DRPC_UNAVAILABLE || a.status == DRPC_CANCELED);
+    async_destroy(&a);
+    drpc_conn_free(c);
+}
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} test_def;
+
+int main(void) {
+    static const test_def tests[] = {
+        {"version_and_names", test_version_and_names},
+        {"null_getters_and_frees", test_null_getters_and_frees},
+        {"options_and_metadata", test_options_and_metadata},
+        {"dial_errors", test_dial_errors},
+        {"server_errors", test_server_errors},
+        {"unary", test_unary},
+        {"max_message_size", test_max_message_size},
+        {"unary_async", test_unary_async},
+        {"sequential_mode", test_sequential_mode},
+        {"streams", test_streams},
+        {"stream_cancel_and_free_from_other_thread", test_stream_cancel_and_free_from_other_thread},
+        {"conn_close", test_conn_close},
+        {"unix_socket", test_unix_socket},
+        {"graceful_shutdown", test_graceful_shutdown},
+        {"free_server_with_calls_in_flight", test_free_server_with_calls_in_flight},
+    };
+    drpc_server *srv = start_server("127.0.0.1:0", ADDR, sizeof ADDR);
+    MAIN_SERVER = srv;
+    snprintf(S.addr, sizeof S.addr, "%s", ADDR);
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        int before = check_failures;
+        tests[i].fn();
+        if (check_failures == before) {
+            printf("ok %s\n", tests[i].name);
+            passed++;
+        } else {
+            printf("not ok %s\n", tests[i].name);
+            failed++;
+        }
+        fflush(stdout);
+    }
+    CHECK_RC(drpc_server_shutdown(srv, 1000, NULL), DRPC_OK);
+    drpc_server_free(srv);
+    printf("unit: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
