@@ -13,8 +13,8 @@ PREFIX ?= /usr/local
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
-## Every test: Rust, interop, C, Python, Go, and the cross-implementation matrix.
-test: test-rust test-interop test-c test-python test-go test-matrix
+## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
+test: lint test-rust test-interop test-c test-python test-go test-matrix
 	@echo "make test: all suites passed"
 
 test-rust:
