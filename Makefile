@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint deps install
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint miri install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
@@ -37,8 +37,14 @@ test-go:
 test-matrix:
 	tests/matrix/run.sh
 
+## clippy, and the offline dependency source/license check (tools/check-deps.py).
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tools/check-deps.py
+
+## The I/O-free layers' unit tests under miri (needs the nightly miri component).
+miri:
+	$(CARGO) +nightly miri test -p drpc-core --lib
 
 install:
 	drpc-ffi/install.sh $(PREFIX)
