@@ -7,7 +7,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint miri install
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
@@ -41,6 +41,11 @@ test-matrix:
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 tools/check-deps.py
+
+## Mixed load through the Rust, C and Python layers for DURATION seconds (not in `test`).
+DURATION ?= 600
+soak:
+	python3 tests/soak/soak.py $(DURATION)
 
 ## The I/O-free layers' unit tests under miri (needs the nightly miri component).
 miri:

@@ -17,7 +17,7 @@ use tokio::task::AbortHandle;
 #[derive(Default)]
 pub(crate) struct TaskSet {
     inner: Mutex<TaskSetInner>,
-    idle: Notify,
+    idle: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -27,17 +27,24 @@ struct TaskSetInner {
 }
 
 struct Member {
-    set: Arc<TaskSet>,
+    set: Option<Arc<TaskSet>>,
     id: u64,
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let mut inner = self.set.inner.lock().unwrap();
-        inner.tasks.remove(&self.id);
-        if inner.tasks.is_empty() {
-            drop(inner);
-            self.set.idle.notify_waiters();
+        let set = self.set.take().expect("dropped once");
+        let idle = set.idle.clone();
+        let empty = {
+            let mut inner = set.inner.lock().unwrap();
+            inner.tasks.remove(&self.id);
+            inner.tasks.is_empty()
+        };
+        // Let go of the set before waking its waiters: whoever waits for
+        // `idle` may free everything at once (even exit the process).
+        drop(set);
+        if empty {
+            idle.notify_waiters();
         }
     }
 }
@@ -50,7 +57,7 @@ impl TaskSet {
         let mut inner = self.inner.lock().unwrap();
         let id = inner.next_id;
         inner.next_id += 1;
-        let member = Member { set: self.clone(), id };
+        let member = Member { set: Some(self.clone()), id };
         // The lock is held across spawn so the member cannot leave before it joined.
         let handle = tokio::spawn(Tracked { fut: Box::pin(fut), _member: member }).abort_handle();
         inner.tasks.insert(id, handle.clone());
