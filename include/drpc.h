@@ -33,6 +33,12 @@
  *   must not be freed while another thread may still start a call on it.
  *   What happens to calls in flight when a handle is freed is documented at
  *   each _free function.
+ * - Wire features that are off by default because a storj.io/drpc peer does
+ *   not speak them: per-stream flow control (drpc_conn_options_set_flow_control,
+ *   drpc_server_set_flow_control; both sides must turn it on) and message
+ *   compression, chosen per call by the client with the invoke metadata key
+ *   "drpc-compression" = "snappy" or "minlz-fastest" (drpc_metadata_set; the
+ *   server follows automatically).
  */
 
 #ifndef DRPC_H
@@ -249,6 +255,33 @@ drpc_status drpc_conn_options_set_sequential(drpc_conn_options *opts, bool seque
 // `DRPC_RESOURCE_EXHAUSTED`. Default 4 MiB.
 drpc_status drpc_conn_options_set_max_message_size(drpc_conn_options *opts, size_t size);
 
+// Per-stream flow control (DESIGN.md section 4, compatible with
+// cockroachdb/drpc): each stream may have at most a window of unread
+// Message bytes in flight, and the receiver grants consumed bytes back with
+// WindowUpdate frames, so a stream whose reader is slow cannot hold up the
+// other streams of the connection. `true` turns it on with the window set
+// by `drpc_conn_options_set_flow_control_window`, else the default window
+// of 2 MiB and grant threshold of 512 KiB; `false` turns it off.
+//
+// Default: off. It is not negotiated on the wire, so both peers must turn it
+// on; a sequential (`storj.io/drpc`) peer rejects WindowUpdate frames, so
+// leave it off towards those. Never blocks.
+drpc_status drpc_conn_options_set_flow_control(drpc_conn_options *opts, bool enabled);
+
+// Turns flow control on (see `drpc_conn_options_set_flow_control`) with a
+// stream window of `window` bytes (1..=2^48; default 2 MiB) and a grant
+// threshold of `grant_threshold` bytes (1..=`window`; default 512 KiB):
+// consumed bytes are granted back to the sender once at least that many
+// have been read. Out-of-range values are `DRPC_BAD_ARGUMENT` (nothing is
+// changed). Never blocks.
+drpc_status drpc_conn_options_set_flow_control_window(drpc_conn_options *opts, uint64_t window, uint64_t grant_threshold);
+
+// The most streams (unary calls included) open at once on the connection
+// (> 0; default 10000). Further calls wait until a stream finishes (their
+// timeouts still run). A sequential connection always allows one. Never
+// blocks.
+drpc_status drpc_conn_options_set_max_concurrent_streams(drpc_conn_options *opts, size_t max_streams);
+
 // Releases options. NULL is a no-op.
 void drpc_conn_options_free(drpc_conn_options *opts);
 
@@ -257,6 +290,14 @@ drpc_metadata *drpc_metadata_new(void);
 
 // Sets `key` to `value` (both NUL-terminated UTF-8, copied), replacing an
 // earlier value of the key.
+//
+// Compression: a call is compressed by setting the key `drpc-compression`
+// to `snappy` or `minlz-fastest` in its metadata (as cockroachdb/drpc
+// does). Every Message of the call, in both directions, is then compressed
+// with that codec; the server answers in kind, with nothing to configure.
+// The peer must support it (towards `storj.io/drpc` leave it out). An
+// unknown codec name makes the call fail with `DRPC_UNIMPLEMENTED` before
+// anything is sent.
 drpc_status drpc_metadata_set(drpc_metadata *md, const char *key, const char *value);
 
 // Releases metadata. NULL is a no-op.
@@ -414,6 +455,21 @@ const char *drpc_stream_rpc(const drpc_stream *stream);
 // is absent or an argument is NULL. Thread-safe.
 const char *drpc_stream_metadata(const drpc_stream *stream, const char *key);
 
+// Sets `*count_out` to the number of invoke-metadata entries of the stream
+// (for a server stream, what the client sent; for a client stream, what it
+// was opened with). `DRPC_BAD_ARGUMENT` if an argument is NULL. Never
+// blocks; thread-safe.
+drpc_status drpc_stream_metadata_count(const drpc_stream *stream, size_t *count_out);
+
+// Borrows invoke-metadata entry `index` (0 <= `index` <
+// `drpc_stream_metadata_count`; entries are in byte order of their keys)
+// of the stream: `*key_out` and `*value_out` are set to NUL-terminated
+// strings owned by the stream (lifetime as for `drpc_stream_rpc`). Either
+// out pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
+// pointers set to NULL) if `stream` is NULL, both out pointers are NULL or
+// `index` is out of range. Never blocks; thread-safe.
+drpc_status drpc_stream_metadata_entry(const drpc_stream *stream, size_t index, const char **key_out, const char **value_out);
+
 // Releases a client stream. If it has not finished it is cancelled first
 // (the server is told; a thread blocked in `drpc_stream_recv` on it
 // returns `DRPC_CANCELED`). Never blocks. NULL is a no-op, and so is a
@@ -429,6 +485,30 @@ drpc_server *drpc_server_new(void);
 // (> 0; default 4 MiB). Only before the first `drpc_server_listen`
 // (`DRPC_FAILED_PRECONDITION` after). Never blocks.
 drpc_status drpc_server_set_max_message_size(const drpc_server *server, size_t size);
+
+// Per-stream flow control on every connection the server accepts (see
+// `drpc_conn_options_set_flow_control`): `true` turns it on with the
+// window set by `drpc_server_set_flow_control_window`, else the default
+// (2 MiB window, 512 KiB grant threshold); `false` turns it off. Default:
+// off. It is not negotiated, so all clients must have it on as well (and
+// `storj.io/drpc` clients cannot). Only before the first
+// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_flow_control(const drpc_server *server, bool enabled);
+
+// Turns flow control on (see `drpc_server_set_flow_control`) with a stream
+// window of `window` bytes (1..=2^48) and a grant threshold of
+// `grant_threshold` bytes (1..=`window`), as
+// `drpc_conn_options_set_flow_control_window`. Out-of-range values are
+// `DRPC_BAD_ARGUMENT`. Only before the first `drpc_server_listen`
+// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_flow_control_window(const drpc_server *server, uint64_t window, uint64_t grant_threshold);
+
+// The most streams (unary calls included) a client may have open at once
+// on one connection (> 0; default 10000). A call beyond it is refused at
+// once with `DRPC_UNAVAILABLE` (retryable), without running a handler; the
+// connection stays usable. Only before the first `drpc_server_listen`
+// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_max_concurrent_streams(const drpc_server *server, size_t max_streams);
 
 // Registers a unary handler for `rpc` (e.g. `"/pkg.Service/Method"`,
 // copied). `userdata` is passed to every call of `handler` and must stay
@@ -498,6 +578,20 @@ const char *drpc_server_call_rpc(const drpc_server_call *call);
 // The value of the invoke-metadata `key` the client sent, owned by the call
 // (valid while the handler runs); NULL if absent or an argument is NULL.
 const char *drpc_server_call_metadata(const drpc_server_call *call, const char *key);
+
+// Sets `*count_out` to the number of invoke-metadata entries the client
+// sent with the call. `DRPC_BAD_ARGUMENT` if an argument is NULL. Never
+// blocks.
+drpc_status drpc_server_call_metadata_count(const drpc_server_call *call, size_t *count_out);
+
+// Borrows invoke-metadata entry `index` (0 <= `index` <
+// `drpc_server_call_metadata_count`; entries are in byte order of their
+// keys) of the call: `*key_out` and `*value_out` are set to NUL-terminated
+// strings owned by the call (valid while the handler runs). Either out
+// pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
+// pointers set to NULL) if `call` is NULL, both out pointers are NULL or
+// `index` is out of range. Never blocks.
+drpc_status drpc_server_call_metadata_entry(const drpc_server_call *call, size_t index, const char **key_out, const char **value_out);
 
 // Whether the client cancelled the call, its deadline passed or its
 // connection was lost (false if NULL). Never blocks; thread-safe.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -72,10 +73,18 @@ func startStorjServer(t *testing.T) string {
 	return lis.Addr().String()
 }
 
-func startCgoServer(t *testing.T) (*drpc.Server, string) {
+// startCgoServer serves the interop service with the binding; setup runs
+// before Listen (e.g. to set options).
+func startCgoServer(t *testing.T, setup ...func(*drpc.Server) error) (*drpc.Server, string) {
 	srv := drpc.NewServer()
+	for _, f := range setup {
+		if err := f(srv); err != nil {
+			srv.Shutdown(0)
+			t.Fatal(err)
+		}
+	}
 	h, _ := interop.NewHandler()
-	if err := drpcstorj.Register(srv, h, interop.ServiceRPCs(), []string{"x-drpc-test"}); err != nil {
+	if err := drpcstorj.Register(srv, h, interop.ServiceRPCs()); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := srv.Listen("127.0.0.1:0")
@@ -146,6 +155,149 @@ func TestCgoBothSides(t *testing.T) {
 		t.Errorf("libdrpc server: %d rpcs still active 5 s after the cases", n)
 	} else {
 		t.Logf("libdrpc server: active rpcs reached 0 after %v", time.Since(start))
+	}
+}
+
+// TestCgoBothSidesFlowControl: the binding on both sides with per-stream
+// flow control, so "all" includes slow_reader_isolation.
+func TestCgoBothSidesFlowControl(t *testing.T) {
+	checkNoLeaks(t)
+	_, addr := startCgoServer(t, func(s *drpc.Server) error { return s.SetFlowControl(true) })
+	conn, err := drpc.Dial(context.Background(), addr, drpc.FlowControl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := interop.NewMuxClient(drpcstorj.NewConn(conn))
+	cl.FlowControl = true
+	ran := false
+	for _, r := range cl.RunAll(context.Background(), []string{"all"}) {
+		ran = ran || r.Name == "slow_reader_isolation"
+		if r.Err != nil {
+			t.Errorf("cgo client vs cgo server (mux, flow control): FAIL %s: %v", r.Name, r.Err)
+		}
+	}
+	if !ran {
+		t.Error("slow_reader_isolation did not run")
+	}
+}
+
+// TestOptions: bad option values are errors; server options only before
+// Listen; max concurrent streams refuses extra streams with Unavailable.
+func TestOptions(t *testing.T) {
+	checkNoLeaks(t)
+	ctx := context.Background()
+	for name, opt := range map[string]drpc.DialOption{
+		"window 0":           drpc.FlowControlWindow(0, 0),
+		"threshold>window":   drpc.FlowControlWindow(100, 101),
+		"max streams 0":      drpc.MaxConcurrentStreams(0),
+		"max message size 0": drpc.MaxMessageSize(0),
+	} {
+		if _, err := drpc.Dial(ctx, "127.0.0.1:1", opt); drpc.CodeOf(err) != drpc.BadArgument {
+			t.Errorf("Dial with %s: %v, want BadArgument", name, err)
+		}
+	}
+	srv, addr := startCgoServer(t, func(s *drpc.Server) error {
+		if err := s.SetFlowControlWindow(100, 101); drpc.CodeOf(err) != drpc.BadArgument {
+			t.Errorf("SetFlowControlWindow(100, 101): %v, want BadArgument", err)
+		}
+		if err := s.SetMaxConcurrentStreams(0); drpc.CodeOf(err) != drpc.BadArgument {
+			t.Errorf("SetMaxConcurrentStreams(0): %v, want BadArgument", err)
+		}
+		if err := s.SetFlowControlWindow(1<<20, 1<<18); err != nil {
+			return err
+		}
+		if err := s.SetMaxMessageSize(8 << 20); err != nil {
+			return err
+		}
+		return s.SetMaxConcurrentStreams(1)
+	})
+	if err := srv.SetFlowControl(false); drpc.CodeOf(err) != drpc.FailedPrecondition {
+		t.Errorf("SetFlowControl after Listen: %v, want FailedPrecondition", err)
+	}
+	conn, err := drpc.Dial(ctx, addr, drpc.FlowControlWindow(1<<20, 1<<18), drpc.MaxMessageSize(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// One stream open: a second call is refused by the server.
+	sctx, cancel := context.WithCancel(ctx)
+	st, err := conn.NewStream(sctx, "/drpc.interop.TestService/FullDuplexCall", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); srv.ActiveRPCs() == 0 && time.Since(start) < 5*time.Second; {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := conn.Invoke(ctx, "/drpc.interop.TestService/EmptyCall", nil, nil); drpc.CodeOf(err) != drpc.Unavailable {
+		t.Errorf("second stream: %v, want Unavailable", err)
+	}
+	cancel()
+	st.Close()
+	var last error
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(10 * time.Millisecond) {
+		if _, last = conn.Invoke(ctx, "/drpc.interop.TestService/EmptyCall", nil, nil); last == nil {
+			break
+		}
+	}
+	if last != nil {
+		t.Errorf("after the stream ended: %v", last)
+	}
+}
+
+// TestMetadataAndCompression: AllMetadata lists every entry the client
+// sent, including drpc-compression, which compresses the call end to end.
+func TestMetadataAndCompression(t *testing.T) {
+	checkNoLeaks(t)
+	ctx := context.Background()
+	srv := drpc.NewServer()
+	err := srv.Handle("/t/Meta", func(s *drpc.ServerStream) error {
+		req, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		md := s.AllMetadata()
+		keys := make([]string, 0, len(md))
+		for k := range md {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var b strings.Builder
+		for _, k := range keys {
+			b.WriteString(k + "=" + md[k] + ";")
+		}
+		return s.Send(append([]byte(b.String()+"|"), req...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := srv.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(time.Second)
+	conn, err := drpc.Dial(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	body := []byte(strings.Repeat("compressible ", 20000))
+	for _, codec := range []string{"snappy", "minlz-fastest"} {
+		resp, err := conn.Invoke(ctx, "/t/Meta", body, map[string]string{"b": "2", "a": "1", "drpc-compression": codec})
+		if err != nil {
+			t.Fatalf("%s: %v", codec, err)
+		}
+		want := "a=1;b=2;drpc-compression=" + codec + ";|" + string(body)
+		if string(resp) != want {
+			t.Errorf("%s: response of %d bytes, want %d (%.60q...)", codec, len(resp), len(want), resp)
+		}
+	}
+	resp, err := conn.Invoke(ctx, "/t/Meta", []byte("x"), nil)
+	if err != nil || string(resp) != "|x" {
+		t.Errorf("no metadata: %q, %v", resp, err)
+	}
+	if _, err := conn.Invoke(ctx, "/t/Meta", nil, map[string]string{"drpc-compression": "zstd"}); drpc.CodeOf(err) != drpc.Unimplemented {
+		t.Errorf("unknown codec: %v, want Unimplemented", err)
 	}
 }
 

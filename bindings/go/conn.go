@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"runtime/cgo"
 	"sync"
@@ -17,18 +18,53 @@ import (
 	"unsafe"
 )
 
-// DialOption configures Dial.
-type DialOption func(*C.drpc_conn_options)
+// DialOption configures Dial. An option given a bad value makes Dial fail
+// with BadArgument.
+type DialOption func(*C.drpc_conn_options) C.drpc_status
 
 // Sequential limits the connection to one call at a time, as a storj.io/drpc
 // peer needs. The default multiplexes.
 func Sequential() DialOption {
-	return func(o *C.drpc_conn_options) { C.drpc_conn_options_set_sequential(o, true) }
+	return func(o *C.drpc_conn_options) C.drpc_status { return C.drpc_conn_options_set_sequential(o, true) }
 }
 
 // MaxMessageSize sets the largest message sent or received (default 4 MiB).
 func MaxMessageSize(n int) DialOption {
-	return func(o *C.drpc_conn_options) { C.drpc_conn_options_set_max_message_size(o, C.size_t(n)) }
+	return func(o *C.drpc_conn_options) C.drpc_status {
+		if n <= 0 {
+			return C.DRPC_BAD_ARGUMENT
+		}
+		return C.drpc_conn_options_set_max_message_size(o, C.size_t(n))
+	}
+}
+
+// FlowControl turns on per-stream flow control (DESIGN.md section 4) with
+// the default window (2 MiB, grant threshold 512 KiB): a stream whose
+// reader is slow holds back only its own sender, never the other streams of
+// the connection. It is not negotiated: the server must have it on too, and
+// a storj.io/drpc peer cannot (it rejects the WindowUpdate frames).
+func FlowControl() DialOption {
+	return func(o *C.drpc_conn_options) C.drpc_status { return C.drpc_conn_options_set_flow_control(o, true) }
+}
+
+// FlowControlWindow turns on flow control with a stream window of window
+// bytes (1..2^48) and a grant threshold of grantThreshold bytes
+// (1..window).
+func FlowControlWindow(window, grantThreshold uint64) DialOption {
+	return func(o *C.drpc_conn_options) C.drpc_status {
+		return C.drpc_conn_options_set_flow_control_window(o, C.uint64_t(window), C.uint64_t(grantThreshold))
+	}
+}
+
+// MaxConcurrentStreams caps the streams (unary calls included) open at once
+// on the connection (default 10000); further calls wait for a free slot.
+func MaxConcurrentStreams(n int) DialOption {
+	return func(o *C.drpc_conn_options) C.drpc_status {
+		if n <= 0 {
+			return C.DRPC_BAD_ARGUMENT
+		}
+		return C.drpc_conn_options_set_max_concurrent_streams(o, C.size_t(n))
+	}
 }
 
 // Conn is a client connection. Safe for concurrent use.
@@ -46,8 +82,11 @@ func Dial(ctx context.Context, addr string, opts ...DialOption) (*Conn, error) {
 	}
 	o := C.drpc_conn_options_new()
 	defer C.drpc_conn_options_free(o)
-	for _, opt := range opts {
-		opt(o)
+	for i, opt := range opts {
+		if st := opt(o); st != C.DRPC_OK {
+			return nil, &Error{Code: Code(st), WireCode: uint64(InvalidArgument),
+				Message: fmt.Sprintf("drpc: dial option %d: invalid value", i)}
+		}
 	}
 	caddr := cString(addr)
 	defer C.free(unsafe.Pointer(caddr))

@@ -40,6 +40,69 @@ func NewServer() *Server {
 	return &Server{s: C.drpc_server_new()}
 }
 
+// setOption applies a libdrpc server setter (before Listen).
+func (srv *Server) setOption(set func(*C.drpc_server) C.drpc_status) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.shutdown {
+		return &Error{Code: FailedPrecondition, WireCode: uint64(FailedPrecondition), Message: "drpc: server shut down"}
+	}
+	if st := set(srv.s); st != C.DRPC_OK {
+		msg := "drpc: invalid server option"
+		if st == C.DRPC_FAILED_PRECONDITION {
+			msg = "drpc: server options must be set before Listen"
+		}
+		wire := uint64(st)
+		if st == C.DRPC_BAD_ARGUMENT {
+			wire = uint64(InvalidArgument)
+		}
+		return &Error{Code: Code(st), WireCode: wire, Message: msg}
+	}
+	return nil
+}
+
+// SetMaxMessageSize sets the largest message accepted or sent on each
+// connection (default 4 MiB). Before Listen.
+func (srv *Server) SetMaxMessageSize(n int) error {
+	if n <= 0 {
+		return &Error{Code: BadArgument, WireCode: uint64(InvalidArgument), Message: "drpc: max message size must be > 0"}
+	}
+	return srv.setOption(func(s *C.drpc_server) C.drpc_status {
+		return C.drpc_server_set_max_message_size(s, C.size_t(n))
+	})
+}
+
+// SetFlowControl turns per-stream flow control on (default window 2 MiB,
+// grant threshold 512 KiB, unless SetFlowControlWindow chose others) or off
+// for every connection (default off; clients must match, see FlowControl).
+// Before Listen.
+func (srv *Server) SetFlowControl(on bool) error {
+	return srv.setOption(func(s *C.drpc_server) C.drpc_status {
+		return C.drpc_server_set_flow_control(s, C.bool(on))
+	})
+}
+
+// SetFlowControlWindow turns flow control on with a stream window of window
+// bytes (1..2^48) and a grant threshold of grantThreshold bytes
+// (1..window). Before Listen.
+func (srv *Server) SetFlowControlWindow(window, grantThreshold uint64) error {
+	return srv.setOption(func(s *C.drpc_server) C.drpc_status {
+		return C.drpc_server_set_flow_control_window(s, C.uint64_t(window), C.uint64_t(grantThreshold))
+	})
+}
+
+// SetMaxConcurrentStreams caps the streams a client may have open at once
+// on one connection (default 10000); beyond it calls are refused with
+// Unavailable. Before Listen.
+func (srv *Server) SetMaxConcurrentStreams(n int) error {
+	if n <= 0 {
+		return &Error{Code: BadArgument, WireCode: uint64(InvalidArgument), Message: "drpc: max concurrent streams must be > 0"}
+	}
+	return srv.setOption(func(s *C.drpc_server) C.drpc_status {
+		return C.drpc_server_set_max_concurrent_streams(s, C.size_t(n))
+	})
+}
+
 // Handle registers h for rpc (before Listen). Unary rpcs are served by
 // stream handlers too: receive one message, send one, return nil.
 func (srv *Server) Handle(rpc string, h StreamHandler) error {
@@ -126,6 +189,23 @@ func (s *ServerStream) Metadata(key string) (string, bool) {
 		return "", false
 	}
 	return C.GoString(v), true
+}
+
+// AllMetadata returns every invoke-metadata entry the client sent (an
+// empty map if none).
+func (s *ServerStream) AllMetadata() map[string]string {
+	var n C.size_t
+	if C.drpc_stream_metadata_count(s.s, &n) != C.DRPC_OK {
+		return map[string]string{}
+	}
+	md := make(map[string]string, int(n))
+	for i := C.size_t(0); i < n; i++ {
+		var k, v *C.char
+		if C.drpc_stream_metadata_entry(s.s, i, &k, &v) == C.DRPC_OK {
+			md[C.GoString(k)] = C.GoString(v)
+		}
+	}
+	return md
 }
 
 // Send sends one encoded message.

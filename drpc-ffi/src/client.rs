@@ -3,7 +3,6 @@
 
 use crate::*;
 use drpc_core::{CallOptions, CancelToken, Conn, ConnOptions, Metadata, Stream};
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::{Condvar, Mutex};
 
@@ -63,6 +62,74 @@ pub extern "C" fn drpc_conn_options_set_max_message_size(
     })
 }
 
+/// Per-stream flow control (DESIGN.md section 4, compatible with
+/// cockroachdb/drpc): each stream may have at most a window of unread
+/// Message bytes in flight, and the receiver grants consumed bytes back with
+/// WindowUpdate frames, so a stream whose reader is slow cannot hold up the
+/// other streams of the connection. `true` turns it on with the window set
+/// by `drpc_conn_options_set_flow_control_window`, else the default window
+/// of 2 MiB and grant threshold of 512 KiB; `false` turns it off.
+///
+/// Default: off. It is not negotiated on the wire, so both peers must turn it
+/// on; a sequential (`storj.io/drpc`) peer rejects WindowUpdate frames, so
+/// leave it off towards those. Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_flow_control(
+    opts: *mut drpc_conn_options,
+    enabled: bool,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live options object, not used concurrently.
+        let o = unsafe { opts.as_mut() }.ok_or_else(|| Fail::bad("opts is NULL"))?;
+        if !enabled {
+            o.opts.flow_control = None;
+        } else if o.opts.flow_control.is_none() {
+            o.opts.flow_control = Some(drpc_core::FlowControl::default());
+        }
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Turns flow control on (see `drpc_conn_options_set_flow_control`) with a
+/// stream window of `window` bytes (1..=2^48; default 2 MiB) and a grant
+/// threshold of `grant_threshold` bytes (1..=`window`; default 512 KiB):
+/// consumed bytes are granted back to the sender once at least that many
+/// have been read. Out-of-range values are `DRPC_BAD_ARGUMENT` (nothing is
+/// changed). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_flow_control_window(
+    opts: *mut drpc_conn_options,
+    window: u64,
+    grant_threshold: u64,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live options object, not used concurrently.
+        let o = unsafe { opts.as_mut() }.ok_or_else(|| Fail::bad("opts is NULL"))?;
+        o.opts.flow_control = Some(flow_control(window, grant_threshold)?);
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// The most streams (unary calls included) open at once on the connection
+/// (> 0; default 10000). Further calls wait until a stream finishes (their
+/// timeouts still run). A sequential connection always allows one. Never
+/// blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_max_concurrent_streams(
+    opts: *mut drpc_conn_options,
+    max_streams: usize,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live options object, not used concurrently.
+        let o = unsafe { opts.as_mut() }.ok_or_else(|| Fail::bad("opts is NULL"))?;
+        if max_streams == 0 {
+            return Err(Fail::bad("max concurrent streams is 0"));
+        }
+        o.opts.max_concurrent_streams = max_streams;
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
 /// Releases options. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn drpc_conn_options_free(opts: *mut drpc_conn_options) {
@@ -97,6 +164,14 @@ pub extern "C" fn drpc_metadata_new() -> *mut drpc_metadata {
 
 /// Sets `key` to `value` (both NUL-terminated UTF-8, copied), replacing an
 /// earlier value of the key.
+///
+/// Compression: a call is compressed by setting the key `drpc-compression`
+/// to `snappy` or `minlz-fastest` in its metadata (as cockroachdb/drpc
+/// does). Every Message of the call, in both directions, is then compressed
+/// with that codec; the server answers in kind, with nothing to configure.
+/// The peer must support it (towards `storj.io/drpc` leave it out). An
+/// unknown codec name makes the call fail with `DRPC_UNIMPLEMENTED` before
+/// anything is sent.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_metadata_set(
     md: *mut drpc_metadata,
@@ -223,7 +298,10 @@ pub extern "C" fn drpc_conn_free(conn: *mut drpc_conn) {
         let handle = unsafe { Arc::from_raw(conn.cast_const()) };
         let rest = match Arc::try_unwrap(handle) {
             // Blocking is refused from a callback; then the drop below closes.
-            Ok(last) if last.conn.is_last_handle() => block_on(last.conn.close()).err().map(|_| last),
+            Ok(last) if last.conn.is_last_handle() => {
+                let _ = block_on(last.conn.close());
+                Some(last)
+            }
             Ok(last) => Some(last),
             Err(shared) => {
                 drop(shared);
@@ -467,7 +545,7 @@ pub extern "C" fn drpc_call_free(call: *mut drpc_call) {
 pub struct drpc_stream {
     pub(crate) stream: Stream,
     pub(crate) rpc: CString,
-    pub(crate) metadata: BTreeMap<String, CString>,
+    pub(crate) metadata: MetadataView,
     /// Server streams are borrowed by the handler; the library frees them.
     pub(crate) server: bool,
     /// Server streams: the failure recorded by `drpc_stream_fail`.
@@ -478,10 +556,7 @@ impl drpc_stream {
     pub(crate) fn new(stream: Stream, metadata: &Metadata, server: bool) -> drpc_stream {
         drpc_stream {
             rpc: cstring_lossy(stream.context().rpc()),
-            metadata: metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), cstring_lossy(v)))
-                .collect(),
+            metadata: MetadataView::new(metadata),
             stream,
             server,
             failure: Mutex::new(None),
@@ -690,6 +765,43 @@ pub unsafe extern "C" fn drpc_stream_metadata(
             return std::ptr::null();
         };
         s.metadata.get(k).map_or(std::ptr::null(), |v| v.as_ptr())
+    })
+}
+
+/// Sets `*count_out` to the number of invoke-metadata entries of the stream
+/// (for a server stream, what the client sent; for a client stream, what it
+/// was opened with). `DRPC_BAD_ARGUMENT` if an argument is NULL. Never
+/// blocks; thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_stream_metadata_count(
+    stream: *const drpc_stream,
+    count_out: *mut usize,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live handle.
+        let view = unsafe { stream.as_ref() }.map(|s| &s.metadata);
+        metadata_count(view, "stream", count_out)
+    })
+}
+
+/// Borrows invoke-metadata entry `index` (0 <= `index` <
+/// `drpc_stream_metadata_count`; entries are in byte order of their keys)
+/// of the stream: `*key_out` and `*value_out` are set to NUL-terminated
+/// strings owned by the stream (lifetime as for `drpc_stream_rpc`). Either
+/// out pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
+/// pointers set to NULL) if `stream` is NULL, both out pointers are NULL or
+/// `index` is out of range. Never blocks; thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_stream_metadata_entry(
+    stream: *const drpc_stream,
+    index: usize,
+    key_out: *mut *const c_char,
+    value_out: *mut *const c_char,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live handle.
+        let view = unsafe { stream.as_ref() }.map(|s| &s.metadata);
+        metadata_entry(view, "stream", index, key_out, value_out)
     })
 }
 

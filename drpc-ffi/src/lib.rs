@@ -394,6 +394,105 @@ pub(crate) fn cstring_lossy(s: &str) -> CString {
     CString::new(s.replace('\0', "\u{FFFD}")).expect("no NUL left")
 }
 
+/// Invoke metadata as C sees it: NUL-terminated copies of every entry, in
+/// key order (byte order of the keys), immutable once built.
+pub(crate) struct MetadataView {
+    entries: Vec<(CString, CString)>,
+}
+
+impl MetadataView {
+    pub(crate) fn new(md: &drpc_core::Metadata) -> MetadataView {
+        MetadataView {
+            entries: md
+                .iter()
+                .map(|(k, v)| (cstring_lossy(k), cstring_lossy(v)))
+                .collect(),
+        }
+    }
+
+    /// The value of `key` (metadata is small: a linear scan is fine).
+    pub(crate) fn get(&self, key: &str) -> Option<&CStr> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.as_bytes() == key.as_bytes())
+            .map(|(_, v)| v.as_c_str())
+    }
+}
+
+/// Sets `*count_out` to the number of entries of `view` (0 on failure;
+/// `what` names a NULL handle).
+pub(crate) fn metadata_count(
+    view: Option<&MetadataView>,
+    what: &str,
+    count_out: *mut usize,
+) -> Res<drpc_status> {
+    arg_out(count_out, "count_out")?;
+    // SAFETY: checked non-NULL; the caller passes a writable `size_t *`.
+    unsafe { *count_out = 0 };
+    let view = view.ok_or_else(|| Fail::bad(format!("{what} is NULL")))?;
+    // SAFETY: as above.
+    unsafe { *count_out = view.entries.len() };
+    Ok(drpc_status::DRPC_OK)
+}
+
+/// Borrows entry `index` of `view` (`what` names a NULL handle) into the
+/// optional out pointers, which are cleared first.
+pub(crate) fn metadata_entry(
+    view: Option<&MetadataView>,
+    what: &str,
+    index: usize,
+    key_out: *mut *const c_char,
+    value_out: *mut *const c_char,
+) -> Res<drpc_status> {
+    for out in [key_out, value_out] {
+        if !out.is_null() {
+            // SAFETY: NULL or a writable `const char **`.
+            unsafe { *out = std::ptr::null() };
+        }
+    }
+    let view = view.ok_or_else(|| Fail::bad(format!("{what} is NULL")))?;
+    if key_out.is_null() && value_out.is_null() {
+        return Err(Fail::bad("key_out and value_out are both NULL"));
+    }
+    let (k, v) = view.entries.get(index).ok_or_else(|| {
+        Fail::bad(format!(
+            "metadata index {index} out of range ({} entries)",
+            view.entries.len()
+        ))
+    })?;
+    // SAFETY: as above.
+    unsafe {
+        if !key_out.is_null() {
+            *key_out = k.as_ptr();
+        }
+        if !value_out.is_null() {
+            *value_out = v.as_ptr();
+        }
+    }
+    Ok(drpc_status::DRPC_OK)
+}
+
+/// Checks flow-control settings given through the C API.
+pub(crate) fn flow_control(window: u64, grant_threshold: u64) -> Res<drpc_core::FlowControl> {
+    if window == 0 || window > MAX_FLOW_WINDOW {
+        return Err(Fail::bad(format!(
+            "flow-control window {window} is not in 1..=2^48"
+        )));
+    }
+    if grant_threshold == 0 || grant_threshold > window {
+        return Err(Fail::bad(format!(
+            "grant threshold {grant_threshold} is not in 1..=window ({window})"
+        )));
+    }
+    Ok(drpc_core::FlowControl {
+        window,
+        grant_threshold,
+    })
+}
+
+/// The largest flow-control window the C API accepts (256 TiB).
+pub(crate) const MAX_FLOW_WINDOW: u64 = 1 << 48;
+
 /// Sleeps are bounded; `u64::MAX` ms would overflow `Instant`.
 pub(crate) fn millis(ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(ms.min(100 * 365 * 24 * 3600 * 1000))

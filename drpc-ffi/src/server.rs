@@ -3,7 +3,7 @@
 use crate::client::wait_cancelled;
 use crate::*;
 use drpc_core::{CallContext, Request, Router, Server, ServerOptions, Stream};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::c_void;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -53,7 +53,7 @@ pub type drpc_stream_handler =
 pub struct drpc_server_call {
     ctx: CallContext,
     rpc: CString,
-    metadata: BTreeMap<String, CString>,
+    metadata: MetadataView,
     outcome: Mutex<Outcome>,
 }
 
@@ -147,6 +147,29 @@ fn lock(s: &drpc_server) -> std::sync::MutexGuard<'_, ServerState> {
     s.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Changes the connection options of a server that is not listening yet.
+fn set_option(
+    server: *const drpc_server,
+    f: impl FnOnce(&mut drpc_core::ConnOptions) -> Res<()>,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live handle.
+        let s = unsafe { server.as_ref() }.ok_or_else(|| Fail::bad("server is NULL"))?;
+        let mut st = lock(s);
+        // Bad values are reported as such, whatever the state.
+        let mut conn = st.opts.conn.clone();
+        f(&mut conn)?;
+        if st.server.is_some() || st.shut_down {
+            return Err(Fail::code(
+                drpc_core::Code::FailedPrecondition,
+                "the server is already listening",
+            ));
+        }
+        st.opts.conn = conn;
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
 /// The largest message the server accepts or sends on each connection
 /// (> 0; default 4 MiB). Only before the first `drpc_server_listen`
 /// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
@@ -155,21 +178,71 @@ pub extern "C" fn drpc_server_set_max_message_size(
     server: *const drpc_server,
     size: usize,
 ) -> drpc_status {
-    ffi(std::ptr::null_mut(), || {
-        // SAFETY: NULL or a live handle.
-        let s = unsafe { server.as_ref() }.ok_or_else(|| Fail::bad("server is NULL"))?;
+    set_option(server, |o| {
         if size == 0 {
             return Err(Fail::bad("max message size is 0"));
         }
-        let mut st = lock(s);
-        if st.server.is_some() || st.shut_down {
-            return Err(Fail::code(
-                drpc_core::Code::FailedPrecondition,
-                "the server is already listening",
-            ));
+        o.max_message_size = size;
+        Ok(())
+    })
+}
+
+/// Per-stream flow control on every connection the server accepts (see
+/// `drpc_conn_options_set_flow_control`): `true` turns it on with the
+/// window set by `drpc_server_set_flow_control_window`, else the default
+/// (2 MiB window, 512 KiB grant threshold); `false` turns it off. Default:
+/// off. It is not negotiated, so all clients must have it on as well (and
+/// `storj.io/drpc` clients cannot). Only before the first
+/// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_flow_control(
+    server: *const drpc_server,
+    enabled: bool,
+) -> drpc_status {
+    set_option(server, |o| {
+        if !enabled {
+            o.flow_control = None;
+        } else if o.flow_control.is_none() {
+            o.flow_control = Some(drpc_core::FlowControl::default());
         }
-        st.opts.conn.max_message_size = size;
-        Ok(drpc_status::DRPC_OK)
+        Ok(())
+    })
+}
+
+/// Turns flow control on (see `drpc_server_set_flow_control`) with a stream
+/// window of `window` bytes (1..=2^48) and a grant threshold of
+/// `grant_threshold` bytes (1..=`window`), as
+/// `drpc_conn_options_set_flow_control_window`. Out-of-range values are
+/// `DRPC_BAD_ARGUMENT`. Only before the first `drpc_server_listen`
+/// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_flow_control_window(
+    server: *const drpc_server,
+    window: u64,
+    grant_threshold: u64,
+) -> drpc_status {
+    set_option(server, |o| {
+        o.flow_control = Some(flow_control(window, grant_threshold)?);
+        Ok(())
+    })
+}
+
+/// The most streams (unary calls included) a client may have open at once
+/// on one connection (> 0; default 10000). A call beyond it is refused at
+/// once with `DRPC_UNAVAILABLE` (retryable), without running a handler; the
+/// connection stays usable. Only before the first `drpc_server_listen`
+/// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_max_concurrent_streams(
+    server: *const drpc_server,
+    max_streams: usize,
+) -> drpc_status {
+    set_option(server, |o| {
+        if max_streams == 0 {
+            return Err(Fail::bad("max concurrent streams is 0"));
+        }
+        o.max_concurrent_streams = max_streams;
+        Ok(())
     })
 }
 
@@ -265,10 +338,7 @@ fn run_unary(
     let md = req.context.metadata();
     let mut call = drpc_server_call {
         rpc: cstring_lossy(req.context.rpc()),
-        metadata: md
-            .iter()
-            .map(|(k, v)| (k.clone(), cstring_lossy(v)))
-            .collect(),
+        metadata: MetadataView::new(md),
         ctx: req.context.clone(),
         outcome: Mutex::new(Outcome::None),
     };
@@ -581,6 +651,40 @@ pub unsafe extern "C" fn drpc_server_call_metadata(
             return std::ptr::null();
         };
         c.metadata.get(k).map_or(std::ptr::null(), |v| v.as_ptr())
+    })
+}
+
+/// Sets `*count_out` to the number of invoke-metadata entries the client
+/// sent with the call. `DRPC_BAD_ARGUMENT` if an argument is NULL. Never
+/// blocks.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_server_call_metadata_count(
+    call: *const drpc_server_call,
+    count_out: *mut usize,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let view = call_ref(call).ok().map(|c| &c.metadata);
+        metadata_count(view, "call", count_out)
+    })
+}
+
+/// Borrows invoke-metadata entry `index` (0 <= `index` <
+/// `drpc_server_call_metadata_count`; entries are in byte order of their
+/// keys) of the call: `*key_out` and `*value_out` are set to NUL-terminated
+/// strings owned by the call (valid while the handler runs). Either out
+/// pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
+/// pointers set to NULL) if `call` is NULL, both out pointers are NULL or
+/// `index` is out of range. Never blocks.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_server_call_metadata_entry(
+    call: *const drpc_server_call,
+    index: usize,
+    key_out: *mut *const c_char,
+    value_out: *mut *const c_char,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let view = call_ref(call).ok().map(|c| &c.metadata);
+        metadata_entry(view, "call", index, key_out, value_out)
     })
 }
 

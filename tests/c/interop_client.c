@@ -5,8 +5,9 @@
  * Usage: interop_client --addr HOST:PORT --case NAME|all [--case NAME ...]
  *                       [--mode mux|sequential] [--flow-control]
  * Prints "PASS name" or "FAIL name: reason" per case; exits 1 if any failed,
- * 2 on a usage error. --flow-control is accepted and ignored (the core has no
- * flow control yet), and "all" never includes slow_reader_isolation.
+ * 2 on a usage error. --flow-control turns on per-stream flow control (the
+ * server must have it too); "all" includes slow_reader_isolation only with
+ * --flow-control in mux mode, like the Rust client.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -709,7 +710,7 @@ static int cancel_one_of_many(drpc_conn *c, char *why) {
     return 0;
 }
 
-/* Needs flow control on both sides to pass reliably; never part of "all". */
+/* Needs flow control on both sides; part of "all" only with --flow-control. */
 static int slow_reader_isolation(drpc_conn *c, char *why) {
     drpc_stream *a = NULL;
     if (open_stream(c, RPC_STREAMING_OUTPUT_CALL, &a, why)) return 1;
@@ -827,6 +828,7 @@ int main(int argc, char **argv) {
     const char *names[64];
     size_t nnames = 0;
     int mux = 1;
+    int flow_control = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -844,7 +846,7 @@ int main(int argc, char **argv) {
             mux = 0;
             i++;
         } else if (strcmp(a, "--flow-control") == 0) {
-            /* accepted; flow control is not implemented by the core yet */
+            flow_control = 1;
         } else {
             return usage(argv[0], "unknown or malformed flag");
         }
@@ -858,7 +860,7 @@ int main(int argc, char **argv) {
         if (strcmp(names[i], "all") == 0) {
             for (size_t k = 0; k < NCASES && nrun < 128; k++) {
                 if (CASES[k].mux_only && !mux) continue;
-                if (strcmp(CASES[k].name, "slow_reader_isolation") == 0) continue;
+                if (strcmp(CASES[k].name, "slow_reader_isolation") == 0 && !flow_control) continue;
                 run[nrun++] = &CASES[k];
             }
         } else {
@@ -870,6 +872,7 @@ int main(int argc, char **argv) {
 
     drpc_conn_options *opts = drpc_conn_options_new();
     drpc_conn_options_set_sequential(opts, !mux);
+    drpc_conn_options_set_flow_control(opts, flow_control != 0);
     drpc_conn *conn = NULL;
     drpc_error *err = NULL;
     drpc_status rc = drpc_conn_dial(addr, opts, &conn, &err);

@@ -2,10 +2,11 @@
  * drpc-interop-server-c: the interop TestService (shared/interop/test.proto)
  * served by libdrpc from C, with protobuf-c messages.
  *
- * Usage: interop_server --addr HOST:PORT [--flow-control]
+ * Usage: interop_server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]
  * Prints "listening HOST:PORT" first, serves until SIGTERM/SIGINT, then shuts
- * down gracefully and exits 0. (--flow-control is accepted and ignored: the
- * core does not implement flow control yet.)
+ * down gracefully and exits 0. --flow-control turns on per-stream flow
+ * control (clients must have it too); --max-concurrent-streams caps the
+ * streams a client may have open at once on one connection.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -278,15 +279,24 @@ static void die(const char *what, drpc_status rc, drpc_error *err) {
 
 int main(int argc, char **argv) {
     const char *addr = "127.0.0.1:0";
+    int flow_control = 0;
+    unsigned long max_streams = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
             addr = argv[++i];
         } else if (strncmp(argv[i], "--addr=", 7) == 0) {
             addr = argv[i] + 7;
         } else if (strcmp(argv[i], "--flow-control") == 0) {
-            /* accepted; flow control is not implemented by the core yet */
+            flow_control = 1;
+        } else if (strcmp(argv[i], "--max-concurrent-streams") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            max_streams = strtoul(argv[++i], &end, 10);
+            if (!end || *end || max_streams == 0) {
+                fprintf(stderr, "%s: --max-concurrent-streams wants a positive integer\n", argv[0]);
+                return 2;
+            }
         } else {
-            fprintf(stderr, "usage: %s --addr HOST:PORT [--flow-control]\n", argv[0]);
+            fprintf(stderr, "usage: %s --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]\n", argv[0]);
             return 2;
         }
     }
@@ -302,6 +312,9 @@ int main(int argc, char **argv) {
     drpc_server *server = drpc_server_new();
     drpc_error *err = NULL;
     drpc_status rc;
+    if (flow_control && (rc = drpc_server_set_flow_control(server, true)) != DRPC_OK) die("flow control", rc, NULL);
+    if (max_streams && (rc = drpc_server_set_max_concurrent_streams(server, (size_t)max_streams)) != DRPC_OK)
+        die("max concurrent streams", rc, NULL);
 #define REG(kind, name, fn)                                                  \
     if ((rc = drpc_server_register_##kind(server, name, fn, NULL, &err)) != DRPC_OK) \
         die("register " name, rc, err);

@@ -4,8 +4,9 @@
 #     the header as C99 and C++17 with -Wall -Wextra -Werror -pedantic;
 #   - the C unit tests (tests/c/unit_tests.c) under valgrind memcheck;
 #   - the C interop client and server (CASES.md) against the Rust interop
-#     programs and against each other, in mux and sequential mode, with the
-#     C programs under valgrind memcheck;
+#     programs and against each other, in mux and sequential mode, and
+#     against the Rust ones in mux mode with --flow-control on both sides
+#     (adds slow_reader_isolation), with the C programs under valgrind;
 #   - the C++17 RAII example (examples/cpp) under valgrind;
 #   - drpc-ffi/install.sh into a temporary prefix, and a tiny program built
 #     against the installed copy with pkg-config (shared and static).
@@ -78,15 +79,8 @@ if gcc -std=c99 -pedantic -Wall -Wextra -Werror -I"$root/include" -c "$build/hea
 if g++ -std=c++17 -pedantic -Wall -Wextra -Werror -I"$root/include" -c "$build/header_check.cpp" -o "$build/hcpp.o" 2>"$logs/hcpp.log"; then
     pass header_cxx17; else fail header_cxx17 "$(head -5 "$logs/hcpp.log")"; fi
 
-CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -Werror -I"$root/include" -I"$here")
-LDFLAGS=(-L"$target/release" -ldrpc -lpthread -Wl,-rpath,"$target/release")
-gcc "${CFLAGS[@]}" "$here/unit_tests.c" -o "$build/unit_tests" "${LDFLAGS[@]}" || die "building unit_tests failed"
-gcc "${CFLAGS[@]}" "$here/interop_server.c" "$here/proto/test.pb-c.c" -o "$build/interop_server" -lprotobuf-c "${LDFLAGS[@]}" ||
-    die "building interop_server failed"
-gcc "${CFLAGS[@]}" "$here/interop_client.c" "$here/proto/test.pb-c.c" -o "$build/interop_client" -lprotobuf-c "${LDFLAGS[@]}" ||
-    die "building interop_client failed"
-g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -I"$root/include" "$root/examples/cpp/raii_example.cpp" \
-    -o "$build/raii_example" "${LDFLAGS[@]}" || die "building raii_example failed"
+# The C/C++ programs (tests/c/build.sh, shared with tests/matrix).
+"$here/build.sh" all || die "building the C test programs failed"
 
 # vg_setup NAME: valgrind command line logging to $logs/valgrind-NAME/PID.log
 VALGRIND=()
@@ -166,38 +160,48 @@ stop_server() { # NAME: SIGTERM, expect exit 0 within 30 s
         fail "$name/server_sigterm_exit_0" "exit $rc: $(tail -5 "$logs/$name.server.err")"; fi
 }
 
-# run_interop NAME MODE SERVER_VALGRIND(0/1) SERVER_CMD -- CLIENT_VALGRIND(0/1) CLIENT_CMD
+# run_interop NAME MODE SERVER_VALGRIND(0/1) SERVER_CMD CLIENT_VALGRIND(0/1) CLIENT_CMD [FC]
+# MODE is mux or sequential; FC=fc gives both sides --flow-control (then
+# --case all includes slow_reader_isolation).
 run_interop() {
-    local name=$1 mode=$2 svg=$3 scmd=$4 cvg=$5 ccmd=$6 rc
-    echo "== interop $name ($mode)"
-    vg_setup "$name-$mode"
+    local name=$1 mode=$2 svg=$3 scmd=$4 cvg=$5 ccmd=$6 fc=${7:-} rc
+    local label=$mode flags=()
+    if [ "$fc" = fc ]; then label="$mode-fc"; flags=(--flow-control); fi
+    local run="$name-$label"
+    echo "== interop $name ($label)"
+    vg_setup "$run"
     local spre=() cpre=()
     [ "$svg" = 1 ] && spre=("${VALGRIND[@]}")
     [ "$cvg" = 1 ] && cpre=("${VALGRIND[@]}")
-    if ! start_server "$name-$mode" "${spre[@]}" "$scmd"; then
-        fail "$name-$mode/server_start" "$(tail -5 "$logs/$name-$mode.server.err")"
+    if ! start_server "$run" "${spre[@]}" "$scmd" "${flags[@]}"; then
+        fail "$run/server_start" "$(tail -5 "$logs/$run.server.err")"
         kill -KILL "$server_pid" 2>/dev/null
         wait "$server_pid" 2>/dev/null
         return
     fi
-    timeout 600 "${cpre[@]}" "$ccmd" --addr "$server_addr" --case all --mode "$mode" >"$logs/$name-$mode.client.out" \
-        2>"$logs/$name-$mode.client.err"
+    timeout 600 "${cpre[@]}" "$ccmd" --addr "$server_addr" --case all --mode "$mode" "${flags[@]}" \
+        >"$logs/$run.client.out" 2>"$logs/$run.client.err"
     rc=$?
     while read -r line; do
         case "$line" in
-            "PASS "*) pass "$name-$mode/${line#PASS }" ;;
-            "FAIL "*) local c=${line#FAIL }; fail "$name-$mode/${c%%:*}" "${c#*: }" ;;
+            "PASS "*) pass "$run/${line#PASS }" ;;
+            "FAIL "*) local c=${line#FAIL }; fail "$run/${c%%:*}" "${c#*: }" ;;
         esac
-    done <"$logs/$name-$mode.client.out"
-    local cases
-    cases=$(grep -c '^\(PASS\|FAIL\) ' "$logs/$name-$mode.client.out")
+    done <"$logs/$run.client.out"
+    local cases want
+    cases=$(grep -c '^\(PASS\|FAIL\) ' "$logs/$run.client.out")
+    # 16 cases for every peer; mux adds 5 (6 with slow_reader_isolation).
     if [ "$mode" = mux ]; then want=21; else want=16; fi
+    if [ "$mode" = mux ] && [ "$fc" = fc ]; then want=22; fi
     if [ "$cases" != "$want" ]; then
-        fail "$name-$mode/case_count" "ran $cases cases, want $want (exit $rc): $(tail -5 "$logs/$name-$mode.client.err")"
+        fail "$run/case_count" "ran $cases cases, want $want (exit $rc): $(tail -5 "$logs/$run.client.err")"
     fi
-    stop_server "$name-$mode"
+    if [ "$fc" = fc ] && ! grep -q '^PASS slow_reader_isolation$' "$logs/$run.client.out"; then
+        fail "$run/slow_reader_isolation_ran" "flow-control run without a passing slow_reader_isolation"
+    fi
+    stop_server "$run"
     if [ "$svg" = 1 ] || [ "$cvg" = 1 ]; then
-        valgrind_verdict "$name-$mode/memcheck" "$rc" "$vgdir/*.log"
+        valgrind_verdict "$run/memcheck" "$rc" "$vgdir/*.log"
     fi
 }
 
@@ -210,6 +214,11 @@ for mode in mux sequential; do
     fi
     run_interop c-client-vs-c-server "$mode" 1 "$build/interop_server" 1 "$build/interop_client"
 done
+# Flow control on both sides (mux only: a sequential peer cannot speak it).
+if [ $have_rust_interop = 1 ]; then
+    run_interop c-client-vs-rust-server mux 0 "$RS" 1 "$build/interop_client" fc
+    run_interop rust-client-vs-c-server mux 1 "$build/interop_server" 0 "$RC" fc
+fi
 
 # ---- C++ example -----------------------------------------------------------
 echo "== C++17 RAII example (valgrind)"
@@ -243,7 +252,10 @@ if DRPC_NO_BUILD=1 "$root/drpc-ffi/install.sh" "$prefix" >"$logs/install.log" 2>
                     fail "installed_${kind}_call" "$out"
                 fi
             done
-            if ldd "$build/smoke_shared" | grep -q "$prefix/lib/libdrpc.so"; then pass installed_shared_linked; else
+            # (no grep -q on a pipe: with pipefail, ldd's SIGPIPE would fail it)
+            if ldd "$build/smoke_shared" 2>&1 | grep -F "$prefix/lib/libdrpc.so" >/dev/null; then
+                pass installed_shared_linked
+            else
                 fail installed_shared_linked "smoke_shared does not use $prefix/lib/libdrpc.so"; fi
             stop_server smoke
         else

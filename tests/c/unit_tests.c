@@ -224,13 +224,105 @@ static uint32_t h_stream_wait(void *ud, drpc_stream *s) {
     return DRPC_OK;
 }
 
-static drpc_server *start_server(const char *addr, char *bound, size_t bound_len) {
+/* Appends "key=value;" for every metadata entry to out (at most n bytes). */
+static void list_entries(drpc_status (*entry)(const void *, size_t, const char **, const char **), const void *h,
+                         size_t count, char *out, size_t n) {
+    out[0] = 0;
+    for (size_t i = 0; i < count; i++) {
+        const char *k = NULL, *v = NULL;
+        CHECK_RC(entry(h, i, &k, &v), DRPC_OK);
+        if (!k || !v) continue;
+        size_t used = strlen(out);
+        snprintf(out + used, n - used, "%s=%s;", k, v);
+    }
+}
+
+static drpc_status call_entry(const void *h, size_t i, const char **k, const char **v) {
+    return drpc_server_call_metadata_entry((const drpc_server_call *)h, i, k, v);
+}
+
+static drpc_status stream_entry(const void *h, size_t i, const char **k, const char **v) {
+    return drpc_stream_metadata_entry((const drpc_stream *)h, i, k, v);
+}
+
+/* Responds with every metadata entry as "k=v;k=v;", checking the error
+ * paths of the listing functions on the way. */
+static uint32_t h_meta_list(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    (void)ud;
+    (void)req;
+    (void)len;
+    size_t count = 99;
+    CHECK_RC(drpc_server_call_metadata_count(NULL, &count), DRPC_BAD_ARGUMENT);
+    CHECK(count == 0);
+    CHECK_RC(drpc_server_call_metadata_count(call, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_call_metadata_count(call, &count), DRPC_OK);
+    const char *k = "x", *v = "x";
+    CHECK_RC(drpc_server_call_metadata_entry(call, count, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
+    k = v = "x";
+    CHECK_RC(drpc_server_call_metadata_entry(NULL, 0, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
+    CHECK_RC(drpc_server_call_metadata_entry(call, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+    if (count > 0) {
+        /* Either out pointer alone is fine. */
+        k = v = NULL;
+        CHECK_RC(drpc_server_call_metadata_entry(call, 0, &k, NULL), DRPC_OK);
+        CHECK_RC(drpc_server_call_metadata_entry(call, 0, NULL, &v), DRPC_OK);
+        CHECK(k != NULL && v != NULL && drpc_server_call_metadata(call, k) == v);
+    }
+    char out[1024];
+    list_entries(call_entry, call, count, out, sizeof out);
+    return drpc_server_call_respond(call, (const uint8_t *)out, strlen(out));
+}
+
+/* The streaming twin of h_meta_list: sends the listing as one message. */
+static uint32_t h_meta_list_stream(void *ud, drpc_stream *s) {
+    (void)ud;
+    size_t count = 99;
+    CHECK_RC(drpc_stream_metadata_count(NULL, &count), DRPC_BAD_ARGUMENT);
+    CHECK(count == 0);
+    CHECK_RC(drpc_stream_metadata_count(s, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_metadata_count(s, &count), DRPC_OK);
+    const char *k = "x", *v = "x";
+    CHECK_RC(drpc_stream_metadata_entry(s, count, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
+    CHECK_RC(drpc_stream_metadata_entry(NULL, 0, &k, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_metadata_entry(s, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+    char out[1024];
+    list_entries(stream_entry, s, count, out, sizeof out);
+    return drpc_stream_send(s, (const uint8_t *)out, strlen(out), NULL);
+}
+
+/* Receives "COUNT SIZE" and sends COUNT messages of SIZE bytes, message i
+ * filled with the byte i % 251. */
+static uint32_t h_flood(void *ud, drpc_stream *s) {
+    (void)ud;
+    drpc_buffer *b = NULL;
+    drpc_status rc = drpc_stream_recv(s, &b, NULL);
+    if (rc != DRPC_OK) return rc == DRPC_END ? DRPC_INVALID_ARGUMENT : rc;
+    char req[64] = {0};
+    size_t n = drpc_buffer_len(b);
+    memcpy(req, drpc_buffer_data(b), n < 63 ? n : 63);
+    drpc_buffer_free(b);
+    unsigned count = 0, size = 0;
+    if (sscanf(req, "%u %u", &count, &size) != 2 || size == 0) return DRPC_INVALID_ARGUMENT;
+    uint8_t *msg = (uint8_t *)malloc(size);
+    for (unsigned i = 0; i < count && rc == DRPC_OK; i++) {
+        memset(msg, (int)(i % 251), size);
+        rc = drpc_stream_send(s, msg, size, NULL);
+    }
+    free(msg);
+    return rc;
+}
+
+static drpc_server *new_server(void) {
     drpc_server *srv = drpc_server_new();
     CHECK(srv != NULL);
     drpc_error *err = NULL;
     CHECK_RC(drpc_server_register_unary(srv, "/t/Echo", h_echo, &S, &err), DRPC_OK);
     CHECK(err == NULL);
     CHECK_RC(drpc_server_register_unary(srv, "/t/Meta", h_meta, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary(srv, "/t/MetaList", h_meta_list, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_unary(srv, "/t/Fail", h_fail, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_unary(srv, "/t/Code", h_code, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_unary(srv, "/t/NoResp", h_noresp, &S, NULL), DRPC_OK);
@@ -241,15 +333,27 @@ static drpc_server *start_server(const char *addr, char *bound, size_t bound_len
     CHECK_RC(drpc_server_register_unary(srv, "/t/Blocking", h_blocking, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_unary(srv, "/t/ShutdownSelf", h_shutdown_self, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/EchoStream", h_echo_stream, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/MetaListStream", h_meta_list_stream, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream(srv, "/t/Flood", h_flood, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamFail", h_stream_fail, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamCode", h_stream_code, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamWait", h_stream_wait, &S, NULL), DRPC_OK);
+    return srv;
+}
+
+static void listen_server(drpc_server *srv, const char *addr, char *bound, size_t bound_len) {
+    drpc_error *err = NULL;
     char *b = NULL;
     CHECK_RC(drpc_server_listen(srv, addr, &b, &err), DRPC_OK);
     CHECK(err == NULL);
     CHECK(b != NULL);
     if (b) snprintf(bound, bound_len, "%s", b);
     drpc_string_free(b);
+}
+
+static drpc_server *start_server(const char *addr, char *bound, size_t bound_len) {
+    drpc_server *srv = new_server();
+    listen_server(srv, addr, bound, bound_len);
     return srv;
 }
 
@@ -322,6 +426,19 @@ static void test_null_getters_and_frees(void) {
     CHECK(!drpc_server_call_wait_cancelled(NULL, 1));
     CHECK_RC(drpc_server_call_respond(NULL, NULL, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_call_fail(NULL, 2, "x"), DRPC_BAD_ARGUMENT);
+    size_t count = 7;
+    const char *k = "x", *v = "x";
+    CHECK_RC(drpc_server_call_metadata_count(NULL, &count), DRPC_BAD_ARGUMENT);
+    CHECK(count == 0);
+    CHECK_RC(drpc_server_call_metadata_count(NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_call_metadata_entry(NULL, 0, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
+    count = 7;
+    CHECK_RC(drpc_stream_metadata_count(NULL, &count), DRPC_BAD_ARGUMENT);
+    CHECK(count == 0);
+    k = v = "x";
+    CHECK_RC(drpc_stream_metadata_entry(NULL, 0, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
     drpc_error_free(NULL);
     drpc_buffer_free(NULL);
     drpc_string_free(NULL);
@@ -341,6 +458,21 @@ static void test_options_and_metadata(void) {
     CHECK_RC(drpc_conn_options_set_max_message_size(NULL, 10), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_conn_options_set_max_message_size(o, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_conn_options_set_max_message_size(o, 1 << 20), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_flow_control(NULL, true), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control(o, true), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_flow_control(o, false), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(NULL, 1 << 20, 1 << 18), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, 0, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, 100, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, 100, 101), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, (uint64_t)1 << 49, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, UINT64_MAX, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, 100, 100), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, (uint64_t)1 << 48, 1), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_flow_control(o, true), DRPC_OK); /* keeps the window */
+    CHECK_RC(drpc_conn_options_set_max_concurrent_streams(NULL, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_max_concurrent_streams(o, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_max_concurrent_streams(o, 5), DRPC_OK);
     drpc_conn_options_free(o);
 
     drpc_metadata *md = drpc_metadata_new();
@@ -395,6 +527,19 @@ static void test_server_errors(void) {
     CHECK_RC(drpc_server_set_max_message_size(NULL, 10), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_set_max_message_size(srv, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_set_max_message_size(srv, 1 << 20), DRPC_OK);
+    CHECK_RC(drpc_server_set_flow_control(NULL, true), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control(srv, true), DRPC_OK);
+    CHECK_RC(drpc_server_set_flow_control(srv, false), DRPC_OK);
+    CHECK_RC(drpc_server_set_flow_control_window(NULL, 1 << 20, 1 << 18), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 0, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 1000, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 1000, 1001), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, UINT64_MAX, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 1 << 20, 1 << 18), DRPC_OK);
+    CHECK_RC(drpc_server_set_flow_control(srv, false), DRPC_OK);
+    CHECK_RC(drpc_server_set_max_concurrent_streams(NULL, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 100), DRPC_OK);
     CHECK_RC(drpc_server_listen(NULL, "127.0.0.1:0", NULL, NULL), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_listen(srv, NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
     char *bound = (char *)0x1;
@@ -403,11 +548,17 @@ static void test_server_errors(void) {
     CHECK_RC(drpc_server_listen(srv, "127.0.0.1:0", NULL, NULL), DRPC_OK); /* bound_out may be NULL */
     CHECK_RC(drpc_server_register_unary(srv, "/b", h_echo, NULL, NULL), DRPC_FAILED_PRECONDITION);
     CHECK_RC(drpc_server_set_max_message_size(srv, 10), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_flow_control(srv, true), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 1 << 20, 1 << 18), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 0, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 10), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 0), DRPC_BAD_ARGUMENT);
     CHECK(drpc_server_active_rpcs(srv) == 0);
     CHECK_RC(drpc_server_shutdown(NULL, 0, NULL), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_shutdown(srv, 0, NULL), DRPC_OK);
     CHECK_RC(drpc_server_shutdown(srv, 0, NULL), DRPC_OK); /* idempotent */
     CHECK_RC(drpc_server_listen(srv, "127.0.0.1:0", NULL, NULL), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_flow_control(srv, false), DRPC_FAILED_PRECONDITION);
     drpc_server_free(srv);
     /* A server that never listened. */
     drpc_server_free(drpc_server_new());
@@ -832,6 +983,226 @@ static void test_free_server_with_calls_in_flight(void) {
     drpc_conn_free(c);
 }
 
+/* Opens a stream with metadata md (may be NULL) and returns the first
+ * message as a malloc'ed string (NULL on failure). */
+static char *stream_first_message(drpc_conn *c, const char *rpc, const drpc_metadata *md, drpc_status *rc_out) {
+    drpc_stream *s = NULL;
+    char *out = NULL;
+    drpc_status rc = drpc_conn_stream(c, rpc, md, 0, &s, NULL);
+    if (rc == DRPC_OK) rc = drpc_stream_close_send(s, NULL);
+    drpc_buffer *b = NULL;
+    if (rc == DRPC_OK) rc = drpc_stream_recv(s, &b, NULL);
+    if (rc == DRPC_OK) {
+        size_t n = drpc_buffer_len(b);
+        out = (char *)malloc(n + 1);
+        if (n) memcpy(out, drpc_buffer_data(b), n);
+        out[n] = 0;
+    }
+    drpc_buffer_free(b);
+    drpc_stream_free(s);
+    if (rc_out) *rc_out = rc;
+    return out;
+}
+
+static void test_metadata_listing(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    drpc_metadata *md = drpc_metadata_new();
+    CHECK_RC(drpc_metadata_set(md, "zeta", "last"), DRPC_OK);
+    CHECK_RC(drpc_metadata_set(md, "alpha", "first"), DRPC_OK);
+    CHECK_RC(drpc_metadata_set(md, "mid", "\xe4\xb8\x96"), DRPC_OK);
+    CHECK_RC(drpc_metadata_set(md, "empty", ""), DRPC_OK);
+    const char *want = "alpha=first;empty=;mid=\xe4\xb8\x96;zeta=last;";
+    drpc_buffer *b = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/MetaList", NULL, 0, md, 0, &b, NULL), DRPC_OK);
+    CHECK(drpc_buffer_len(b) == strlen(want) && memcmp(drpc_buffer_data(b), want, strlen(want)) == 0);
+    drpc_buffer_free(b);
+    /* No metadata: no entries. */
+    b = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/MetaList", NULL, 0, NULL, 0, &b, NULL), DRPC_OK);
+    CHECK(b != NULL && drpc_buffer_len(b) == 0);
+    drpc_buffer_free(b);
+    /* Server streams. */
+    drpc_status rc;
+    char *out = stream_first_message(c, "/t/MetaListStream", md, &rc);
+    CHECK(rc == DRPC_OK && out && strcmp(out, want) == 0);
+    free(out);
+    out = stream_first_message(c, "/t/MetaListStream", NULL, &rc);
+    CHECK(rc == DRPC_OK && out && strcmp(out, "") == 0);
+    free(out);
+    /* Client streams list what they were opened with. */
+    drpc_stream *s = NULL;
+    CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", md, 0, &s, NULL), DRPC_OK);
+    size_t count = 0;
+    CHECK_RC(drpc_stream_metadata_count(s, &count), DRPC_OK);
+    CHECK(count == 4);
+    const char *k = NULL, *v = NULL;
+    CHECK_RC(drpc_stream_metadata_entry(s, 3, &k, &v), DRPC_OK);
+    CHECK(k && v && strcmp(k, "zeta") == 0 && strcmp(v, "last") == 0);
+    CHECK_RC(drpc_stream_metadata_entry(s, 4, &k, &v), DRPC_BAD_ARGUMENT);
+    CHECK(k == NULL && v == NULL);
+    CHECK_RC(drpc_stream_metadata_count(s, NULL), DRPC_BAD_ARGUMENT);
+    drpc_stream_free(s);
+    drpc_metadata_free(md);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+static void test_compression(void) {
+    drpc_conn *c = dial(ADDR, 0);
+    enum { N = 200000 };
+    uint8_t *data = (uint8_t *)malloc(N);
+    for (size_t i = 0; i < N; i++) data[i] = (uint8_t)("compressible text "[i % 18]);
+    const char *codecs[2] = {"snappy", "minlz-fastest"};
+    for (int i = 0; i < 2; i++) {
+        drpc_metadata *md = drpc_metadata_new();
+        CHECK_RC(drpc_metadata_set(md, "drpc-compression", codecs[i]), DRPC_OK);
+        /* Unary: the large message survives the round trip. */
+        drpc_buffer *b = NULL;
+        CHECK_RC(drpc_conn_unary(c, "/t/Echo", data, N, md, 0, &b, NULL), DRPC_OK);
+        CHECK(drpc_buffer_len(b) == N && memcmp(drpc_buffer_data(b), data, N) == 0);
+        drpc_buffer_free(b);
+        /* The handler sees the choice in the metadata. */
+        b = NULL;
+        CHECK_RC(drpc_conn_unary(c, "/t/Meta", (const uint8_t *)"drpc-compression", 16, md, 0, &b, NULL), DRPC_OK);
+        CHECK(drpc_buffer_len(b) == strlen(codecs[i]) && memcmp(drpc_buffer_data(b), codecs[i], strlen(codecs[i])) == 0);
+        drpc_buffer_free(b);
+        /* Streams: every message in both directions. */
+        drpc_stream *s = NULL;
+        CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", md, 0, &s, NULL), DRPC_OK);
+        for (size_t len = 1; len <= N; len *= 10) {
+            CHECK_RC(drpc_stream_send(s, data, len, NULL), DRPC_OK);
+            b = NULL;
+            CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+            CHECK(drpc_buffer_len(b) == len && memcmp(drpc_buffer_data(b), data, len) == 0);
+            drpc_buffer_free(b);
+        }
+        CHECK_RC(drpc_stream_close_send(s, NULL), DRPC_OK);
+        b = NULL;
+        CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_END);
+        drpc_stream_free(s);
+        drpc_metadata_free(md);
+    }
+    /* An unknown codec fails before anything is sent. */
+    drpc_metadata *md = drpc_metadata_new();
+    CHECK_RC(drpc_metadata_set(md, "drpc-compression", "zstd"), DRPC_OK);
+    drpc_buffer *b = (drpc_buffer *)0x1;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/Echo", data, 10, md, 0, &b, &err), DRPC_UNIMPLEMENTED);
+    CHECK(b == NULL && err && strstr(drpc_error_message(err), "zstd") != NULL);
+    drpc_error_free(err);
+    drpc_metadata_free(md);
+    CHECK_RC(call_str(c, "/t/Echo", "still fine", 0, NULL, NULL), DRPC_OK);
+    free(data);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+}
+
+/* Flow control on both sides: a stream nobody reads holds back its sender
+ * (the handler stays blocked in send) without stalling other calls; reading
+ * it later gets every byte. */
+static void test_flow_control(void) {
+    char bound[256];
+    drpc_server *srv = new_server();
+    CHECK_RC(drpc_server_set_flow_control_window(srv, 64 << 10, 16 << 10), DRPC_OK);
+    listen_server(srv, "127.0.0.1:0", bound, sizeof bound);
+    drpc_conn_options *o = drpc_conn_options_new();
+    CHECK_RC(drpc_conn_options_set_flow_control_window(o, 64 << 10, 16 << 10), DRPC_OK);
+    drpc_conn *c = NULL;
+    CHECK_RC(drpc_conn_dial(bound, o, &c, NULL), DRPC_OK);
+    drpc_conn_options_free(o);
+
+    enum { COUNT = 64, SIZE = 16 << 10 }; /* 1 MiB against a 64 KiB window */
+    drpc_stream *a = NULL;
+    CHECK_RC(drpc_conn_stream(c, "/t/Flood", NULL, 0, &a, NULL), DRPC_OK);
+    char req[32];
+    snprintf(req, sizeof req, "%d %d", COUNT, SIZE);
+    CHECK_RC(drpc_stream_send(a, (const uint8_t *)req, strlen(req), NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_close_send(a, NULL), DRPC_OK);
+    for (int i = 0; i < 20; i++) {
+        char msg[16];
+        snprintf(msg, sizeof msg, "call %d", i);
+        char *out = NULL;
+        CHECK_RC(call_str(c, "/t/Echo", msg, 5000, &out, NULL), DRPC_OK);
+        CHECK(out && strcmp(out, msg) == 0);
+        free(out);
+    }
+    sleep_ms(100);
+    CHECK(drpc_server_active_rpcs(srv) == 1); /* the flood handler waits for credit */
+    for (int i = 0; i < COUNT; i++) {
+        drpc_buffer *b = NULL;
+        drpc_status rc = drpc_stream_recv(a, &b, NULL);
+        CHECK_RC(rc, DRPC_OK);
+        if (rc != DRPC_OK) break;
+        const uint8_t *p = drpc_buffer_data(b);
+        int ok = drpc_buffer_len(b) == SIZE;
+        for (size_t k = 0; ok && k < SIZE; k++) ok = p[k] == (uint8_t)(i % 251);
+        CHECK(ok);
+        drpc_buffer_free(b);
+    }
+    drpc_buffer *b = NULL;
+    CHECK_RC(drpc_stream_recv(a, &b, NULL), DRPC_END);
+    drpc_stream_free(a);
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+    CHECK_RC(drpc_server_shutdown(srv, 1000, NULL), DRPC_OK);
+    drpc_server_free(srv);
+}
+
+/* Server side: streams beyond the limit are refused with UNAVAILABLE and
+ * the connection stays usable. Client side: calls beyond the limit queue. */
+static void test_max_concurrent_streams(void) {
+    char bound[256];
+    drpc_server *srv = new_server();
+    CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 2), DRPC_OK);
+    listen_server(srv, "127.0.0.1:0", bound, sizeof bound);
+    drpc_conn *c = dial(bound, 0);
+    drpc_stream *s[3] = {NULL, NULL, NULL};
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 0, &s[0], NULL), DRPC_OK);
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 0, &s[1], NULL), DRPC_OK);
+    for (int i = 0; i < 100 && drpc_server_active_rpcs(srv) < 2; i++) sleep_ms(10);
+    CHECK(drpc_server_active_rpcs(srv) == 2);
+    CHECK_RC(drpc_conn_stream(c, "/t/StreamWait", NULL, 0, &s[2], NULL), DRPC_OK);
+    drpc_buffer *b = NULL;
+    drpc_error *err = NULL;
+    CHECK_RC(drpc_stream_recv(s[2], &b, &err), DRPC_UNAVAILABLE);
+    drpc_error_free(err);
+    CHECK_RC(call_str(c, "/t/Echo", "refused", 0, NULL, NULL), DRPC_UNAVAILABLE);
+    drpc_stream_free(s[0]);
+    drpc_stream_free(s[1]);
+    drpc_stream_free(s[2]);
+    drpc_status rc = DRPC_UNAVAILABLE;
+    for (int i = 0; i < 100 && rc == DRPC_UNAVAILABLE; i++) {
+        rc = call_str(c, "/t/Echo", "room again", 0, NULL, NULL);
+        if (rc == DRPC_UNAVAILABLE) sleep_ms(20);
+    }
+    CHECK_RC(rc, DRPC_OK);
+    CHECK(!drpc_conn_is_closed(c));
+    drpc_conn_close(c);
+    drpc_conn_free(c);
+    CHECK_RC(drpc_server_shutdown(srv, 1000, NULL), DRPC_OK);
+    drpc_server_free(srv);
+
+    /* Client limit of 1 on a multiplexing connection: calls run one by one. */
+    drpc_conn_options *o = drpc_conn_options_new();
+    CHECK_RC(drpc_conn_options_set_max_concurrent_streams(o, 1), DRPC_OK);
+    c = NULL;
+    CHECK_RC(drpc_conn_dial(ADDR, o, &c, NULL), DRPC_OK);
+    drpc_conn_options_free(o);
+    S.peak = 0;
+    async_state a[3];
+    for (int i = 0; i < 3; i++) {
+        async_init(&a[i], NULL);
+        CHECK_RC(drpc_conn_unary_async(c, "/t/Conc", NULL, 0, NULL, 0, on_done, &a[i], NULL, NULL), DRPC_OK);
+    }
+    for (int i = 0; i < 3; i++) {
+        async_wait(&a[i]);
+        CHECK(a[i].status == DRPC_OK);
+        async_destroy(&a[i]);
+    }
+    CHECK(S.peak == 1);
+    drpc_conn_free(c);
+}
+
 typedef struct {
     const char *name;
     void (*fn)(void);
@@ -854,6 +1225,10 @@ int main(void) {
         {"unix_socket", test_unix_socket},
         {"graceful_shutdown", test_graceful_shutdown},
         {"free_server_with_calls_in_flight", test_free_server_with_calls_in_flight},
+        {"metadata_listing", test_metadata_listing},
+        {"compression", test_compression},
+        {"flow_control", test_flow_control},
+        {"max_concurrent_streams", test_max_concurrent_streams},
     };
     drpc_server *srv = start_server("127.0.0.1:0", ADDR, sizeof ADDR);
     MAIN_SERVER = srv;

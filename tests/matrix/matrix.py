@@ -11,10 +11,12 @@ exists against it, with the cases of shared/interop/CASES.md:
 Each run gets a fresh server. Prints the matrix and the failures (case, the
 client's FAIL reason, the tails of both sides' stderr) and exits 1 if any
 applicable run failed. Implementations that are absent print "absent" and do
-not fail the run unless named with --require.
+not fail the run unless named with --require, or --require-all is given (the
+default when the environment has CI=true or CI=1).
 
-Implementations are pluggable: edit IMPLS below (paths are relative to the
-repository root; {root}, {bin} and {python} are substituted).
+Implementations are pluggable: edit IMPLS below ({root} = the repository
+root, {target} = $CARGO_TARGET_DIR or {root}/target, {bin} = a temporary
+directory, {python} = the interpreter with the drpc package are substituted).
 """
 
 import argparse
@@ -65,15 +67,17 @@ IMPLS = [
     {
         "name": "rust",
         "mux": True,
-        "server": ["{root}/target/release/drpc-interop-server"],
-        "client": ["{root}/target/release/drpc-interop-client"],
+        "server": ["{target}/release/drpc-interop-server"],
+        "client": ["{target}/release/drpc-interop-client"],
     },
     {
         "name": "c",
         "mux": True,
-        # Fill in when tests/c has its interop programs.
-        "server": ["{root}/tests/c/build/drpc-interop-server"],
-        "client": ["{root}/tests/c/build/drpc-interop-client"],
+        # tests/c/build.sh is what tests/c/run.sh builds them with; it needs
+        # {target}/release/libdrpc.so (cargo build --release -p drpc-ffi).
+        "build": ["bash", "{root}/tests/c/build.sh", "interop"],
+        "server": ["{target}/c-tests/interop_server"],
+        "client": ["{target}/c-tests/interop_client"],
     },
     {
         "name": "python",
@@ -96,8 +100,6 @@ IMPLS = [
         "build_if": "{root}/bindings/go/go.mod",
         "build": ["go", "build", "-o", "{bin}/", "./cmd/cgo-interop-server", "./cmd/cgo-interop-client"],
         "build_cwd": "{root}/bindings/go",
-        # The C ABI has no flow-control option yet: its programs refuse --flow-control.
-        "flow_control": False,
         "server": ["{bin}/cgo-interop-server"],
         "client": ["{bin}/cgo-interop-client"],
     },
@@ -148,7 +150,8 @@ class Impl:
         else:
             for argv in (self.server, self.client):
                 if not os.path.exists(argv[0]):
-                    self.why = "absent (%s)" % os.path.relpath(argv[0], ROOT)
+                    shown = os.path.relpath(argv[0], ROOT)
+                    self.why = "absent (%s)" % (argv[0] if shown.startswith("..") else shown)
                     return
         self.present = True
 
@@ -254,20 +257,30 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", default=[], help="limit to these implementations (repeatable)")
     ap.add_argument("--require", action="append", default=[], help="fail if this implementation is absent (repeatable)")
+    ap.add_argument("--require-all", action="store_true", default=os.environ.get("CI", "").lower() in ("true", "1"),
+                    help="fail if any implementation (of --only, if given) is absent; default on when CI=true")
+    ap.add_argument("--allow-absent", dest="require_all", action="store_false",
+                    help="do not fail for absent implementations (overrides CI=true)")
     ap.add_argument("--no-flow-control", action="store_true", help="skip the mux+fc runs")
     ap.add_argument("--timeout", type=int, default=300, help="per client run, seconds")
     args = ap.parse_args()
 
     bindir = tempfile.mkdtemp(prefix="drpc-matrix-")
-    ctx = {"root": ROOT, "bin": bindir, "python": python_for_bindings()}
+    target = os.path.abspath(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"))
+    ctx = {"root": ROOT, "target": target, "bin": bindir, "python": python_for_bindings()}
     impls = [Impl(s, ctx) for s in IMPLS if not args.only or s["name"] in args.only]
     bad = False
+    failures_absent = []
+    unknown = [n for n in args.only + args.require if n not in [s["name"] for s in IMPLS]]
+    if unknown:
+        ap.error("unknown implementation(s): %s (known: %s)" % (", ".join(unknown), ", ".join(s["name"] for s in IMPLS)))
     print("implementations:")
     for im in impls:
         print("  %-9s %s" % (im.name, "present (%s)" % ("multiplexing" if im.mux else "sequential only")
                                      if im.present else im.why))
-        if not im.present and im.name in args.require:
+        if not im.present and (args.require_all or im.name in args.require):
             bad = True
+            failures_absent.append(im.name)
     present = [im for im in impls if im.present]
 
     cells, failures = {}, []
@@ -308,6 +321,8 @@ def main():
                 row.append(cells[(c, s)].ljust(colw[s]))
         print("  " + c.ljust(width) + " | " + " | ".join(row))
 
+    if failures_absent:
+        print("\nFAILED: required implementation(s) absent: %s" % ", ".join(failures_absent))
     for what, fails in failures:
         print("\nFAILED %s:" % what)
         for f in fails:

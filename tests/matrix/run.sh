@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Cross-implementation interop matrix. Builds the Rust interop programs if they
-# are missing, then runs matrix.py (extra arguments are passed on, e.g.
-# --only rust --only go-storj, --require python, --no-flow-control).
+# Cross-implementation interop matrix. Builds what is missing of the Rust
+# interop programs and libdrpc (needed by the C and go-cgo implementations,
+# whose programs matrix.py compiles itself), then runs matrix.py (extra
+# arguments are passed on, e.g. --only rust --only go-storj, --require python,
+# --require-all, --no-flow-control). With CI=true a missing implementation
+# fails the run (see --require-all / --allow-absent).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-if [ ! -x "$root/target/release/drpc-interop-server" ] || [ ! -x "$root/target/release/drpc-interop-client" ]; then
+target="${CARGO_TARGET_DIR:-$root/target}"
+if [ ! -x "$target/release/drpc-interop-server" ] || [ ! -x "$target/release/drpc-interop-client" ]; then
   (cd "$root" && cargo build --release -p drpc-interop)
+fi
+if [ ! -e "$target/release/libdrpc.so" ]; then
+  (cd "$root" && cargo build --release -p drpc-ffi)
 fi
 exec python3 "$here/matrix.py" "$@"

@@ -89,18 +89,16 @@ func (s *stream) MsgRecv(msg storj.Message, enc storj.Encoding) error {
 	return enc.Unmarshal(b, msg)
 }
 
-// Register serves h for each rpc on srv. libdrpc can look metadata up only
-// by key, so the values of metadataKeys are put into each call's context
-// with drpcmetadata (where storj handlers look for them).
-func Register(srv *drpc.Server, h storj.Handler, rpcs []string, metadataKeys []string) error {
+// Register serves h for each rpc on srv. Every invoke-metadata entry the
+// client sent is put into the call's context with drpcmetadata (where storj
+// handlers look for it).
+func Register(srv *drpc.Server, h storj.Handler, rpcs []string) error {
 	for _, rpc := range rpcs {
 		rpc := rpc
 		err := srv.Handle(rpc, func(ss *drpc.ServerStream) error {
 			ctx := ss.Context()
-			for _, k := range metadataKeys {
-				if v, ok := ss.Metadata(k); ok {
-					ctx = drpcmetadata.Add(ctx, k, v)
-				}
+			if md := ss.AllMetadata(); len(md) > 0 {
+				ctx = drpcmetadata.AddPairs(ctx, md)
 			}
 			return h.HandleRPC(&serverStream{ss: ss, ctx: ctx}, rpc)
 		})

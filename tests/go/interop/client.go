@@ -83,6 +83,9 @@ type Client struct {
 	conn drpc.Conn
 	c    pb.DRPCTestServiceClient
 	mux  bool
+	// FlowControl says both sides run with per-stream flow control; then
+	// "all" on a multiplexing client includes slow_reader_isolation.
+	FlowControl bool
 }
 
 // NewClient runs cases over any storj.io/drpc Conn (e.g. the libdrpc
@@ -517,8 +520,8 @@ func RunCases(ctx context.Context, addr string, names []string) ([]Result, error
 }
 
 // RunAll runs the named cases in order ("all" expands to EveryPeerCases, and
-// for a multiplexing client also to the multiplexing cases but
-// slow_reader_isolation, which needs flow control; no_leaks runs last).
+// for a multiplexing client also to the multiplexing cases, with
+// slow_reader_isolation only if FlowControl is set; no_leaks runs last).
 func (cl *Client) RunAll(ctx context.Context, names []string) []Result {
 	var expanded []string
 	for _, n := range names {
@@ -526,7 +529,10 @@ func (cl *Client) RunAll(ctx context.Context, names []string) []Result {
 			expanded = append(expanded, EveryPeerCases...)
 			if cl.mux {
 				for _, m := range MuxOnlyCases {
-					if m != "slow_reader_isolation" && m != "no_leaks" {
+					if m == "slow_reader_isolation" && !cl.FlowControl {
+						continue
+					}
+					if m != "no_leaks" {
 						expanded = append(expanded, m)
 					}
 				}

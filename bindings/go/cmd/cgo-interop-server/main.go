@@ -19,18 +19,30 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "HOST:PORT to listen on (port 0 picks one)")
-	flowControl := flag.Bool("flow-control", false, "per-stream flow control (not offered by the C ABI yet)")
+	flowControl := flag.Bool("flow-control", false, "per-stream flow control (clients must have it too)")
+	maxStreams := flag.Int("max-concurrent-streams", 0, "streams a client may have open at once per connection (0: default)")
 	flag.Parse()
-	if *flowControl {
-		fmt.Fprintln(os.Stderr, "cgo-interop-server: --flow-control: the libdrpc C ABI has no flow-control option")
-		os.Exit(2)
-	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 
 	srv := drpc.NewServer()
+	fail := func(err error) {
+		fmt.Fprintln(os.Stderr, "cgo-interop-server:", err)
+		srv.Shutdown(0)
+		os.Exit(2)
+	}
+	if *flowControl {
+		if err := srv.SetFlowControl(true); err != nil {
+			fail(err)
+		}
+	}
+	if *maxStreams != 0 {
+		if err := srv.SetMaxConcurrentStreams(*maxStreams); err != nil {
+			fail(fmt.Errorf("--max-concurrent-streams %d: %w", *maxStreams, err))
+		}
+	}
 	h, _ := interop.NewHandler()
-	if err := drpcstorj.Register(srv, h, interop.ServiceRPCs(), []string{"x-drpc-test"}); err != nil {
+	if err := drpcstorj.Register(srv, h, interop.ServiceRPCs()); err != nil {
 		fmt.Fprintln(os.Stderr, "cgo-interop-server:", err)
 		os.Exit(1)
 	}
