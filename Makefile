@@ -7,14 +7,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix lint miri soak install
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz lint miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
 ## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
-test: lint test-rust test-interop test-c test-python test-go test-matrix
+test: lint test-rust test-interop test-c test-python test-go test-matrix test-fuzz
 	@echo "make test: all suites passed"
 
 test-rust:
@@ -38,6 +38,11 @@ test-matrix:
 	tests/matrix/run.sh
 
 ## clippy, and the offline dependency source/license check (tools/check-deps.py).
+## Every fuzz target briefly (FUZZ_SECONDS each), so they keep building and running.
+FUZZ_SECONDS ?= 30
+test-fuzz:
+	drpc-core/fuzz/run.sh $(FUZZ_SECONDS)
+
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	python3 tools/check-deps.py
