@@ -1,0 +1,97 @@
+//! drpc-rs through its Rust API (drpc-core), default options on both sides.
+
+use crate::common::{allocs, parse_stream_request, serve_until_stdin_closes, Params};
+use crate::workloads::{self, Bidi, Client};
+use bytes::Bytes;
+use drpc_core::{CallOptions, Conn, ConnOptions, Router, Server, Status, Stream};
+use std::time::Instant;
+
+pub const UNARY: &str = "/bench.Bench/Unary";
+pub const STREAM: &str = "/bench.Bench/Stream";
+pub const BIDI: &str = "/bench.Bench/Bidi";
+pub const STATS: &str = "/bench.Bench/Stats";
+
+pub fn server(rt: &tokio::runtime::Runtime, addr: &str) {
+    let addr = rt.block_on(async {
+        let router = Router::new()
+            .unary_raw(UNARY, |req| async move { Ok::<Bytes, Status>(req.data) })
+            .unary_raw(STATS, |_req| async move { Ok::<Bytes, Status>(Bytes::from(allocs().to_string())) })
+            .stream_raw(STREAM, |s: Stream| async move {
+                let req = s.recv().await?.ok_or_else(|| Status::invalid_argument("no request"))?;
+                let (size, dur) = parse_stream_request(&req);
+                let msg = Bytes::from(vec![0xa5u8; size]);
+                let end = Instant::now() + dur;
+                while Instant::now() < end {
+                    s.send(&msg).await?;
+                }
+                Ok(())
+            })
+            .stream_raw(BIDI, |s: Stream| async move {
+                while let Some(m) = s.recv().await? {
+                    s.send(&m).await?;
+                }
+                Ok(())
+            });
+        let server = Box::leak(Box::new(Server::new(router)));
+        server.listen(addr).await.expect("listen")
+    });
+    serve_until_stdin_closes(&addr);
+}
+
+#[derive(Clone)]
+struct DrpcClient {
+    conn: Conn,
+    opts: std::sync::Arc<CallOptions>,
+}
+
+impl Client for DrpcClient {
+    type Bidi = Stream;
+    async fn unary(&self, data: Bytes) -> Bytes {
+        self.conn.unary(UNARY, &data, &self.opts).await.expect("unary")
+    }
+    async fn server_stream(&self, req: Vec<u8>) -> (u64, u64) {
+        let s = self.conn.stream(STREAM, &self.opts).await.expect("stream");
+        s.send(&req).await.expect("send");
+        s.close_send().await.expect("close_send");
+        let (mut n, mut b) = (0, 0);
+        while let Some(m) = s.recv().await.expect("recv") {
+            n += 1;
+            b += m.len() as u64;
+        }
+        (n, b)
+    }
+    async fn bidi(&self) -> Stream {
+        self.conn.stream(BIDI, &self.opts).await.expect("bidi")
+    }
+    async fn server_allocs(&self) -> u64 {
+        let r = self.conn.unary(STATS, b"", &self.opts).await.expect("stats");
+        std::str::from_utf8(&r).unwrap().parse().unwrap()
+    }
+}
+
+impl Bidi for Stream {
+    async fn rt(&mut self, data: &Bytes) {
+        self.send(data).await.expect("send");
+        let r = self.recv().await.expect("recv").expect("echo");
+        debug_assert_eq!(r.len(), data.len());
+    }
+    async fn finish(self) {
+        self.close_send().await.expect("close_send");
+        while self.recv().await.expect("drain").is_some() {}
+    }
+}
+
+pub fn client(rt: &tokio::runtime::Runtime, p: &Params) {
+    let p = p.clone();
+    // The workload runs as a task on the runtime, as callers in a service do
+    // (not in block_on on the main thread, which would add a thread hand-off
+    // to every call).
+    rt.block_on(rt.spawn(async move {
+        let p = &p;
+        let conn = Conn::connect(&p.addr, ConnOptions::default()).await.expect("connect");
+        let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(CallOptions::new()) };
+        workloads::run(c, p).await;
+        conn.close().await;
+    }))
+    .unwrap();
+}

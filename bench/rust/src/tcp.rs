@@ -1,0 +1,123 @@
+//! Raw TCP loopback baselines (blocking std sockets, one thread per side):
+//! `stream` = one side writes `size`-byte buffers for the duration, the other
+//! reads (the bandwidth ceiling for server streaming); `unary_lat` = a
+//! length-prefixed ping-pong (the round-trip floor).
+
+use crate::common::{emit, parse_stream_request, pct_us, serve_until_stdin_closes, stream_request, Params};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+pub fn server(addr: &str) {
+    let l = TcpListener::bind(addr).expect("bind");
+    let local = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let s = s.expect("accept");
+            std::thread::spawn(move || {
+                let _ = handle(s);
+            });
+        }
+    });
+    serve_until_stdin_closes(&local);
+}
+
+fn handle(mut s: TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut mode = [0u8; 1];
+    s.read_exact(&mut mode)?;
+    if mode[0] == b'S' {
+        let mut req = [0u8; 16];
+        s.read_exact(&mut req)?;
+        let (size, dur) = parse_stream_request(&req);
+        let buf = vec![0xa5u8; size];
+        let end = Instant::now() + dur;
+        while Instant::now() < end {
+            s.write_all(&buf)?;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut sink = [0u8; 16];
+        let _ = s.read(&mut sink);
+    } else {
+        let mut len = [0u8; 4];
+        let mut buf = Vec::new();
+        loop {
+            if s.read_exact(&mut len).is_err() {
+                return Ok(());
+            }
+            buf.resize(u32::from_be_bytes(len) as usize, 0);
+            s.read_exact(&mut buf)?;
+            s.write_all(&len)?;
+            s.write_all(&buf)?;
+        }
+    }
+    Ok(())
+}
+
+fn stream_once(addr: &str, size: usize, dur: std::time::Duration) -> (u64, f64) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    let start = Instant::now();
+    s.write_all(b"S").unwrap();
+    s.write_all(&stream_request(size, dur)).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    (total, start.elapsed().as_secs_f64())
+}
+
+pub fn client(p: &Params) {
+    match p.workload.as_str() {
+        "stream" => {
+            stream_once(&p.addr, p.size, p.warmup);
+            for rep in 0..p.reps {
+                let (bytes, secs) = stream_once(&p.addr, p.size, p.duration);
+                emit(json!({"rep": rep, "msgs": bytes / p.size.max(1) as u64, "bytes": bytes, "secs": secs}));
+            }
+        }
+        "unary_lat" => {
+            let mut s = TcpStream::connect(&p.addr).expect("connect");
+            s.set_nodelay(true).unwrap();
+            s.write_all(b"P").unwrap();
+            let msg = vec![0x5au8; p.size];
+            let mut back = vec![0u8; p.size];
+            let mut rt = |s: &mut TcpStream| {
+                let mut frame = (p.size as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(&msg);
+                s.write_all(&frame).unwrap();
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).unwrap();
+                s.read_exact(&mut back).unwrap();
+            };
+            let end = Instant::now() + p.warmup;
+            while Instant::now() < end {
+                rt(&mut s);
+            }
+            for rep in 0..p.reps {
+                let mut lat = Vec::with_capacity(100_000);
+                let start = Instant::now();
+                let end = start + p.duration;
+                loop {
+                    let t = Instant::now();
+                    if t >= end {
+                        break;
+                    }
+                    rt(&mut s);
+                    lat.push(t.elapsed().as_nanos() as u64);
+                }
+                let secs = start.elapsed().as_secs_f64();
+                lat.sort_unstable();
+                emit(json!({"rep": rep, "calls": lat.len(), "secs": secs,
+                            "p50_us": pct_us(&lat, 50.0), "p99_us": pct_us(&lat, 99.0)}));
+            }
+        }
+        w => panic!("tcp: unknown workload {w}"),
+    }
+}
