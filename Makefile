@@ -7,15 +7,23 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz lint miri soak install
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke bench lint miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
 ## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
-test: lint test-rust test-interop test-c test-python test-go test-matrix test-fuzz
+test: lint test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
+
+## Every contender once with tiny counts, so the benchmark keeps working.
+test-bench-smoke:
+	bench/run.sh --smoke
+
+## The full benchmark (about 10 minutes): bench/results/results.{md,png}.
+bench:
+	bench/run.sh
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
