@@ -7,14 +7,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke bench lint miri soak install
+.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
 ## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
-test: lint test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke
+test: lint test-rust test-miri test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
 
 ## Every contender once with tiny counts, so the benchmark keeps working.
@@ -60,8 +60,10 @@ DURATION ?= 600
 soak:
 	python3 tests/soak/soak.py $(DURATION)
 
-## The I/O-free layers' unit tests under miri (needs the nightly miri component).
-miri:
+## The I/O-free layers' unit tests under miri (drpc-core has no unsafe code;
+## drpc-ffi's unsafe is exercised under valgrind by tests/c).
+test-miri:
+	rustup component add miri rust-src --toolchain nightly
 	$(CARGO) +nightly miri test -p drpc-core --lib
 
 install:
