@@ -220,9 +220,17 @@ impl Conn {
             return Err(self.shared().stream_failure(status));
         }
         let limit = self.shared().opts.max_metadata_size;
-        let md_len: usize = opts.metadata.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
-        if md_len > limit || rpc.len() > limit {
-            return Err(Status::resource_exhausted(format!("invoke metadata or rpc name larger than {limit} bytes")));
+        let md_len = metadata::encoded_len(&opts.metadata);
+        if md_len > limit {
+            return Err(Status::resource_exhausted(format!(
+                "invoke metadata of {md_len} bytes encoded is larger than the limit of {limit} bytes"
+            )));
+        }
+        if rpc.len() > limit {
+            return Err(Status::resource_exhausted(format!(
+                "rpc name of {} bytes is larger than the limit of {limit} bytes",
+                rpc.len()
+            )));
         }
         Ok(())
     }

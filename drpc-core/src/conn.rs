@@ -3,6 +3,7 @@
 //! on a server, assembles invokes of new streams), the shared writer, and
 //! connection-scoped termination.
 
+use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, PENDING_INVOKE_OVERHEAD};
 use crate::metadata::{self, Metadata};
 use crate::packet::{Assembled, Assembler};
 use crate::state::End;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 pub(crate) type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -38,9 +40,10 @@ pub struct ConnOptions {
     /// Server only: incomplete invokes (InvokeMetadata without its Invoke)
     /// a peer may leave pending before the connection is closed.
     pub max_pending_invokes: usize,
-    /// Largest InvokeMetadata payload or rpc name (default 64 KiB). A client
-    /// refuses to send more (ResourceExhausted); a server receiving more
-    /// closes the connection.
+    /// Largest InvokeMetadata payload or rpc name (default 4 MiB, what
+    /// storj.io/drpc accepts). A client refuses to send more; a server fails
+    /// that stream with ResourceExhausted (8) naming the limit, and the
+    /// connection lives on.
     pub max_metadata_size: usize,
     /// Concurrent streams per connection. A server refuses more with
     /// Unavailable; a client queues further calls until a stream finishes.
@@ -48,14 +51,30 @@ pub struct ConnOptions {
     /// Per-stream flow control (DESIGN.md section 4). Off by default: it is not
     /// negotiated, and both peers must have it on.
     pub flow_control: Option<FlowControl>,
-    /// Without flow control: received messages not yet read, summed over all
-    /// streams, beyond which the reader stops reading (TCP back-pressure).
-    /// While it is stopped, a peer's disconnect is only seen once the
-    /// application reads and frees budget (the FIN waits behind unread data).
+    /// This connection's share of the memory budget: everything the peer
+    /// makes it hold (unread messages, packets being assembled, pending
+    /// invokes, queued writes, the read buffer). Past it the reader stops
+    /// reading (TCP back-pressure) until the application reads. While it is
+    /// stopped, a peer's disconnect is only seen once the application reads
+    /// and frees memory (the FIN waits behind unread data).
     pub connection_buffer_budget: usize,
-    /// Bytes of data frames queued for writing beyond which senders wait.
-    /// Control frames (Cancel, WindowUpdate) are never held back.
+    /// Bytes of data frames queued for writing beyond which senders wait,
+    /// and the reader stops producing frames (errors, refusals) until the
+    /// peer reads. Control frames (Cancel, WindowUpdate) are never held back.
     pub writer_buffer_cap: usize,
+    /// The budget this connection's memory is counted in. `None`: a budget
+    /// of its own of [`DEFAULT_MEMORY_BUDGET`](crate::DEFAULT_MEMORY_BUDGET).
+    /// A `Server` and a `Pool` set one shared by all their connections.
+    pub memory_budget: Option<MemoryBudget>,
+    /// A frame that takes longer than this to arrive, from its first byte to
+    /// its last, closes the connection (default 30 s; zero disables).
+    pub read_timeout: Duration,
+    /// Server connections: closed if no complete frame arrives this soon
+    /// after accepting (default 10 s; zero disables).
+    pub handshake_timeout: Duration,
+    /// Server connections: closed after holding no stream and receiving
+    /// nothing for this long (default 5 minutes; zero disables).
+    pub idle_timeout: Duration,
 }
 
 /// Per-stream flow-control settings, compatible with cockroachdb/drpc.
@@ -73,8 +92,15 @@ impl Default for FlowControl {
     }
 }
 
-/// Default limit on invoke metadata (and rpc names).
-pub const DEFAULT_MAX_METADATA_SIZE: usize = 64 << 10;
+/// Default limit on invoke metadata (and rpc names), as storj.io/drpc's reader.
+pub const DEFAULT_MAX_METADATA_SIZE: usize = 4 << 20;
+
+/// Default per-frame read timeout.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a new server connection has to send its first frame.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default idle timeout of server connections.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Default cap on concurrent streams per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 10_000;
@@ -91,6 +117,10 @@ impl Default for ConnOptions {
             flow_control: None,
             connection_buffer_budget: 64 << 20,
             writer_buffer_cap: 1 << 20,
+            memory_budget: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -130,7 +160,13 @@ pub(crate) struct ConnShared {
     closed: Notify,
     /// Received message bytes not yet read by the application.
     buffered: AtomicUsize,
-    budget_freed: Notify,
+    /// Everything this connection holds, inside its (maybe shared) budget.
+    pub(crate) account: Arc<Account>,
+    /// Notified when the last stream ends (the idle clock starts).
+    streams_gone: Notify,
+    /// Data position after the last frame the reader itself wrote (errors,
+    /// refusals): while it is queued behind a full writer, the reader waits.
+    reader_output: std::sync::atomic::AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Per-stream timers (deadlines, cancel tokens); `close` waits for them.
     pub(crate) watchdogs: Arc<crate::tasks::TaskSet>,
@@ -152,14 +188,19 @@ impl ConnShared {
         opts: ConnOptions,
         acceptor: Option<Arc<dyn Acceptor>>,
     ) -> Arc<ConnShared> {
+        let budget = opts.memory_budget.clone().unwrap_or_default();
+        let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
+        account.charge(CONNECTION_OVERHEAD);
         let conn = Arc::new(ConnShared {
             opts: opts.clone(),
             role,
-            writer: Writer::new(wr, opts.writer_buffer_cap),
+            writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
             registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
             closed: Notify::new(),
             buffered: AtomicUsize::new(0),
-            budget_freed: Notify::new(),
+            account,
+            streams_gone: Notify::new(),
+            reader_output: Default::default(),
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
             acceptor,
@@ -198,14 +239,25 @@ impl ConnShared {
         self.buffered.load(Ordering::Relaxed)
     }
 
-    /// Follows a stream's queued bytes going from `before` to `after`.
+    /// Follows a stream's queued message bytes going from `before` to `after`
+    /// (the statistic; the memory itself is charged to the account).
     pub(crate) fn account_buffered(&self, before: usize, after: usize) {
         if after > before {
             self.buffered.fetch_add(after - before, Ordering::Relaxed);
         } else if before > after {
             self.buffered.fetch_sub(before - after, Ordering::Relaxed);
-            self.budget_freed.notify_one();
         }
+    }
+
+    /// Records that the reader (not a handler) wrote frames ending at `position`.
+    pub(crate) fn reader_wrote(&self, position: u64) {
+        self.reader_output.fetch_max(position, Ordering::Relaxed);
+    }
+
+    /// Whether frames the reader produced are still queued behind a full writer.
+    fn reader_output_stuck(&self) -> bool {
+        self.writer.queued() >= self.opts.writer_buffer_cap
+            && self.writer.taken() < self.reader_output.load(Ordering::Relaxed)
     }
 
     /// Waits until the writer's data queue is under its cap.
@@ -215,13 +267,34 @@ impl ConnShared {
         }
     }
 
-    /// Without flow control, waits while the buffered bytes exceed the budget.
-    async fn within_budget(&self) {
-        if self.opts.flow_control.is_some() {
-            return; // windows bound every stream; the reader never stops
-        }
-        while self.buffered() > self.opts.connection_buffer_budget && self.closed_status().is_none() {
-            self.budget_freed.notified().await;
+    /// The reader's gate before it takes in `n` more bytes: waits while the
+    /// connection is over its share or the budget is full, and on a server
+    /// while its writer is over its cap (the peer is not reading what we
+    /// answer, and frames the reader itself produces, such as errors and
+    /// refusals, must not pile up). A client keeps reading then: its peer's
+    /// answers are what drains the server's writer.
+    /// Returns false once the connection has terminated.
+    async fn admit(&self, n: usize) -> bool {
+        loop {
+            if self.closed_status().is_some() {
+                return false;
+            }
+            if self.role == Role::Server && self.reader_output_stuck() {
+                tokio::select! {
+                    _ = self.writer.room() => {}
+                    // `room` wakes on every drain, but only when under the cap;
+                    // our own frames may have left before that.
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            if self.account.has_room(n) {
+                return true;
+            }
+            tokio::select! {
+                _ = self.account.room(n) => {}
+                _ = self.closed() => return false,
+            }
         }
     }
 
@@ -231,7 +304,11 @@ impl ConnShared {
 
     /// Removes a finished stream; later frames for its id are dropped.
     pub(crate) fn forget(&self, id: u64) {
-        self.registry.lock().unwrap().streams.remove(&id);
+        let mut reg = self.registry.lock().unwrap();
+        if reg.streams.remove(&id).is_some() && reg.streams.is_empty() {
+            drop(reg);
+            self.streams_gone.notify_one();
+        }
     }
 
     /// Client: creates the next stream and writes its opening frames with
@@ -282,7 +359,6 @@ impl ConnShared {
             s.finish(End::Connection(failure.clone()));
         }
         self.closed.notify_waiters();
-        self.budget_freed.notify_one();
         for task in self.tasks.lock().unwrap().iter() {
             task.abort();
         }
@@ -318,7 +394,7 @@ impl ConnShared {
     }
 
     /// Routes one frame. `Err` is a connection-scoped protocol error.
-    fn route(self: &Arc<Self>, frame: Frame, invokes: &mut HashMap<u64, PendingInvoke>) -> Result<(), String> {
+    fn route(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
         let h = frame.header;
         if !h.kind.is_known() {
             return if h.control { Ok(()) } else { Err(format!("unknown frame kind {}", h.kind.0)) };
@@ -342,54 +418,110 @@ impl ConnShared {
         match h.kind {
             Kind::INVOKE | Kind::INVOKE_METADATA => self.assemble_invoke(frame, invokes),
             Kind::CANCEL | Kind::CLOSE | Kind::ERROR => {
-                invokes.remove(&h.stream_id); // the peer gave up before invoking
+                invokes.remove(h.stream_id, &self.account); // the peer gave up before invoking
                 Ok(())
             }
             _ => Ok(()),
         }
     }
 
+    /// Writes an Error frame for a stream id that never became a stream.
+    fn refuse(&self, sid: u64, status: &Status) {
+        let payload = encode_error(status.code().as_u64(), status.message());
+        let written = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
+        if let Ok(position) = written {
+            self.reader_wrote(position);
+        }
+    }
+
     /// Server: collects InvokeMetadata and Invoke of a new stream id; a
-    /// complete Invoke starts the stream.
-    fn assemble_invoke(self: &Arc<Self>, frame: Frame, invokes: &mut HashMap<u64, PendingInvoke>) -> Result<(), String> {
+    /// complete Invoke starts the stream. An oversized or over-costly invoke
+    /// fails that stream only.
+    fn assemble_invoke(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
         let sid = frame.header.stream_id;
-        if !invokes.contains_key(&sid) && invokes.len() >= self.opts.max_pending_invokes {
+        if !invokes.map.contains_key(&sid) && invokes.map.len() >= self.opts.max_pending_invokes {
             return Err(format!("more than {} incomplete invokes", self.opts.max_pending_invokes));
         }
-        let pending = invokes.entry(sid).or_insert_with(|| PendingInvoke {
-            assembler: Assembler::new(0, self.opts.max_metadata_size),
-            metadata: None,
+        let limit = self.opts.max_metadata_size;
+        let pending = invokes.map.entry(sid).or_insert_with(|| {
+            self.account.charge(PENDING_INVOKE_OVERHEAD);
+            PendingInvoke { assembler: Assembler::new(0, limit), metadata: None, refused: None, charged: PENDING_INVOKE_OVERHEAD }
         });
-        let pkt = match pending.assembler.push(frame).map_err(|e| e.to_string())? {
-            Assembled::Partial => return Ok(()),
-            Assembled::TooLarge { kind, .. } => {
-                return Err(format!("{kind} larger than the maximum of {} bytes", self.opts.max_metadata_size))
+        let assembled = pending.assembler.push(frame).map_err(|e| e.to_string());
+        let pkt = match assembled {
+            Err(e) => {
+                invokes.remove(sid, &self.account);
+                return Err(e);
             }
-            Assembled::Packet(pkt) => pkt,
+            Ok(Assembled::Partial) => {
+                pending.recharge(&self.account);
+                if pending.refused.is_some() && !pending.assembler.in_progress() {
+                    invokes.remove(sid, &self.account); // refused and its last frame arrived
+                }
+                return Ok(());
+            }
+            Ok(Assembled::TooLarge { kind, .. }) => {
+                let what = if kind == Kind::INVOKE { "rpc name" } else { "invoke metadata" };
+                let status = Status::resource_exhausted(format!("{what} larger than the limit of {limit} bytes"));
+                pending.metadata = None;
+                if kind == Kind::INVOKE {
+                    // The stream is over: tell the peer now, drop the rest of the name.
+                    self.refuse(sid, &status);
+                    pending.refused = Some(status);
+                    pending.recharge(&self.account);
+                    if !pending.assembler.in_progress() {
+                        invokes.remove(sid, &self.account);
+                    }
+                } else {
+                    // Answered when the Invoke comes, so the stream id is not reused meanwhile.
+                    pending.refused.get_or_insert(status);
+                    pending.recharge(&self.account);
+                }
+                return Ok(());
+            }
+            Ok(Assembled::Packet(pkt)) => pkt,
         };
         if pkt.kind == Kind::INVOKE_METADATA {
-            pending.metadata = Some(metadata::decode(&pkt.data).map_err(|e| e.to_string())?);
+            if pending.refused.is_none() {
+                match metadata::decode_limited(&pkt.data, metadata_cost_limit(limit)).map_err(|e| e.to_string()) {
+                    Ok(Some(md)) => pending.metadata = Some(md),
+                    Ok(None) => {
+                        pending.refused = Some(Status::resource_exhausted(format!(
+                            "invoke metadata larger than the limit of {limit} bytes once decoded"
+                        )))
+                    }
+                    Err(e) => {
+                        invokes.remove(sid, &self.account);
+                        return Err(e);
+                    }
+                }
+            }
+            pending.recharge(&self.account);
             return Ok(());
         }
-        let pending = invokes.remove(&sid).expect("entry exists");
+        let pending = invokes.remove(sid, &self.account).expect("entry exists");
+        if let Some(status) = pending.refused {
+            self.refuse(sid, &status);
+            return Ok(());
+        }
         let rpc = String::from_utf8(pkt.data.to_vec()).map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
-        let refuse = |code: crate::status::Code, message: &str| {
-            let payload = encode_error(code.as_u64(), message);
-            let _ = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
-        };
         if !acceptor.accepting() {
-            refuse(crate::status::Code::Unavailable, "server is shutting down");
+            self.refuse(sid, &Status::unavailable("server is shutting down"));
             return Ok(());
         }
         let metadata = pending.metadata.unwrap_or_default();
         let codec = match crate::compress::Compression::from_metadata(&metadata) {
             Ok(codec) => codec,
             Err(status) => {
-                refuse(status.code(), status.message());
+                self.refuse(sid, &status);
                 return Ok(());
             }
         };
+        if !self.account.has_room(crate::budget::STREAM_OVERHEAD) {
+            self.refuse(sid, &Status::resource_exhausted("server memory budget exhausted; try again later"));
+            return Ok(());
+        }
         let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None, codec);
         {
             let mut reg = self.registry.lock().unwrap();
@@ -399,7 +531,8 @@ impl ConnShared {
             let limit = self.opts.max_concurrent_streams;
             if reg.streams.len() >= limit {
                 drop(reg);
-                refuse(crate::status::Code::Unavailable, &format!("too many concurrent streams: the limit is {limit} per connection"));
+                let message = format!("too many concurrent streams: the limit is {limit} per connection");
+                self.refuse(sid, &Status::unavailable(message));
                 return Ok(());
             }
             reg.streams.insert(sid, stream.clone());
@@ -407,6 +540,12 @@ impl ConnShared {
         acceptor.accept(stream, rpc, metadata);
         Ok(())
     }
+}
+
+/// What decoded metadata may cost in memory: its map overhead can be many
+/// times its encoded size when it has many tiny entries.
+fn metadata_cost_limit(max_metadata_size: usize) -> usize {
+    max_metadata_size.saturating_mul(2).saturating_add(64 << 10)
 }
 
 /// The credit a well-formed WindowUpdate grants: control and done set,
@@ -422,50 +561,248 @@ fn window_delta(frame: &Frame) -> Option<u64> {
     }
 }
 
+/// Invokes of stream ids not yet started (server side), with their charges.
+#[derive(Default)]
+pub(crate) struct Invokes {
+    map: HashMap<u64, PendingInvoke>,
+}
+
+impl Invokes {
+    fn remove(&mut self, sid: u64, account: &Account) -> Option<PendingInvoke> {
+        let pending = self.map.remove(&sid)?;
+        account.release(pending.charged);
+        Some(pending)
+    }
+
+    fn release_all(&mut self, account: &Account) {
+        for (_, pending) in self.map.drain() {
+            account.release(pending.charged);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 struct PendingInvoke {
     assembler: Assembler,
     metadata: Option<Metadata>,
+    /// Set when the invoke is refused (too large); answered once its Invoke arrives.
+    refused: Option<Status>,
+    /// Bytes charged to the account for this entry.
+    charged: usize,
 }
 
+impl PendingInvoke {
+    fn recharge(&mut self, account: &Account) {
+        let now = PENDING_INVOKE_OVERHEAD
+            + self.assembler.held()
+            + self.metadata.as_ref().map_or(0, metadata::cost);
+        account.adjust(self.charged, now);
+        self.charged = now;
+    }
+}
+
+/// The read buffer's first size; it grows to `READ_CHUNK` once a read fills it.
+const FIRST_READ_BUFFER: usize = 8 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// A frame at least this long that is not yet fully in the read buffer is
+/// read straight into a buffer of its own, sized once.
+const DEDICATED_FRAME: usize = 16 * 1024;
+
+/// Why a read ended without data.
+enum ReadEnd {
+    Eof,
+    Failed(std::io::Error),
+    TimedOut(&'static str),
+    /// The idle clock restarted (the last stream ended); read again.
+    Rearm,
+}
+
+/// The reader's clocks: the handshake (server), the frame in progress, idling (server).
+struct Clocks {
+    got_frame: bool,
+    accepted: Instant,
+    frame_started: Option<Instant>,
+    last_activity: Instant,
+}
+
+impl Clocks {
+    /// The deadline of the next read, and what passing it means.
+    fn deadline(&self, conn: &ConnShared, idle: bool) -> Option<(Instant, &'static str)> {
+        let o = &conn.opts;
+        let server = conn.role == Role::Server;
+        let frame = self
+            .frame_started
+            .filter(|_| !o.read_timeout.is_zero())
+            .map(|t| (t + o.read_timeout, "a frame took longer than the read timeout to arrive"));
+        let handshake = (server && !self.got_frame && !o.handshake_timeout.is_zero())
+            .then(|| (self.accepted + o.handshake_timeout, "no frame within the handshake timeout"));
+        let idle = (server && idle && self.got_frame && !o.idle_timeout.is_zero())
+            .then(|| (self.last_activity + o.idle_timeout, "idle timeout"));
+        [frame, handshake, idle].into_iter().flatten().min_by_key(|(t, _)| *t)
+    }
+}
+
+/// Reads into `dst` once, within `deadline`; wakes early when the last stream
+/// ends while `watch_idle` (the idle clock must restart).
+async fn read_once<B: bytes::BufMut + ?Sized>(
+    conn: &ConnShared,
+    rd: &mut BoxRead,
+    dst: &mut B,
+    deadline: Option<(Instant, &'static str)>,
+    watch_idle: bool,
+) -> Result<usize, ReadEnd> {
+    let read = async {
+        match rd.read_buf(dst).await {
+            Ok(0) => Err(ReadEnd::Eof),
+            Ok(n) => Ok(n),
+            Err(e) => Err(ReadEnd::Failed(e)),
+        }
+    };
+    let Some((at, why)) = deadline else {
+        if !watch_idle {
+            return read.await;
+        }
+        return tokio::select! {
+            r = read => r,
+            _ = conn.streams_gone.notified() => Err(ReadEnd::Rearm),
+        };
+    };
+    tokio::select! {
+        r = read => r,
+        _ = tokio::time::sleep_until(at) => Err(ReadEnd::TimedOut(why)),
+        _ = conn.streams_gone.notified(), if watch_idle => Err(ReadEnd::Rearm),
+    }
+}
 
 /// The reader task: the single authority on transport health.
 async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    let mut invokes = HashMap::new();
-    // One frame may carry a whole small message; beyond this, buffering it
-    // would be unbounded, so a longer frame is a connection-scoped error.
-    let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
-    let status = 'read: loop {
-        loop {
-            let (header, at, len) = match parse_header(&buf, max_frame) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => break,
-                Err(e) => break 'read Status::unavailable(format!("protocol error: {e}")),
-            };
-            if buf.len() < at + len {
-                buf.reserve(at + len - buf.len());
-                break;
-            }
-            buf.advance(at);
-            let payload = buf.split_to(len).freeze();
-            if let Err(e) = conn.route(Frame { header, payload }, &mut invokes) {
-                break 'read Status::unavailable(format!("protocol error: {e}"));
-            }
-            conn.within_budget().await;
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_CHUNK);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) if buf.is_empty() => break Status::unavailable("connection closed by the remote"),
-            Ok(0) => break Status::unavailable("connection closed by the remote in the middle of a frame"),
-            Ok(_) => {}
-            Err(e) => break Status::unavailable(format!("read failed: {e}")),
-        }
-    };
-    if status.message().starts_with("protocol error") {
+    let mut invokes = Invokes::default();
+    let mut input = Input { buf: BytesMut::with_capacity(FIRST_READ_BUFFER), charged: FIRST_READ_BUFFER };
+    conn.account.charge(input.charged);
+    let status = read_frames(&conn, &mut rd, &mut invokes, &mut input).await;
+    invokes.release_all(&conn.account);
+    conn.account.release(input.charged);
+    drop(input);
+    if status.message().starts_with("protocol error") || status.message().contains("timeout") {
         tracing::warn!(role = ?conn.role, %status, "closing connection");
     }
     conn.terminate(status);
+}
+
+/// The read buffer and what it is charged.
+struct Input {
+    buf: BytesMut,
+    charged: usize,
+}
+
+async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Invokes, input: &mut Input) -> Status {
+    // One frame may carry a whole small message; beyond this, buffering it
+    // would be unbounded, so a longer frame is a connection-scoped error.
+    let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
+    let now = Instant::now();
+    let mut clocks = Clocks { got_frame: false, accepted: now, frame_started: None, last_activity: now };
+    let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
+    let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
+    loop {
+        // Route every complete frame in the buffer.
+        loop {
+            let buf = &mut input.buf;
+            let (header, at, len) = match parse_header(buf, max_frame) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(e) => return protocol_error(e.to_string()),
+            };
+            let (frame, dedicated) = if buf.len() >= at + len {
+                if !conn.admit(len).await {
+                    return gone();
+                }
+                buf.advance(at);
+                // A copy, so no message pins the read buffer: what the
+                // account counts is what is held.
+                let payload = bytes::Bytes::copy_from_slice(&buf[..len]);
+                buf.advance(len);
+                (Frame { header, payload }, 0)
+            } else if len >= DEDICATED_FRAME {
+                if !conn.admit(len).await {
+                    return gone();
+                }
+                conn.account.charge(len);
+                buf.advance(at);
+                let started = clocks.frame_started.unwrap_or_else(Instant::now);
+                match read_dedicated(conn, rd, buf, len, started).await {
+                    Ok(payload) => (Frame { header, payload }, len),
+                    Err(end) => {
+                        conn.account.release(len);
+                        return read_failure(end, false);
+                    }
+                }
+            } else {
+                break; // the rest of a small frame is still to come
+            };
+            let routed = conn.route(frame, invokes);
+            // Wherever the payload went, it is charged there now.
+            conn.account.release(dedicated);
+            if let Err(e) = routed {
+                return protocol_error(e);
+            }
+            clocks.got_frame = true;
+            clocks.frame_started = None;
+        }
+        let buf = &mut input.buf;
+        if buf.is_empty() {
+            clocks.frame_started = None;
+        } else {
+            clocks.frame_started.get_or_insert_with(Instant::now);
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            if input.charged < READ_CHUNK {
+                conn.account.charge(READ_CHUNK - input.charged);
+                input.charged = READ_CHUNK;
+            }
+            // Nothing else refers to the buffer, so this moves the partial
+            // frame to the front instead of allocating.
+            buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
+        }
+        let idle = conn.active_streams() == 0 && invokes.is_empty() && buf.is_empty();
+        let watch_idle = conn.role == Role::Server && !idle && !conn.opts.idle_timeout.is_zero();
+        match read_once(conn, rd, buf, clocks.deadline(conn, idle), watch_idle).await {
+            Ok(_) | Err(ReadEnd::Rearm) => clocks.last_activity = Instant::now(),
+            Err(end) => return read_failure(end, buf.is_empty()),
+        }
+    }
+}
+
+/// Reads the rest of a `len`-byte payload whose start is in `buf` into a
+/// buffer of its own (no copy of the bulk, one allocation).
+async fn read_dedicated(
+    conn: &ConnShared,
+    rd: &mut BoxRead,
+    buf: &mut BytesMut,
+    len: usize,
+    started: Instant,
+) -> Result<bytes::Bytes, ReadEnd> {
+    let mut payload = BytesMut::with_capacity(len);
+    payload.extend_from_slice(buf);
+    buf.clear();
+    let deadline = (!conn.opts.read_timeout.is_zero())
+        .then(|| (started + conn.opts.read_timeout, "a frame took longer than the read timeout to arrive"));
+    while payload.len() < len {
+        let want = len - payload.len();
+        let mut limited = bytes::BufMut::limit(&mut payload, want);
+        read_once(conn, rd, &mut limited, deadline, false).await?;
+    }
+    Ok(payload.freeze())
+}
+
+fn read_failure(end: ReadEnd, at_frame_boundary: bool) -> Status {
+    match end {
+        ReadEnd::Eof if at_frame_boundary => Status::unavailable("connection closed by the remote"),
+        ReadEnd::Eof => Status::unavailable("connection closed by the remote in the middle of a frame"),
+        ReadEnd::Failed(e) => Status::unavailable(format!("read failed: {e}")),
+        ReadEnd::TimedOut(why) => Status::unavailable(format!("connection closed: {why}")),
+        ReadEnd::Rearm => Status::unavailable("connection closed"),
+    }
 }

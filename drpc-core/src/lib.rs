@@ -7,6 +7,7 @@
 //! shared writer, the connection core with its reader task, [`Stream`],
 //! the [`Conn`] client and the [`Server`] with its [`Router`].
 
+mod budget;
 pub mod compress;
 pub mod metadata;
 pub mod packet;
@@ -25,9 +26,11 @@ mod transport;
 mod writer;
 
 pub use client::{CallOptions, Conn};
+pub use budget::{MemoryBudget, DEFAULT_MEMORY_BUDGET};
 pub use compress::Compression;
 pub use conn::{
-    ConnOptions, FlowControl, DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE,
+    ConnOptions, FlowControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE, DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
 pub use pool::{Pool, PoolOptions};

@@ -20,6 +20,49 @@ pub fn encode(md: &Metadata) -> Vec<u8> {
     out
 }
 
+/// The exact length of `encode(md)`, without encoding.
+pub fn encoded_len(md: &Metadata) -> usize {
+    md.iter()
+        .map(|(k, v)| {
+            let entry = field_len(k.len()) + field_len(v.len());
+            field_len(entry)
+        })
+        .sum()
+}
+
+/// A length-delimited field of a one-byte tag and `len` bytes of data.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Memory an entry costs once decoded beyond its key and value bytes (two
+/// string headers and the map's node, amortized).
+const ENTRY_OVERHEAD: usize = 96;
+
+/// What decoded metadata costs in memory, approximately.
+pub fn cost(md: &Metadata) -> usize {
+    md.iter().map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD).sum()
+}
+
+/// Decodes metadata unless it would cost more than `max_cost` bytes of
+/// memory (then `Ok(None)`), checked while decoding.
+pub fn decode_limited(buf: &[u8], max_cost: usize) -> Result<Option<Metadata>, MetadataError> {
+    let mut spent = 0usize;
+    decode_with(buf, |k, v| {
+        spent += k.len() + v.len() + ENTRY_OVERHEAD;
+        spent <= max_cost
+    })
+}
+
 fn put_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
     put_varint(out, field << 3 | 2);
     put_varint(out, data.len() as u64);
@@ -40,7 +83,12 @@ impl std::error::Error for MetadataError {}
 
 /// Decodes metadata. Unknown fields are skipped as protobuf requires; a later
 /// duplicate key wins, as in a protobuf map.
-pub fn decode(mut buf: &[u8]) -> Result<Metadata, MetadataError> {
+pub fn decode(buf: &[u8]) -> Result<Metadata, MetadataError> {
+    Ok(decode_with(buf, |_, _| true)?.expect("never refused"))
+}
+
+/// Decodes, asking `admit` before keeping each entry; `Ok(None)` once it refuses.
+fn decode_with(mut buf: &[u8], mut admit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<Option<Metadata>, MetadataError> {
     let mut md = Metadata::new();
     while !buf.is_empty() {
         let (field, data, rest) = next_field(buf)?;
@@ -59,11 +107,14 @@ pub fn decode(mut buf: &[u8]) -> Result<Metadata, MetadataError> {
                 _ => {}
             }
         }
+        if !admit(&key, &value) {
+            return Ok(None);
+        }
         let key = String::from_utf8(key).map_err(|_| MetadataError("key is not UTF-8"))?;
         let value = String::from_utf8(value).map_err(|_| MetadataError("value is not UTF-8"))?;
         md.insert(key, value);
     }
-    Ok(md)
+    Ok(Some(md))
 }
 
 /// One protobuf field: (number, wire type), its data if length-delimited, and
@@ -121,6 +172,22 @@ mod tests {
         md.insert("empty".into(), String::new());
         md.insert("big".into(), "v".repeat(300));
         assert_eq!(decode(&encode(&md)).unwrap(), md);
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        for (klen, vlen, n) in [(0, 0, 1), (1, 127, 3), (5, 128, 40), (200, 70_000, 2), (1, 2_000_000, 1)] {
+            let md: Metadata = (0..n).map(|i| (format!("{i:0>klen$}"), "v".repeat(vlen))).collect();
+            assert_eq!(encoded_len(&md), encode(&md).len(), "key {klen} value {vlen} entries {n}");
+        }
+    }
+
+    #[test]
+    fn decode_limited_stops_at_the_cost() {
+        let md: Metadata = (0..1000).map(|i| (i.to_string(), String::new())).collect();
+        let bytes = encode(&md);
+        assert_eq!(decode_limited(&bytes, cost(&md)).unwrap(), Some(md.clone()));
+        assert_eq!(decode_limited(&bytes, cost(&md) - 1).unwrap(), None);
     }
 
     #[test]

@@ -83,6 +83,16 @@ impl Assembler {
         self.buf.len()
     }
 
+    /// Memory held for the packet in progress (its buffer's capacity).
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Whether a packet was started and its last frame has not arrived.
+    pub fn in_progress(&self) -> bool {
+        self.in_progress
+    }
+
     pub fn push(&mut self, frame: Frame) -> Result<Assembled, AssemblyError> {
         let h = frame.header;
         if h.message_id < self.current || (h.message_id == self.current && !self.in_progress) {

@@ -17,7 +17,8 @@ use tokio::time::Instant;
 #[derive(Clone, Debug)]
 pub struct PoolOptions {
     /// Options of every connection the pool dials (its stream limit is set
-    /// from `max_streams_per_conn`).
+    /// from `max_streams_per_conn`). Its `memory_budget`, if unset, becomes
+    /// one budget of the default size shared by all of them.
     pub conn: ConnOptions,
     /// Streams one connection carries at once; 1 for sequential peers.
     pub max_streams_per_conn: usize,
@@ -79,7 +80,9 @@ enum Pick {
 impl Pool {
     /// Creates a pool; a background task closes idle connections (it ends
     /// when the pool is dropped). Must be called inside a tokio runtime.
-    pub fn new(opts: PoolOptions) -> Pool {
+    pub fn new(mut opts: PoolOptions) -> Pool {
+        // One budget for every connection the pool dials, unless given one.
+        opts.conn.memory_budget.get_or_insert_with(crate::MemoryBudget::default);
         let inner = Arc::new(PoolInner { opts, addrs: Mutex::default(), dialled: tokio::sync::Notify::new() });
         let weak = Arc::downgrade(&inner);
         let period = (inner.opts.idle_timeout / 2).max(Duration::from_millis(10));

@@ -2,6 +2,7 @@
 //! runs every RPC on its own task, turns handler errors and panics into Error
 //! frames, and shuts down gracefully.
 
+use crate::budget::{MemoryBudget, CONNECTION_OVERHEAD, DEFAULT_MEMORY_BUDGET};
 use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::router::{Handler, Request, Router};
@@ -18,9 +19,22 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Server settings.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ServerOptions {
+    /// Settings of every connection; `conn.connection_buffer_budget` is each
+    /// connection's share of `memory_budget`, and `conn.memory_budget` is
+    /// ignored (the server makes one budget for all its connections).
     pub conn: ConnOptions,
+    /// Bytes every connection together may hold (default
+    /// [`DEFAULT_MEMORY_BUDGET`], 256 MiB; 0 means no limit). See
+    /// [`MemoryBudget`] for what counts and what happens when it is full.
+    pub memory_budget: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { conn: ConnOptions::default(), memory_budget: DEFAULT_MEMORY_BUDGET }
+    }
 }
 
 /// A DRPC server. Cheap to clone; clones share connections and handlers.
@@ -38,6 +52,7 @@ struct ServerInner {
     accept_tasks: Arc<TaskSet>,
     conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
     next_conn: AtomicU64,
+    budget: MemoryBudget,
 }
 
 impl Server {
@@ -45,7 +60,9 @@ impl Server {
         Server::with_options(router, ServerOptions::default())
     }
 
-    pub fn with_options(router: Router, opts: ServerOptions) -> Server {
+    pub fn with_options(router: Router, mut opts: ServerOptions) -> Server {
+        let budget = MemoryBudget::new(opts.memory_budget);
+        opts.conn.memory_budget = Some(budget.clone());
         Server {
             inner: Arc::new(ServerInner {
                 router,
@@ -56,6 +73,7 @@ impl Server {
                 accept_tasks: Arc::default(),
                 conns: Mutex::default(),
                 next_conn: AtomicU64::new(0),
+                budget,
             }),
         }
     }
@@ -75,7 +93,14 @@ impl Server {
         self.inner.accept_tasks.spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((rd, wr)) => server.serve_parts(rd, wr),
+                    Ok((rd, wr)) => {
+                        if server.admits_connection() {
+                            server.serve_parts(rd, wr);
+                        } else {
+                            // Closing it at once is the clearest answer a peer can get.
+                            tracing::warn!("memory budget exhausted: refusing a connection");
+                        }
+                    }
                     Err(e) => {
                         // Out of descriptors and the like: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
@@ -96,6 +121,12 @@ impl Server {
         conn.closed().await;
         self.inner.conns.lock().unwrap().remove(&id);
         conn.close(Status::unavailable("connection closed")).await;
+    }
+
+    /// Whether the budget has room for one more connection's fixed memory.
+    fn admits_connection(&self) -> bool {
+        let budget = &self.inner.budget;
+        budget.used().saturating_add(2 * CONNECTION_OVERHEAD) <= budget.limit()
     }
 
     fn serve_parts(&self, rd: BoxRead, wr: BoxWrite) {
@@ -128,40 +159,62 @@ impl Server {
         self.inner.conns.lock().unwrap().values().map(|c| c.buffered()).sum()
     }
 
+    /// The memory budget shared by every connection of this server.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.inner.budget
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner.conns.lock().unwrap().len()
     }
 
     /// Stops accepting connections and new RPCs, lets in-flight RPCs finish
-    /// for up to `grace`, then cancels the rest; closes every connection and
-    /// returns once every task the server started has ended.
+    /// for up to `grace`, then cancels the rest and closes every connection.
+    /// Returns within `grace` + 1 s whatever the peers do, normally once
+    /// every task the server started has ended.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
+        let hard_deadline = tokio::time::Instant::now() + grace + Duration::from_millis(900);
         inner.draining.store(true, Ordering::SeqCst);
         inner.accept_tasks.abort_all();
-        inner.accept_tasks.idle().await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), inner.accept_tasks.idle()).await;
         if tokio::time::timeout(grace, inner.handlers.idle()).await.is_err() {
             tracing::info!(remaining = inner.handlers.len(), "grace period over, canceling RPCs");
             self.close_all(Status::unavailable("server shut down")).await;
             // Handlers have seen Canceled; give them a moment, then stop them.
-            if tokio::time::timeout(Duration::from_secs(1), inner.handlers.idle()).await.is_err() {
+            if tokio::time::timeout(Duration::from_millis(300), inner.handlers.idle()).await.is_err() {
                 inner.handlers.abort_all();
-                inner.handlers.idle().await;
             }
         }
-        self.close_all(Status::unavailable("server shut down")).await;
-        inner.conn_tasks.idle().await;
+        let rest = async {
+            inner.handlers.idle().await;
+            self.close_all(Status::unavailable("server shut down")).await;
+            inner.conn_tasks.idle().await;
+        };
+        if tokio::time::timeout_at(hard_deadline, rest).await.is_err() {
+            tracing::warn!(
+                handlers = inner.handlers.len(),
+                connections = self.connections(),
+                "shutdown: tasks still ending after the grace period; returning"
+            );
+            inner.handlers.abort_all();
+            inner.conn_tasks.abort_all();
+        }
     }
 
+    /// Flushes every connection at once (200 ms at most), then closes them all.
     async fn close_all(&self, status: Status) {
         let conns: Vec<Arc<ConnShared>> = self.inner.conns.lock().unwrap().values().cloned().collect();
-        for conn in &conns {
-            conn.flush(Duration::from_millis(200)).await;
-        }
+        let mut closing = tokio::task::JoinSet::new();
         for conn in conns {
-            conn.close(status.clone()).await;
+            let status = status.clone();
+            closing.spawn(async move {
+                conn.flush(Duration::from_millis(200)).await;
+                conn.close(status).await;
+            });
         }
+        while closing.join_next().await.is_some() {}
     }
 }
 
@@ -177,7 +230,7 @@ impl Acceptor for ConnAcceptor {
     fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
         let Some(server) = self.server.upgrade() else { return };
         let Some(handler) = server.router.get(&rpc).cloned() else {
-            stream.send_error(&Status::unimplemented(format!("unknown rpc: {rpc}")));
+            stream.refuse(&Status::unimplemented(format!("unknown rpc: {}", shorten(&rpc, 256))));
             return;
         };
         let ctx = CallContext { shared: stream, rpc: rpc.into(), metadata: Arc::new(metadata) };
@@ -222,6 +275,19 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
     }
     // The handler is done; whatever the client still sends is dropped.
     shared.finish(End::Done);
+}
+
+/// At most `max` bytes of `s` (cut at a character boundary), marked if cut:
+/// error messages name what the peer sent without echoing all of it.
+fn shorten(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len()).into()
 }
 
 async fn shared_recv(ctx: &CallContext) -> Result<Option<bytes::Bytes>, Status> {

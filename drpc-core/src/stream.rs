@@ -58,6 +58,7 @@ impl StreamShared {
         codec: Option<Compression>,
     ) -> Arc<StreamShared> {
         let max = conn.opts.max_message_size;
+        conn.account.charge(crate::budget::STREAM_OVERHEAD);
         let mut state = StreamState::new(1);
         if let Some(fc) = &conn.opts.flow_control {
             state = state.with_flow(Flow::new(fc.window, fc.grant_threshold, max as u64));
@@ -84,12 +85,12 @@ impl StreamShared {
     /// of the registry and wakes everyone waiting on it.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
-        let (result, retire, permit, before, after) = {
+        let (result, retire, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
-            let before = inner.state.queued_bytes();
+            let before = inner.held();
             let mut writing = Writing { stream: self };
             let result = f(&mut inner, &mut writing);
-            let after = inner.state.queued_bytes();
+            let after = inner.held();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
             if retire {
@@ -101,6 +102,7 @@ impl StreamShared {
             (result, retire, permit, before, after)
         };
         self.conn.account_buffered(before, after);
+        self.conn.account.adjust(held_before, held_after);
         drop(permit);
         if retire {
             wake_all(wake);
@@ -204,10 +206,16 @@ impl StreamShared {
 
     /// Waits until a message may go: room in the writer and flow-control
     /// credit. Ends early (with the reason) if the stream ends.
-    async fn ready_to_send(&self) -> Result<(), Status> {
+    async fn ready_to_send(&self, len: usize) -> Result<(), Status> {
         if self.conn.writer.queued() >= self.conn.opts.writer_buffer_cap {
             tokio::select! {
                 _ = self.conn.writer.room() => {}
+                _ = self.ended() => {}
+            }
+        }
+        if !self.conn.account.budget_has_room(len) {
+            tokio::select! {
+                _ = self.conn.account.budget_room(len) => {}
                 _ = self.ended() => {}
             }
         }
@@ -237,7 +245,7 @@ impl StreamShared {
             return Err(status);
         }
         let data = &*self.encode(data)?;
-        self.ready_to_send().await?;
+        self.ready_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
@@ -249,7 +257,7 @@ impl StreamShared {
     pub(crate) async fn send_last(&self, data: &[u8]) -> Result<(), Status> {
         self.check_size(data.len())?;
         let data = &*self.encode(data)?;
-        self.ready_to_send().await?;
+        self.ready_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
@@ -294,6 +302,14 @@ impl StreamShared {
         })
     }
 
+    /// Refuses a stream the reader just started (an unknown rpc): an Error
+    /// frame the reader itself produced.
+    pub(crate) fn refuse(&self, status: &Status) {
+        self.send_error(status);
+        let position = self.inner.lock().unwrap().last_pos;
+        self.conn.reader_wrote(position);
+    }
+
     /// Ends the stream without telling the remote.
     pub(crate) fn finish(&self, end: End) {
         self.update(|inner, _| {
@@ -333,10 +349,19 @@ impl StreamShared {
     }
 }
 
+impl Inner {
+    /// (unread message bytes, all memory held: those plus a packet being assembled).
+    fn held(&self) -> (usize, usize) {
+        let queued = self.state.queued_bytes();
+        (queued, queued + self.assembler.held())
+    }
+}
+
 impl Drop for StreamShared {
     fn drop(&mut self) {
-        let queued = self.inner.get_mut().map(|i| i.state.queued_bytes()).unwrap_or(0);
+        let (queued, held) = self.inner.get_mut().map(|i| i.held()).unwrap_or((0, 0));
         self.conn.account_buffered(queued, 0);
+        self.conn.account.release(held + crate::budget::STREAM_OVERHEAD);
     }
 }
 
@@ -381,6 +406,7 @@ impl Writing<'_> {
         if !inner.state.is_finished() {
             self.error(inner, &status);
             inner.state.finish(End::Local(status));
+            self.stream.conn.reader_wrote(inner.last_pos);
         }
     }
 

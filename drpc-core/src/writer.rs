@@ -7,6 +7,7 @@
 //! Data frames share a capped buffer (senders wait for room); control frames
 //! (Cancel, WindowUpdate) bypass the cap and go out ahead of queued data.
 
+use crate::budget::Account;
 use crate::status::Status;
 use bytes::{Buf, BytesMut};
 use std::future::poll_fn;
@@ -27,6 +28,8 @@ pub(crate) struct Writer {
     drained: Notify,
     room: Notify,
     cap: usize,
+    /// Every queued byte is charged here until it is written or dropped.
+    account: Arc<Account>,
 }
 
 struct Queue {
@@ -45,6 +48,8 @@ struct Queue {
 struct Io {
     transport: Option<BoxWrite>,
     pending: BytesMut,
+    /// What `pending` was charged when it was taken from the queue.
+    batch: usize,
     /// Bytes were written since the last flush.
     unflushed: bool,
 }
@@ -71,7 +76,7 @@ pub(crate) enum Lane {
 }
 
 impl Writer {
-    pub(crate) fn new(transport: BoxWrite, cap: usize) -> Arc<Writer> {
+    pub(crate) fn new(transport: BoxWrite, cap: usize, account: Arc<Account>) -> Arc<Writer> {
         Arc::new(Writer {
             queue: Mutex::new(Queue {
                 data: BytesMut::with_capacity(8 * 1024),
@@ -81,11 +86,12 @@ impl Writer {
                 flushing: false,
                 closed: None,
             }),
-            io: Mutex::new(Io { transport: Some(transport), pending: BytesMut::new(), unflushed: false }),
+            io: Mutex::new(Io { transport: Some(transport), pending: BytesMut::new(), batch: 0, unflushed: false }),
             task_wake: Notify::new(),
             drained: Notify::new(),
             room: Notify::new(),
             cap: cap.max(1),
+            account,
         })
     }
 
@@ -99,14 +105,21 @@ impl Writer {
             if let Some(status) = &q.closed {
                 return Err(status.clone());
             }
-            match lane {
-                Lane::Control { after } if after <= q.taken => encode(&mut q.control),
+            let added = match lane {
+                Lane::Control { after } if after <= q.taken => {
+                    let before = q.control.len();
+                    encode(&mut q.control);
+                    q.control.len() - before
+                }
                 _ => {
                     let before = q.data.len();
                     encode(&mut q.data);
-                    q.appended += (q.data.len() - before) as u64;
+                    let added = q.data.len() - before;
+                    q.appended += added as u64;
+                    added
                 }
-            }
+            };
+            self.account.charge(added);
             position = q.appended;
             if q.flushing {
                 return Ok(position);
@@ -148,6 +161,7 @@ impl Writer {
         let io = &mut *io;
         loop {
             if io.pending.is_empty() {
+                self.account.release(std::mem::take(&mut io.batch));
                 let mut q = self.queue.lock().unwrap();
                 if q.closed.is_some() || (q.data.is_empty() && q.control.is_empty() && !io.unflushed) {
                     q.flushing = false;
@@ -164,6 +178,7 @@ impl Writer {
                     q.data.clear();
                 }
                 q.taken = q.appended;
+                io.batch = io.pending.len();
                 drop(q);
                 self.room.notify_waiters();
             }
@@ -196,6 +211,7 @@ impl Writer {
         let mut q = self.queue.lock().unwrap();
         q.closed.get_or_insert(status.clone());
         q.flushing = false;
+        self.account.release(q.data.len() + q.control.len());
         q.data = BytesMut::new();
         q.control = BytesMut::new();
         drop(q);
@@ -248,14 +264,25 @@ impl Writer {
     pub(crate) fn close(&self, status: Status) {
         let mut q = self.queue.lock().unwrap();
         q.closed.get_or_insert(status);
+        self.account.release(q.data.len() + q.control.len());
         q.data = BytesMut::new();
         q.control = BytesMut::new();
         drop(q);
-        let transport = self.io.lock().unwrap().transport.take();
+        let transport = {
+            let mut io = self.io.lock().unwrap();
+            self.account.release(std::mem::take(&mut io.batch));
+            io.pending = BytesMut::new();
+            io.transport.take()
+        };
         drop(transport);
         self.task_wake.notify_one();
         self.drained.notify_waiters();
         self.room.notify_waiters();
+    }
+
+    /// The data position up to which frames have left the queue.
+    pub(crate) fn taken(&self) -> u64 {
+        self.queue.lock().unwrap().taken
     }
 
     /// Data bytes queued and not yet taken for writing.

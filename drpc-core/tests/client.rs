@@ -237,7 +237,7 @@ async fn sequential_mode_runs_one_stream_at_a_time() {
 #[tokio::test]
 async fn oversized_messages_fail_with_resource_exhausted_both_ways() {
     let opts = ConnOptions { max_message_size: 1000, ..ConnOptions::default() };
-    let (_server, addr, _) = start_server(ServerOptions { conn: opts.clone() }).await;
+    let (_server, addr, _) = start_server(ServerOptions { conn: opts.clone(), ..ServerOptions::default() }).await;
     let conn = Conn::connect(&addr, opts).await.unwrap();
     let e = conn.unary("/t.S/Echo", &[0; 1001], &CallOptions::new()).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted);

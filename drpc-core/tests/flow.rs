@@ -33,7 +33,7 @@ async fn flood_server(opts: ConnOptions) -> (Server, String, Arc<AtomicUsize>) {
             }
         })
         .unary_raw("/f.S/Echo", |req| async move { Ok::<Bytes, Status>(req.data) });
-    let server = Server::with_options(router, ServerOptions { conn: opts });
+    let server = Server::with_options(router, ServerOptions { conn: opts, ..ServerOptions::default() });
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     (server, addr, sent)
 }
@@ -94,7 +94,7 @@ async fn a_blocked_client_sender_unblocks_on_cancel() {
         Ok(())
     });
     let opts = ConnOptions::default().with_flow_control();
-    let server = Server::with_options(router, ServerOptions { conn: opts.clone() });
+    let server = Server::with_options(router, ServerOptions { conn: opts.clone(), ..ServerOptions::default() });
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let conn = Conn::connect(&addr, opts).await.unwrap();
     let s = Arc::new(conn.stream("/f.S/Ignore", &CallOptions::new()).await.unwrap());
@@ -134,7 +134,7 @@ async fn a_peer_overrunning_its_window_gets_resource_exhausted() {
             Err(stream.context().failure().unwrap_or_else(|| Status::canceled("canceled")))
         })
         .unary_raw("/f.S/Echo", |req| async move { Ok::<Bytes, Status>(req.data) });
-    let server = Server::with_options(router, ServerOptions { conn: opts });
+    let server = Server::with_options(router, ServerOptions { conn: opts, ..ServerOptions::default() });
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let mut peer = RawPeer::connect(&addr).await;
     let mut out = frame(1, 1, Kind::INVOKE, false, true, b"/f.S/Never");
@@ -152,7 +152,7 @@ async fn a_peer_overrunning_its_window_gets_resource_exhausted() {
 
 #[tokio::test]
 async fn malformed_window_updates_are_dropped_not_fatal() {
-    let (_server, addr, _) = start_server(ServerOptions { conn: ConnOptions::default().with_flow_control() }).await;
+    let (_server, addr, _) = start_server(ServerOptions { conn: ConnOptions::default().with_flow_control(), ..ServerOptions::default() }).await;
     let mut peer = RawPeer::connect(&addr).await;
     let mut big = Vec::new();
     put_varint(&mut big, 1 << 20);
@@ -172,7 +172,7 @@ async fn malformed_window_updates_are_dropped_not_fatal() {
 #[tokio::test]
 async fn server_refuses_streams_over_its_limit_with_unavailable() {
     let opts = ConnOptions { max_concurrent_streams: 2, ..ConnOptions::default() };
-    let (server, addr, seen) = start_server(ServerOptions { conn: opts }).await;
+    let (server, addr, seen) = start_server(ServerOptions { conn: opts, ..ServerOptions::default() }).await;
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Sleep", b"").await;
     peer.unary(3, "/t.S/Sleep", b"").await;

@@ -39,7 +39,7 @@ async fn oversized_metadata_closes_only_that_connection() {
 #[tokio::test]
 async fn too_many_incomplete_invokes_close_the_connection() {
     let opts = ConnOptions { max_pending_invokes: 100, ..ConnOptions::default() };
-    let (_server, addr, _) = start_server(ServerOptions { conn: opts }).await;
+    let (_server, addr, _) = start_server(ServerOptions { conn: opts, ..ServerOptions::default() }).await;
     let mut peer = RawPeer::connect(&addr).await;
     let md = metadata::encode(&Metadata::from([("a".to_string(), "b".to_string())]));
     let mut out = Vec::new();
@@ -66,7 +66,7 @@ async fn a_client_flooding_an_unread_stream_is_held_to_the_buffer_budget() {
             }
         })
         .unary_raw("/t.S/Echo", |req| async move { Ok::<bytes::Bytes, drpc_core::Status>(req.data) });
-    let opts = ServerOptions { conn: ConnOptions { connection_buffer_budget: budget, ..ConnOptions::default() } };
+    let opts = ServerOptions { conn: ConnOptions { connection_buffer_budget: budget, ..ConnOptions::default() }, ..ServerOptions::default() };
     let server = Server::with_options(router, opts);
     let addr = server.listen("127.0.0.1:0").await.unwrap();
 

@@ -226,7 +226,7 @@ async fn abrupt_disconnect_mid_frame_cancels_handlers() {
 
 #[tokio::test]
 async fn oversized_message_fails_the_stream_not_the_connection() {
-    let opts = ServerOptions { conn: ConnOptions { max_message_size: 1024, ..ConnOptions::default() } };
+    let opts = ServerOptions { conn: ConnOptions { max_message_size: 1024, ..ConnOptions::default() }, ..ServerOptions::default() };
     let (_server, addr, _) = start_server(opts).await;
     let mut peer = RawPeer::connect(&addr).await;
     let mut out = frame(1, 1, Kind::INVOKE, false, true, b"/t.S/Echo");
