@@ -23,8 +23,13 @@ use tokio::sync::Notify;
 /// Default memory budget of a server (or a pool), over all its connections.
 pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
 
-/// What a connection may always grow to while the budget is nearly full.
+/// What a connection may grow to beyond its fixed memory while the budget is
+/// nearly full, at most; with many connections each gets less, so that
+/// together they fill at most half of the kept-back part.
 const GUARANTEED_PER_CONNECTION: usize = 256 << 10;
+
+/// A connection's fixed memory (structures and its first read buffer).
+const FIXED_PER_CONNECTION: usize = CONNECTION_OVERHEAD + (16 << 10);
 
 /// Fixed charge per connection (structures, tasks) besides its read buffer.
 pub(crate) const CONNECTION_OVERHEAD: usize = 8 << 10;
@@ -47,6 +52,8 @@ struct BudgetInner {
     used: AtomicUsize,
     /// Tasks waiting in `Account::room`; releases notify only when non-zero.
     waiters: AtomicUsize,
+    /// Connections counted in this budget.
+    accounts: AtomicUsize,
     freed: Notify,
 }
 
@@ -59,6 +66,7 @@ impl MemoryBudget {
                 limit,
                 used: AtomicUsize::new(0),
                 waiters: AtomicUsize::new(0),
+                accounts: AtomicUsize::new(0),
                 freed: Notify::new(),
             }),
         }
@@ -79,6 +87,13 @@ impl MemoryBudget {
     fn bulk_limit(&self) -> usize {
         let limit = self.inner.limit;
         limit - limit / 8
+    }
+
+    /// What one connection may hold while the budget is past its bulk limit.
+    fn guaranteed(&self) -> usize {
+        let kept_back = self.inner.limit / 8;
+        let connections = self.inner.accounts.load(Ordering::Relaxed).max(1);
+        FIXED_PER_CONNECTION + GUARANTEED_PER_CONNECTION.min(kept_back / (2 * connections))
     }
 }
 
@@ -104,6 +119,7 @@ pub(crate) struct Account {
 
 impl Account {
     pub(crate) fn new(budget: MemoryBudget, share: usize) -> Account {
+        budget.inner.accounts.fetch_add(1, Ordering::Relaxed);
         Account { budget, held: AtomicUsize::new(0), share: share.max(1) }
     }
 
@@ -141,18 +157,42 @@ impl Account {
         }
     }
 
+    /// The most the whole budget may hold for this connection to grow by
+    /// `n`, or `None` if its share does not allow it.
+    fn ceiling(&self, n: usize) -> Option<usize> {
+        let held = self.held();
+        if held + n > self.share && held > 0 {
+            return None;
+        }
+        Some(if held + n <= self.budget.guaranteed() { self.budget.limit() } else { self.budget.bulk_limit() })
+    }
+
     /// Whether this connection may grow by `n` bytes now.
     pub(crate) fn has_room(&self, n: usize) -> bool {
-        let held = self.held();
         let used = self.budget.used();
-        if held == 0 && used == 0 {
-            return true; // a single item larger than the budget still passes alone
+        // A single item larger than the budget still passes alone.
+        self.ceiling(n).is_some_and(|ceiling| (used == 0 && self.held() == 0) || used.saturating_add(n) <= ceiling)
+    }
+
+    /// Charges `n` bytes if this connection may grow by them now; the check
+    /// and the charge are one atomic step, so racing connections cannot
+    /// together pass the limit.
+    pub(crate) fn try_charge(&self, n: usize) -> bool {
+        let Some(ceiling) = self.ceiling(n) else { return false };
+        let used = &self.budget.inner.used;
+        let alone = self.held() == 0;
+        let mut current = used.load(Ordering::Relaxed);
+        loop {
+            if !(alone && current == 0) && current.saturating_add(n) > ceiling {
+                return false;
+            }
+            match used.compare_exchange_weak(current, current + n, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
         }
-        if held + n > self.share && held > 0 {
-            return false;
-        }
-        let total = used.saturating_add(n);
-        total <= self.budget.bulk_limit() || (held + n <= GUARANTEED_PER_CONNECTION && total <= self.budget.limit())
+        self.held.fetch_add(n, Ordering::Relaxed);
+        true
     }
 
     /// Whether `n` more bytes fit in the whole budget. Senders check this
@@ -196,6 +236,7 @@ impl Drop for Account {
         // Whatever is still counted leaves with the connection.
         let held = *self.held.get_mut();
         self.release(held);
+        self.budget.inner.accounts.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -239,7 +280,7 @@ mod tests {
         assert!(!big.has_room(1), "a large holder stops at the bulk limit");
         let small = Account::new(budget.clone(), 64 << 20);
         assert!(small.has_room(4096), "a new connection may still grow a little");
-        small.charge(GUARANTEED_PER_CONNECTION);
+        small.charge(budget.guaranteed());
         assert!(!small.has_room(1));
         drop(big);
         assert!(small.has_room(1));
@@ -257,6 +298,21 @@ mod tests {
             }
         }
         assert!(budget.used() <= budget.limit());
+    }
+
+    #[test]
+    fn racing_charges_never_pass_the_limit() {
+        let budget = MemoryBudget::new(4 << 20);
+        let accounts: Vec<Arc<Account>> = (0..8).map(|_| Arc::new(Account::new(budget.clone(), usize::MAX))).collect();
+        let threads: Vec<_> = accounts
+            .iter()
+            .cloned()
+            .map(|a| std::thread::spawn(move || while a.try_charge(1000) {}))
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(budget.used() <= budget.limit(), "{} > {}", budget.used(), budget.limit());
     }
 
     #[tokio::test]

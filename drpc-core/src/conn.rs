@@ -273,6 +273,8 @@ impl ConnShared {
     /// answer, and frames the reader itself produces, such as errors and
     /// refusals, must not pile up). A client keeps reading then: its peer's
     /// answers are what drains the server's writer.
+    /// On success the `n` bytes are charged; the caller releases them once
+    /// the frame was routed (its destination charges what it keeps).
     /// Returns false once the connection has terminated.
     async fn admit(&self, n: usize) -> bool {
         loop {
@@ -288,7 +290,7 @@ impl ConnShared {
                 }
                 continue;
             }
-            if self.account.has_room(n) {
+            if self.account.try_charge(n) {
                 return true;
             }
             tokio::select! {
@@ -715,7 +717,7 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
                 Ok(None) => break,
                 Err(e) => return protocol_error(e.to_string()),
             };
-            let (frame, dedicated) = if buf.len() >= at + len {
+            let (frame, admitted) = if buf.len() >= at + len {
                 if !conn.admit(len).await {
                     return gone();
                 }
@@ -724,12 +726,11 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
                 // account counts is what is held.
                 let payload = bytes::Bytes::copy_from_slice(&buf[..len]);
                 buf.advance(len);
-                (Frame { header, payload }, 0)
+                (Frame { header, payload }, len)
             } else if len >= DEDICATED_FRAME {
                 if !conn.admit(len).await {
                     return gone();
                 }
-                conn.account.charge(len);
                 buf.advance(at);
                 let started = clocks.frame_started.unwrap_or_else(Instant::now);
                 match read_dedicated(conn, rd, buf, len, started).await {
@@ -744,7 +745,7 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
             };
             let routed = conn.route(frame, invokes);
             // Wherever the payload went, it is charged there now.
-            conn.account.release(dedicated);
+            conn.account.release(admitted);
             if let Err(e) = routed {
                 return protocol_error(e);
             }
