@@ -28,10 +28,12 @@ bench:
 test-rust:
 	$(CARGO) test --workspace --all-targets
 
-## The Rust interop client against the Rust interop server, both modes.
+## The Rust interop client against the Rust interop server, both modes; then the
+## interop server as a process under 64-connection attacks (RSS within its budget).
 test-interop:
 	$(CARGO) build --release -p drpc-interop
 	tests/interop/run.sh
+	$(CARGO) test --release -p drpc-interop --test hostile_rss -- --include-ignored
 
 test-c:
 	tests/c/run.sh
