@@ -651,6 +651,7 @@ typedef struct {
     drpc_error *err;
     drpc_status blocking_rc; /* a blocking call made inside the callback */
     drpc_conn *conn;
+    drpc_call *call; /* the handle the callback was given */
 } async_state;
 
 static void async_init(async_state *a, drpc_conn *c) {
@@ -662,10 +663,12 @@ static void async_init(async_state *a, drpc_conn *c) {
     a->err = NULL;
     a->blocking_rc = DRPC_OK;
     a->conn = c;
+    a->call = NULL;
 }
 
-static void on_done(void *ud, drpc_status status, drpc_buffer *resp, drpc_error *err) {
+static void on_done(void *ud, drpc_call *call, drpc_status status, drpc_buffer *resp, drpc_error *err) {
     async_state *a = (async_state *)ud;
+    a->call = call;
     if (a->conn) {
         /* Blocking from a completion callback is refused, not deadlocked. */
         drpc_buffer *b = NULL;
@@ -709,6 +712,7 @@ static void test_unary_async(void) {
     CHECK(a.status == DRPC_OK && a.err == NULL);
     CHECK(drpc_buffer_len(a.resp) == 3 && memcmp(drpc_buffer_data(a.resp), "abc", 3) == 0);
     CHECK(a.blocking_rc == DRPC_FAILED_PRECONDITION);
+    CHECK(a.call == call); /* the callback is given its call */
     CHECK_RC(drpc_call_cancel(call), DRPC_OK); /* after completion: no effect */
     drpc_call_free(call);
     async_destroy(&a);
@@ -732,6 +736,7 @@ static void test_unary_async(void) {
     CHECK_RC(drpc_conn_unary_async(c, "/t/Sleep", NULL, 0, NULL, 50, on_done, &a, NULL, NULL), DRPC_OK);
     async_wait(&a);
     CHECK(a.status == DRPC_DEADLINE_EXCEEDED);
+    CHECK(a.call == NULL); /* no handle was asked for */
     async_destroy(&a);
 
     /* Freeing the handle does not cancel: the callback still runs. */
@@ -744,7 +749,7 @@ static void test_unary_async(void) {
     async_destroy(&a);
 
     /* Bad arguments: nothing starts, no callback. */
-    call = (drpc_call *)0x1;
+    call = (drpc_call *)&a;
     drpc_error *err = NULL;
     CHECK_RC(drpc_conn_unary_async(c, "/t/Echo", NULL, 0, NULL, 0, NULL, NULL, &call, &err), DRPC_BAD_ARGUMENT);
     CHECK(call == NULL && drpc_error_code(err) == DRPC_BAD_ARGUMENT);
