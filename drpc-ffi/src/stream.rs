@@ -245,7 +245,8 @@ unsafe fn recv(
         let received = match timeout_ms {
             None => Some(block_on(s.stream.recv())?),
             Some(0) => poll_once(s.stream.recv()),
-            Some(ms) => block_on(tokio::time::timeout(millis(ms), s.stream.recv()))?.ok(),
+            // Built inside the runtime: a timer needs its context.
+            Some(ms) => block_on(async { tokio::time::timeout(millis(ms), s.stream.recv()).await })?.ok(),
         };
         match received {
             None => Ok(drpc_status::DRPC_TIMEOUT),
