@@ -181,7 +181,7 @@ run_starvation() { # MODE ENV...
 }
 run_starvation idle -u DRPC_WORKER_THREADS -u DRPC_HANDLER_THREADS
 run_starvation exhaust DRPC_WORKER_THREADS=2 DRPC_HANDLER_THREADS=8
-run_starvation configure DRPC_WORKER_THREADS=2 -u DRPC_HANDLER_THREADS
+run_starvation configure -u DRPC_HANDLER_THREADS DRPC_WORKER_THREADS=2
 
 # ---- interop ---------------------------------------------------------------
 # start_server NAME CMD...: starts a server, waits for "listening HOST:PORT".

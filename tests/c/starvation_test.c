@@ -159,7 +159,7 @@ static void idle_streams(drpc_server *srv, drpc_conn *c, const char *rpc) {
         /* Before: a queue behind 512 blocking threads, i.e. the deadline. */
         CHECK(secs < 1.0);
     }
-    printf("# %d idle streams on %s: unary call answered in %.1f ms\n", N, rpc, secs * 1000);
+    printf("# %d idle streams on %s: unary call answered in %.3f ms\n", N, rpc, secs * 1000);
     for (int i = 0; i < N; i++) {
         if (i % 2) CHECK_RC(drpc_stream_close_send(streams[i], NULL), DRPC_OK);
         drpc_stream_free(streams[i]);
