@@ -241,7 +241,17 @@ pub struct drpc_conn {
 }
 
 pub(crate) struct ConnObj {
-    pub(crate) conn: Conn,
+    pub(crate) conn: std::mem::ManuallyDrop<Conn>,
+}
+
+impl Drop for ConnObj {
+    /// The last reference may go on any thread (a caller's, after its call
+    /// returned): the connection is released inside the runtime's context.
+    fn drop(&mut self) {
+        let _rt = runtime().enter();
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.conn) }
+    }
 }
 
 impl HandleType for ConnObj {
@@ -276,7 +286,9 @@ pub unsafe extern "C" fn drpc_conn_dial(
         };
         let conn = block_on(Conn::connect(addr, opts))??;
         // SAFETY: valid out pointer.
-        unsafe { *conn_out = new_handle(Arc::new(ConnObj { conn })) };
+        unsafe { *conn_out = new_handle(Arc::new(ConnObj {
+            conn: std::mem::ManuallyDrop::new(conn),
+        })) };
         Ok(drpc_status::DRPC_OK)
     })
 }

@@ -35,7 +35,7 @@ pub(crate) enum Role {
 }
 
 pub(crate) struct StreamObj {
-    pub(crate) stream: Stream,
+    pub(crate) stream: std::mem::ManuallyDrop<Stream>,
     rpc: CString,
     metadata: MetadataView,
     pub(crate) role: Role,
@@ -63,6 +63,17 @@ impl Ops {
     }
 }
 
+impl Drop for StreamObj {
+    /// The last reference may go on any thread (a caller's, after its call
+    /// returned): the stream (which cancels itself if unfinished) is
+    /// released inside the runtime's context.
+    fn drop(&mut self) {
+        let _rt = runtime().enter();
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.stream) }
+    }
+}
+
 impl HandleType for StreamObj {
     type C = drpc_stream;
     const NAME: &'static str = "drpc_stream";
@@ -78,7 +89,7 @@ impl StreamObj {
         StreamObj {
             rpc: cstring_lossy(stream.context().rpc()),
             metadata: MetadataView::new(metadata),
-            stream,
+            stream: std::mem::ManuallyDrop::new(stream),
             role,
             failure: Mutex::new(None),
             ops: Mutex::new(Ops {

@@ -24,6 +24,9 @@
  *                            drpc_server_call_free
  *   server_free_vs_shutdown  drpc_server_free racing drpc_server_shutdown on
  *                            another thread, with handlers blocked
+ *   conn_free_vs_calls       drpc_conn_free while other threads make unary,
+ *                            async and streaming calls on the connection:
+ *                            calls in flight complete, later ones are refused
  *   wrong_and_stale_handles  every kind of handle passed where another kind
  *                            is expected, and freed handles reused:
  *                            DRPC_BAD_ARGUMENT, never a crash
@@ -670,6 +673,78 @@ static void async_unary_vs_cancel(drpc_conn *c) {
 }
 
 typedef struct {
+    drpc_conn *c;
+    latch *started;
+    int kind, ok, bad;
+} conn_arg;
+
+static void on_done_quiet(void *ud, drpc_call *call, drpc_status st, drpc_buffer *resp, drpc_error *err) {
+    (void)ud;
+    (void)call;
+    CHECK(st == DRPC_OK);
+    drpc_buffer_free(resp);
+    drpc_error_free(err);
+}
+
+/* Makes calls of one kind until the connection handle is refused. */
+static void *t_conn_calls(void *p) {
+    conn_arg *a = (conn_arg *)p;
+    latch_down(a->started);
+    for (;;) {
+        drpc_status rc;
+        if (a->kind == 0) {
+            drpc_buffer *b = NULL;
+            rc = drpc_conn_unary(a->c, "/r/Echo", (const uint8_t *)"u", 1, NULL, 0, &b, NULL);
+            CHECK(rc != DRPC_OK || drpc_buffer_len(b) == 1);
+            drpc_buffer_free(b);
+        } else if (a->kind == 1) {
+            drpc_call *call = NULL;
+            rc = drpc_conn_unary_async(a->c, "/r/Echo", NULL, 0, NULL, 0, on_done_quiet, NULL, &call, NULL);
+            if (rc == DRPC_OK) {
+                CHECK_RC(drpc_call_wait(call, 0), DRPC_OK);
+                drpc_call_free(call);
+            }
+        } else {
+            drpc_stream *s = NULL;
+            rc = drpc_conn_stream(a->c, "/r/AsyncEcho", NULL, 0, &s, NULL);
+            if (rc == DRPC_OK) {
+                drpc_buffer *b = NULL;
+                CHECK_RC(drpc_stream_send(s, (const uint8_t *)"s", 1, NULL), DRPC_OK);
+                CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+                drpc_buffer_free(b);
+                drpc_stream_free(s);
+            }
+        }
+        (void)drpc_conn_is_closed(a->c);
+        if (rc == DRPC_BAD_ARGUMENT) break;
+        CHECK_RC(rc, DRPC_OK);
+        if (rc != DRPC_OK) break;
+        a->ok++;
+    }
+    return NULL;
+}
+
+static void conn_free_vs_calls(void) {
+    int rounds = ITERS / 3 > 0 ? ITERS / 3 : 1;
+    for (int i = 0; i < rounds; i++) {
+        drpc_conn *c = dial();
+        latch started;
+        latch_init(&started, 3);
+        conn_arg a[3];
+        pthread_t t[3];
+        for (int k = 0; k < 3; k++) {
+            a[k] = (conn_arg){c, &started, k, 0, 0};
+            pthread_create(&t[k], NULL, t_conn_calls, &a[k]);
+        }
+        latch_wait(&started, 60);
+        sleep_us((long)(next_rand() % 2000));
+        drpc_conn_free(c);
+        for (int k = 0; k < 3; k++) pthread_join(t[k], NULL);
+        latch_destroy(&started);
+    }
+}
+
+typedef struct {
     drpc_server *srv;
     latch *started;
     drpc_status rc;
@@ -833,6 +908,7 @@ static void run_timeout(drpc_conn *c, drpc_server *s) { (void)s; recv_timeout_no
 static void run_async_unary(drpc_conn *c, drpc_server *s) { (void)s; async_unary_vs_cancel(c); }
 static void run_server_free(drpc_conn *c, drpc_server *s) { (void)c; (void)s; server_free_vs_shutdown(); }
 static void run_wrong(drpc_conn *c, drpc_server *s) { wrong_and_stale_handles(c, s); }
+static void run_conn_free(drpc_conn *c, drpc_server *s) { (void)c; (void)s; conn_free_vs_calls(); }
 
 int main(int argc, char **argv) {
     if (argc > 1) ITERS = atoi(argv[1]);
@@ -847,6 +923,7 @@ int main(int argc, char **argv) {
         {"recv_timeout_no_loss", run_timeout},
         {"async_unary_vs_cancel", run_async_unary},
         {"server_free_vs_shutdown", run_server_free},
+        {"conn_free_vs_calls", run_conn_free},
         {"wrong_and_stale_handles", run_wrong},
     };
     drpc_server *srv = start_server(ADDR, sizeof ADDR);
