@@ -13,26 +13,43 @@
  *   Every _free function accepts NULL. Pointers a function returns as
  *   `const` (strings, bytes) are borrowed from the object named in the
  *   function's documentation and live as long as it does.
+ * - Handles (drpc_conn, drpc_stream, drpc_call, drpc_server,
+ *   drpc_server_call, drpc_conn_options, drpc_metadata) are opaque values
+ *   the library looks up in a table; it never dereferences them. A handle
+ *   of the wrong kind, or one already freed, is refused with
+ *   DRPC_BAD_ARGUMENT (getters return their NULL/false/0 value, _free
+ *   ignores it) instead of crashing. Buffers and errors are real pointers
+ *   checked by a type tag; a freed one cannot always be detected.
  * - Fallible functions return a drpc_status: DRPC_OK (0), a gRPC code 1..16
  *   for an RPC failure, DRPC_BAD_ARGUMENT for a NULL or invalid argument
  *   (nothing is done and nothing crashes), DRPC_END for the clean end of a
- *   stream. If such a function takes `drpc_error **err_out` and it is not
- *   NULL, *err_out is set to NULL on success and to a new error (owned by the
+ *   stream, DRPC_TIMEOUT when drpc_stream_recv_timeout saw nothing in time.
+ *   If such a function takes `drpc_error **err_out` and it is not NULL,
+ *   *err_out is set to NULL on success and to a new error (owned by the
  *   caller: drpc_error_free) on failure. Output pointers are set to NULL on
  *   failure.
  * - No Rust panic ever crosses this API: an internal failure is reported as
  *   DRPC_INTERNAL.
- * - Threads: the library runs one shared multi-thread runtime (2 worker
- *   threads plus a pool for handlers), created on first use and kept for the
- *   life of the process. Functions documented as blocking park the calling
- *   thread. Completion callbacks of drpc_conn_unary_async run on a runtime
- *   worker thread and must not block: blocking drpc functions called there
- *   fail with DRPC_FAILED_PRECONDITION. Server handlers run on pool threads
- *   and may block and call anything except drpc_server_shutdown/free.
- * - Handles are thread-safe unless a function says otherwise, but a handle
- *   must not be freed while another thread may still start a call on it.
- *   What happens to calls in flight when a handle is freed is documented at
- *   each _free function.
+ * - Threads: the library runs one shared runtime, created on first use and
+ *   kept for the life of the process: worker threads (one per CPU, see
+ *   drpc_runtime_configure and DRPC_WORKER_THREADS) run all I/O, every
+ *   callback and the non-blocking handlers; a bounded pool of handler
+ *   threads (DRPC_HANDLER_THREADS, default 1024) runs blocking handlers,
+ *   one thread each. Functions documented as blocking park the calling
+ *   thread. Callbacks and non-blocking handlers run on worker threads and
+ *   must not block: blocking drpc functions called there fail with
+ *   DRPC_FAILED_PRECONDITION. Blocking handlers may block and call anything
+ *   except drpc_server_shutdown/free.
+ * - Blocking handlers cannot starve each other: streaming handlers may hold
+ *   at most 3/4 of the handler threads, and a call that finds no thread
+ *   free is refused at once with DRPC_RESOURCE_EXHAUSTED rather than queued.
+ *   For many long-lived streams use the non-blocking handlers
+ *   (drpc_server_register_stream_async), which hold no thread.
+ * - Handles are thread-safe unless a function says otherwise. Every call
+ *   holds its own reference to the object while it runs, so a handle may be
+ *   freed while other threads are blocked in calls on it: they return
+ *   (documented at each _free function; a blocked receive returns
+ *   DRPC_CANCELED) and nothing is freed under them.
  * - Wire features that are off by default because a storj.io/drpc peer does
  *   not speak them: per-stream flow control (drpc_conn_options_set_flow_control,
  *   drpc_server_set_flow_control; both sides must turn it on) and message
@@ -92,6 +109,10 @@ enum drpc_status
     // `drpc_stream_recv` only: the remote finished sending (clean end of
     // the stream). Not an error: no error object is created.
     DRPC_END = 101,
+    // `drpc_stream_recv_timeout` only: no message arrived within the
+    // timeout. The stream is unaffected (nothing was lost); try again. Not
+    // an error: no error object is created.
+    DRPC_TIMEOUT = 102,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -136,8 +157,10 @@ typedef struct drpc_metadata drpc_metadata;
 // `drpc_server_free`.
 typedef struct drpc_server drpc_server;
 
-// The call a unary handler answers. Owned by the library; valid only while
-// the handler runs. Its functions are thread-safe.
+// The call a unary handler answers. For a blocking handler it is owned by
+// the library and valid only while the handler runs; for a non-blocking
+// handler it is owned by the application (`drpc_server_call_free`). Its
+// functions are thread-safe.
 typedef struct drpc_server_call drpc_server_call;
 
 // A stream: a client's streaming call (`drpc_conn_stream`) or the stream a
@@ -148,26 +171,31 @@ typedef struct drpc_server_call drpc_server_call;
 typedef struct drpc_stream drpc_stream;
 
 // Completion callback of `drpc_conn_unary_async`, called exactly once per
-// started call with the caller's `userdata`, the call's status and either
-// `response` (status `DRPC_OK`) or `error` (any other status); the other is
-// NULL. The callback owns both and must release them with
-// `drpc_buffer_free` / `drpc_error_free` (or keep them).
+// started call with the caller's `userdata`, the call's handle (the one
+// stored in `*call_out`, or NULL if `call_out` was NULL), the call's status
+// and either `response` (status `DRPC_OK`) or `error` (any other status);
+// the other is NULL. The callback owns both and must release them with
+// `drpc_buffer_free` / `drpc_error_free` (or keep them). It may release the
+// call handle (`drpc_call_free(call)`).
 //
-// It runs on a drpc runtime thread: it must return quickly and must not call
-// blocking drpc functions (they fail with `DRPC_FAILED_PRECONDITION`);
-// non-blocking ones such as `drpc_conn_unary_async`, `drpc_call_cancel` and
-// the `_free` functions are fine.
-typedef void (*drpc_unary_callback)(void *userdata, drpc_status status, drpc_buffer *response, drpc_error *error);
+// It runs on a drpc runtime worker thread: it must return quickly and must
+// not call blocking drpc functions (they fail with
+// `DRPC_FAILED_PRECONDITION`); non-blocking ones such as
+// `drpc_conn_unary_async`, `drpc_call_cancel` and the `_free` functions are
+// fine.
+typedef void (*drpc_unary_callback)(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *response, drpc_error *error);
 
-// A unary handler: called with the handler's `userdata`, the call (valid
-// only until the handler returns) and the request bytes (owned by the
-// call, same lifetime; NULL-safe to read when `request_len` is 0).
+// A blocking unary handler: called with the handler's `userdata`, the call
+// (valid only until the handler returns) and the request bytes (owned by
+// the call, same lifetime; NULL-safe to read when `request_len` is 0).
 //
-// Runs on a thread of the library's blocking pool, one thread per running
+// Runs on a thread of the library's handler pool, one thread per running
 // handler, so it may block, sleep and call any drpc function (including
-// blocking client calls). It answers by calling `drpc_server_call_respond`
-// (success) or `drpc_server_call_fail` (an error with any code and message)
-// and returns a `drpc_status` value:
+// blocking client calls). When no pool thread is free the call is refused
+// with `DRPC_RESOURCE_EXHAUSTED` without running the handler (see
+// `drpc_runtime_configure`). It answers by calling
+// `drpc_server_call_respond` (success) or `drpc_server_call_fail` (an error
+// with any code and message) and returns a `drpc_status` value:
 //
 // * `DRPC_OK` with a response: the client gets the response;
 // * after `drpc_server_call_fail`: the client gets that error, whatever
@@ -179,17 +207,62 @@ typedef void (*drpc_unary_callback)(void *userdata, drpc_status status, drpc_buf
 // C++ exceptions must not escape a handler.
 typedef uint32_t (*drpc_unary_handler)(void *userdata, drpc_server_call *call, const uint8_t *request, size_t request_len);
 
-// A streaming handler (client-, server- or bidi-streaming): called with the
-// handler's `userdata` and the call's stream, which it uses with
+// A blocking streaming handler (client-, server- or bidi-streaming): called
+// with the handler's `userdata` and the call's stream, which it uses with
 // `drpc_stream_recv` / `drpc_stream_send` / ... The stream is owned by the
 // library and valid until the handler returns (`drpc_stream_free` on it is a
 // no-op).
 //
-// Runs on a thread of the library's blocking pool, like a unary handler.
+// Runs on a handler-pool thread, like a blocking unary handler; streaming
+// handlers may hold at most three quarters of the pool, so long-lived
+// streams cannot starve unary calls (for many long-lived streams prefer
+// `drpc_server_register_stream_async`, which holds no thread).
 // Returning `DRPC_OK` ends the call cleanly (CloseSend); after
 // `drpc_stream_fail` the call ends with that error; a gRPC code 1..=16 ends
 // it with that code; any other value with `DRPC_INTERNAL`.
 typedef uint32_t (*drpc_stream_handler)(void *userdata, drpc_stream *stream);
+
+// A non-blocking unary handler (`drpc_server_register_unary_async`):
+// called on a runtime worker thread with the handler's `userdata`, the call
+// and the request bytes (owned by the call, valid until it is freed). It
+// must return quickly and must not block (blocking drpc functions return
+// `DRPC_FAILED_PRECONDITION` there). The call handle belongs to the
+// application: it answers, now or later and from any thread, with
+// `drpc_server_call_respond` or `drpc_server_call_fail` (sent at once),
+// and releases it with `drpc_server_call_free`.
+typedef void (*drpc_unary_async_handler)(void *userdata, drpc_server_call *call, const uint8_t *request, size_t request_len);
+
+// A non-blocking streaming handler (`drpc_server_register_stream_async`):
+// called on a runtime worker thread with the handler's `userdata` and the
+// call's stream; it must return quickly and must not block. The stream
+// handle belongs to the application, which drives it with the
+// non-blocking functions (`drpc_stream_recv_async`,
+// `drpc_stream_send_async`, `drpc_stream_recv_timeout` with 0, ...) from
+// callbacks or any thread, ends the call with `drpc_stream_finish` and
+// releases the handle with `drpc_stream_free`. An idle stream holds no
+// thread.
+typedef void (*drpc_stream_async_handler)(void *userdata, drpc_stream *stream);
+
+// Completion callback of `drpc_stream_recv_async`: `userdata` and `stream`
+// as given, then what `drpc_stream_recv` would have returned: `DRPC_OK`
+// with `message` (owned by the callback: `drpc_buffer_free`), `DRPC_END`
+// (both NULL), or the stream's error status with `error` (owned by the
+// callback: `drpc_error_free`).
+//
+// Runs on a runtime worker thread: it must return quickly and must not call
+// blocking drpc functions (they return `DRPC_FAILED_PRECONDITION`); it may
+// call `drpc_stream_recv_async` again (the usual way to keep reading),
+// `drpc_stream_send_async`, `drpc_stream_close_send`, `drpc_stream_finish`,
+// `drpc_stream_cancel` and `drpc_stream_free`. If the stream was freed
+// meanwhile, `stream` is the stale handle (calls with it return
+// `DRPC_BAD_ARGUMENT`).
+typedef void (*drpc_stream_recv_callback)(void *userdata, drpc_stream *stream, drpc_status status, drpc_buffer *message, drpc_error *error);
+
+// Completion callback of `drpc_stream_send_async`: `DRPC_OK` once the
+// message is queued for the connection's writer, else the error (owned by
+// the callback: `drpc_error_free`). Same thread rules as
+// `drpc_stream_recv_callback`.
+typedef void (*drpc_stream_send_callback)(void *userdata, drpc_stream *stream, drpc_status status, drpc_error *error);
 
 #ifdef __cplusplus
 extern "C" {
@@ -240,6 +313,38 @@ void drpc_buffer_free(drpc_buffer *buf);
 // Releases a string this library returned as `char *` (for example the
 // bound address of `drpc_server_listen`). NULL is a no-op.
 void drpc_string_free(char *s);
+
+// Configures the library's threads. Call it before any other drpc function
+// (typically first thing in `main`); once the runtime has started (on the
+// first call that needs it) it returns `DRPC_FAILED_PRECONDITION` and
+// changes nothing. A 0 leaves that setting as it is.
+//
+// * `worker_threads`: runtime worker threads, which run all network I/O,
+//   every completion and stream callback and every non-blocking handler.
+//   Default: the number of CPUs, or the environment variable
+//   `DRPC_WORKER_THREADS`.
+// * `handler_threads`: the most threads running blocking server handlers
+//   at once (`drpc_server_register_unary` / `_stream`); they are started on
+//   demand and stop after 10 s idle. Streaming handlers may hold at most
+//   three quarters of them, so unary handlers always have the rest. A call
+//   that finds no thread free is refused at once with
+//   `DRPC_RESOURCE_EXHAUSTED`. Default 1024, or the environment variable
+//   `DRPC_HANDLER_THREADS`.
+//
+// Values given here win over the environment. Never blocks; any thread.
+drpc_status drpc_runtime_configure(size_t worker_threads, size_t handler_threads);
+
+// Reads the effective configuration (see `drpc_runtime_configure`) into
+// the non-NULL out pointers. Starts the runtime if it has not started, so
+// the configuration is fixed from then on. Never blocks; any thread.
+void drpc_runtime_settings(size_t *worker_threads_out, size_t *handler_threads_out);
+
+// The number of live handles of every kind (connections, streams, calls,
+// servers, options, metadata, a handler's call) the library holds for its
+// callers: handles that were created and not yet freed. A program that has
+// freed everything sees 0 (once running handlers have returned). For leak
+// checks in tests. Never blocks; any thread.
+size_t drpc_live_handles(void);
 
 // A new set of default options: multiplexing, max message size 4 MiB.
 // Never returns NULL. Never blocks.
@@ -316,24 +421,26 @@ drpc_status drpc_conn_dial(const char *addr, const drpc_conn_options *opts, drpc
 // `DRPC_UNAVAILABLE`, and the connection's I/O tasks have ended when this
 // returns. Closing twice is fine. The handle must still be freed.
 //
-// Blocks the calling thread briefly (not allowed from a completion
-// callback: use `drpc_conn_free` there, or close from another thread).
+// Blocks the calling thread briefly (not allowed from a callback: use
+// `drpc_conn_free` there, or close from another thread).
 drpc_status drpc_conn_close(const drpc_conn *conn);
 
 // Whether the connection has terminated (closed here, by the remote, or by
-// an error); false if `conn` is NULL. Never blocks; any thread.
+// an error); false if `conn` is not a live connection. Never blocks; any
+// thread.
 bool drpc_conn_is_closed(const drpc_conn *conn);
 
-// Releases the handle. Streams opened on the connection and asynchronous
-// calls still in flight keep the underlying connection open and complete
-// normally; the connection is closed once the handle and all of them are
-// released. Call `drpc_conn_close` first to fail them at once.
+// Releases the handle. Calls in flight on the connection (blocking calls
+// on other threads, asynchronous calls, open streams) keep the underlying
+// connection open and complete normally; the connection is closed once the
+// handle and all of them are released. Call `drpc_conn_close` first to fail
+// them at once. Later calls with the freed handle return
+// `DRPC_BAD_ARGUMENT`.
 //
 // When nothing else uses the connection, it is closed here and the call
 // blocks briefly until the connection's background tasks have ended, so
 // nothing of it outlives this call; from a callback it only starts the
-// close. Must not race with another function using the same handle. NULL is
-// a no-op.
+// close. NULL (or a handle of another kind) is a no-op.
 void drpc_conn_free(drpc_conn *conn);
 
 // A blocking unary call of `rpc` (e.g. `"/pkg.Service/Method"`) with the
@@ -347,19 +454,21 @@ void drpc_conn_free(drpc_conn *conn);
 //
 // Blocks the calling thread until the call ends. Thread-safe: concurrent
 // calls on one connection run concurrently. Must not be called from a
-// completion callback (returns `DRPC_FAILED_PRECONDITION` there).
+// callback (returns `DRPC_FAILED_PRECONDITION` there).
 drpc_status drpc_conn_unary(const drpc_conn *conn, const char *rpc, const uint8_t *request, size_t request_len, const drpc_metadata *md, uint64_t timeout_ms, drpc_buffer **response_out, drpc_error **err_out);
 
 // Starts a unary call like `drpc_conn_unary` (same arguments, all copied
-// before this returns) without blocking: `callback(userdata, ...)` is
+// before this returns) without blocking: `callback(userdata, call, ...)` is
 // called once when the call ends. `userdata` must stay valid until then.
 //
 // On success `*call_out` (which may be NULL if the caller does not need
 // the handle) is a new call handle owned by the caller (`drpc_call_free`),
-// which can cancel the call and wait for its completion. On failure (bad
-// arguments only) nothing was started and the callback is never called.
+// which can cancel the call and wait for its completion; the callback gets
+// the same handle, so it never needs to read `*call_out` (it may run before
+// this function returns). On failure (bad arguments only) nothing was
+// started and the callback is never called.
 //
-// Never blocks. Thread-safe; may be called from a completion callback.
+// Never blocks. Thread-safe; may be called from a callback.
 drpc_status drpc_conn_unary_async(const drpc_conn *conn, const char *rpc, const uint8_t *request, size_t request_len, const drpc_metadata *md, uint64_t timeout_ms, drpc_unary_callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
 
 // Cancels the call: unless it already ended, it ends with `DRPC_CANCELED`
@@ -367,115 +476,27 @@ drpc_status drpc_conn_unary_async(const drpc_conn *conn, const char *rpc, const 
 // blocks; thread-safe; fine from a callback.
 drpc_status drpc_call_cancel(const drpc_call *call);
 
-// Whether the call's callback has returned (false if `call` is NULL).
-// Never blocks; thread-safe.
+// Whether the call's callback has returned (false if `call` is not a live
+// call handle). Never blocks; thread-safe.
 bool drpc_call_is_done(const drpc_call *call);
 
 // Waits until the call's callback has returned, at most `timeout_ms`
 // milliseconds (0 = no limit). Returns `DRPC_OK` once it has,
-// `DRPC_DEADLINE_EXCEEDED` on timeout.
+// `DRPC_DEADLINE_EXCEEDED` on timeout, and `DRPC_CANCELED` if the handle
+// was freed (by another thread or the callback) before the callback
+// returned.
 //
-// Blocks the calling thread; must not be called from the call's own
-// callback (it would wait for itself until the timeout).
+// Blocks the calling thread; must not be called from a callback (returns
+// `DRPC_FAILED_PRECONDITION`).
 drpc_status drpc_call_wait(const drpc_call *call, uint64_t timeout_ms);
 
 // Releases the call handle. Never blocks and does not cancel: a call still
 // in flight runs on and its callback is still called exactly once (cancel
-// first with `drpc_call_cancel` to end it). Fine from a callback, including
-// the call's own. NULL is a no-op.
+// first with `drpc_call_cancel` to end it). Threads blocked in
+// `drpc_call_wait` on it return (`DRPC_CANCELED` unless the callback had
+// returned). Fine from a callback, including the call's own. NULL (or a
+// handle of another kind) is a no-op.
 void drpc_call_free(drpc_call *call);
-
-// Opens a streaming call of `rpc` with optional invoke metadata (NULL for
-// none; copied) and a timeout in milliseconds for the whole stream (0 for
-// none; on expiry the stream is cancelled and its operations fail with
-// `DRPC_DEADLINE_EXCEEDED`). On success `*stream_out` is a new stream owned
-// by the caller (`drpc_stream_free`).
-//
-// Blocks the calling thread until the invoke is written (on a sequential
-// connection, until the previous call has finished).
-drpc_status drpc_conn_stream(const drpc_conn *conn, const char *rpc, const drpc_metadata *md, uint64_t timeout_ms, drpc_stream **stream_out, drpc_error **err_out);
-
-// Sends one message (`len` bytes at `data`, copied; NULL allowed when `len`
-// is 0). Fails with the stream's error once it has ended, and with
-// `DRPC_FAILED_PRECONDITION` after `drpc_stream_close_send` or a clean end.
-// A message over the max message size fails with `DRPC_RESOURCE_EXHAUSTED`
-// and cancels the stream.
-//
-// Does not wait for the remote: the message is queued for the connection's
-// writer. Thread-safe.
-drpc_status drpc_stream_send(const drpc_stream *stream, const uint8_t *data, size_t len, drpc_error **err_out);
-
-// Receives the next message. Returns `DRPC_OK` with `*message_out` set to a
-// new buffer owned by the caller (`drpc_buffer_free`); `DRPC_END` with
-// `*message_out` NULL once the remote finished sending (clean end, no error
-// object); or the stream's error code.
-//
-// Blocks the calling thread until a message, the end or an error arrives
-// (or the stream is cancelled, by `drpc_stream_cancel`, its timeout or
-// `drpc_stream_free` from another thread: `DRPC_CANCELED` /
-// `DRPC_DEADLINE_EXCEEDED`).
-drpc_status drpc_stream_recv(const drpc_stream *stream, drpc_buffer **message_out, drpc_error **err_out);
-
-// Tells the remote that no more messages will be sent (CloseSend). The
-// stream can still receive. Idempotent. Never blocks; thread-safe.
-drpc_status drpc_stream_close_send(const drpc_stream *stream, drpc_error **err_out);
-
-// Cancels the stream: unless it already finished, the remote gets a Cancel
-// and blocked and later operations on the stream fail with `DRPC_CANCELED`.
-// The connection is not affected. Idempotent. Never blocks; thread-safe;
-// fine from any callback.
-drpc_status drpc_stream_cancel(const drpc_stream *stream);
-
-// Whether the stream has finished: completed, failed or cancelled
-// (false if `stream` is NULL). Never blocks; thread-safe.
-bool drpc_stream_is_finished(const drpc_stream *stream);
-
-// Whether the call ended other than by completing: cancelled by either
-// side, failed, timed out or its connection lost (false if NULL). Never
-// blocks; thread-safe.
-bool drpc_stream_is_cancelled(const drpc_stream *stream);
-
-// Waits until the call is cancelled (see `drpc_stream_is_cancelled`), at
-// most `timeout_ms` milliseconds (0 = no limit). Returns true if it was
-// cancelled, false on timeout or a NULL stream. Handy for a handler that
-// sleeps: it wakes up early when the client gives up.
-//
-// Blocks the calling thread (returns false at once where blocking is not
-// allowed).
-bool drpc_stream_wait_cancelled(const drpc_stream *stream, uint64_t timeout_ms);
-
-// The rpc name of the stream, NUL-terminated, owned by the stream (valid
-// until it is freed or, for a server stream, the handler returns).
-// NULL if `stream` is NULL. Thread-safe.
-const char *drpc_stream_rpc(const drpc_stream *stream);
-
-// The value of invoke-metadata `key` (for a server stream, what the client
-// sent; for a client stream, what it was opened with), NUL-terminated and
-// owned by the stream (lifetime as for `drpc_stream_rpc`); NULL if the key
-// is absent or an argument is NULL. Thread-safe.
-const char *drpc_stream_metadata(const drpc_stream *stream, const char *key);
-
-// Sets `*count_out` to the number of invoke-metadata entries of the stream
-// (for a server stream, what the client sent; for a client stream, what it
-// was opened with). `DRPC_BAD_ARGUMENT` if an argument is NULL. Never
-// blocks; thread-safe.
-drpc_status drpc_stream_metadata_count(const drpc_stream *stream, size_t *count_out);
-
-// Borrows invoke-metadata entry `index` (0 <= `index` <
-// `drpc_stream_metadata_count`; entries are in byte order of their keys)
-// of the stream: `*key_out` and `*value_out` are set to NUL-terminated
-// strings owned by the stream (lifetime as for `drpc_stream_rpc`). Either
-// out pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
-// pointers set to NULL) if `stream` is NULL, both out pointers are NULL or
-// `index` is out of range. Never blocks; thread-safe.
-drpc_status drpc_stream_metadata_entry(const drpc_stream *stream, size_t index, const char **key_out, const char **value_out);
-
-// Releases a client stream. If it has not finished it is cancelled first
-// (the server is told; a thread blocked in `drpc_stream_recv` on it
-// returns `DRPC_CANCELED`). Never blocks. NULL is a no-op, and so is a
-// server stream (the library frees those after the handler returns).
-// The handle must not be used after, except by calls already blocked in it.
-void drpc_stream_free(drpc_stream *stream);
 
 // A new server with no handlers (an rpc nobody registered is answered
 // with `DRPC_UNIMPLEMENTED`). Never returns NULL. Never blocks.
@@ -510,16 +531,34 @@ drpc_status drpc_server_set_flow_control_window(const drpc_server *server, uint6
 // (`DRPC_FAILED_PRECONDITION` after). Never blocks.
 drpc_status drpc_server_set_max_concurrent_streams(const drpc_server *server, size_t max_streams);
 
-// Registers a unary handler for `rpc` (e.g. `"/pkg.Service/Method"`,
-// copied). `userdata` is passed to every call of `handler` and must stay
-// valid until `drpc_server_shutdown` or `drpc_server_free` has returned.
-// Only before the first `drpc_server_listen`; registering an rpc twice is
-// `DRPC_ALREADY_EXISTS`. Never blocks.
+// Registers a blocking unary handler for `rpc` (e.g.
+// `"/pkg.Service/Method"`, copied); see `drpc_unary_handler`. `userdata`
+// is passed to every call of `handler` and must stay valid until
+// `drpc_server_shutdown` or `drpc_server_free` has returned. Only before the
+// first `drpc_server_listen`; registering an rpc twice (by any of the four
+// register functions) is `DRPC_ALREADY_EXISTS`. Never blocks.
 drpc_status drpc_server_register_unary(const drpc_server *server, const char *rpc, drpc_unary_handler handler, void *userdata, drpc_error **err_out);
 
-// Registers a streaming handler for `rpc`, under the same rules as
+// Registers a blocking streaming handler for `rpc` (see
+// `drpc_stream_handler`), under the same rules as
 // `drpc_server_register_unary`.
 drpc_status drpc_server_register_stream(const drpc_server *server, const char *rpc, drpc_stream_handler handler, void *userdata, drpc_error **err_out);
+
+// Registers a non-blocking unary handler for `rpc` (see
+// `drpc_unary_async_handler`): it runs on the runtime, holds no thread
+// while the answer is pending, and answers through its call handle
+// whenever it is ready. Same rules as `drpc_server_register_unary`
+// otherwise. A call released (`drpc_server_call_free`) without an answer
+// fails with `DRPC_INTERNAL`.
+drpc_status drpc_server_register_unary_async(const drpc_server *server, const char *rpc, drpc_unary_async_handler handler, void *userdata, drpc_error **err_out);
+
+// Registers a non-blocking streaming handler for `rpc` (see
+// `drpc_stream_async_handler`): it runs on the runtime and the stream holds
+// no thread, so any number of long-lived streams (watches, subscriptions)
+// cost no threads and cannot delay other calls. The call ends when the
+// application calls `drpc_stream_finish` (or frees the stream unfinished:
+// `DRPC_INTERNAL`). Same rules as `drpc_server_register_unary` otherwise.
+drpc_status drpc_server_register_stream_async(const drpc_server *server, const char *rpc, drpc_stream_async_handler handler, void *userdata, drpc_error **err_out);
 
 // Binds `addr` (`"host:port"`, port 0 picks a free port, or `"unix:/path"`)
 // and serves it in the background on the library's runtime. May be called
@@ -555,21 +594,32 @@ drpc_status drpc_server_shutdown(const drpc_server *server, uint64_t grace_ms, d
 // Called from a handler or completion callback (discouraged), it cannot
 // wait: the shutdown then finishes in the background and handlers may still
 // run (and use their userdata) for a moment after it returns.
-// Must not race with other functions on the same handle. NULL is a no-op.
+// Threads blocked in other calls on the server (e.g. `drpc_server_shutdown`)
+// return normally; later calls with the handle return `DRPC_BAD_ARGUMENT`.
+// NULL (or a handle of another kind) is a no-op.
 void drpc_server_free(drpc_server *server);
 
-// Sets the response of the call (`len` bytes at `data`, copied; NULL
-// allowed when `len` is 0); it is sent when the handler returns `DRPC_OK`.
-// Answering twice (respond or fail) is `DRPC_FAILED_PRECONDITION`.
-// Never blocks.
+// Answers the call with a response (`len` bytes at `data`, copied; NULL
+// allowed when `len` is 0). A blocking handler's answer is sent when it
+// returns `DRPC_OK`; a non-blocking handler's is sent at once. Answering
+// twice (respond or fail) is `DRPC_FAILED_PRECONDITION`. Never blocks;
+// thread-safe; fine from callbacks.
 drpc_status drpc_server_call_respond(drpc_server_call *call, const uint8_t *data, size_t len);
 
 // Fails the call with `code` (any value; 0 reaches the client as
 // `DRPC_UNKNOWN`) and `message` (NUL-terminated UTF-8, copied; NULL for an
-// empty message): the client gets exactly this code and message once the
-// handler returns. Answering twice is `DRPC_FAILED_PRECONDITION`.
-// Never blocks.
+// empty message): the client gets exactly this code and message (when a
+// blocking handler returns; at once for a non-blocking one). Answering
+// twice is `DRPC_FAILED_PRECONDITION`. Never blocks; thread-safe.
 drpc_status drpc_server_call_fail(drpc_server_call *call, uint64_t code, const char *message);
+
+// Releases the call of a non-blocking unary handler (any time after the
+// handler was called; the request bytes and strings borrowed from the call
+// are invalid after). A call not answered yet fails with `DRPC_INTERNAL`.
+// Later calls with the handle return `DRPC_BAD_ARGUMENT`. A no-op for a
+// blocking handler's call (the library releases those when the handler
+// returns) and for NULL. Never blocks; thread-safe; fine from callbacks.
+void drpc_server_call_free(drpc_server_call *call);
 
 // The rpc name of the call, owned by the call (valid while the handler
 // runs); NULL if `call` is NULL.
@@ -602,11 +652,157 @@ bool drpc_server_call_is_cancelled(const drpc_server_call *call);
 // NULL). Use it instead of sleeping in a handler. Blocks.
 bool drpc_server_call_wait_cancelled(const drpc_server_call *call, uint64_t timeout_ms);
 
+// Opens a streaming call of `rpc` with optional invoke metadata (NULL for
+// none; copied) and a timeout in milliseconds for the whole stream (0 for
+// none; on expiry the stream is cancelled and its operations fail with
+// `DRPC_DEADLINE_EXCEEDED`). On success `*stream_out` is a new stream owned
+// by the caller (`drpc_stream_free`).
+//
+// Blocks the calling thread until the invoke is written (on a sequential
+// connection, until the previous call has finished).
+drpc_status drpc_conn_stream(const drpc_conn *conn, const char *rpc, const drpc_metadata *md, uint64_t timeout_ms, drpc_stream **stream_out, drpc_error **err_out);
+
+// Sends one message (`len` bytes at `data`, copied; NULL allowed when `len`
+// is 0). Fails with the stream's error once it has ended, and with
+// `DRPC_FAILED_PRECONDITION` after `drpc_stream_close_send` or a clean end,
+// or while a `drpc_stream_send_async` is pending. A message over the max
+// message size fails with `DRPC_RESOURCE_EXHAUSTED` and cancels the stream.
+//
+// Does not wait for the remote: the message is queued for the connection's
+// writer. Blocks only while the writer's buffer is full or, with flow
+// control, while the stream has no send window (`drpc_stream_send_async`
+// never blocks). Thread-safe; not from a callback.
+drpc_status drpc_stream_send(const drpc_stream *stream, const uint8_t *data, size_t len, drpc_error **err_out);
+
+// Receives the next message. Returns `DRPC_OK` with `*message_out` set to a
+// new buffer owned by the caller (`drpc_buffer_free`); `DRPC_END` with
+// `*message_out` NULL once the remote finished sending (clean end, no error
+// object); or the stream's error code.
+//
+// Blocks the calling thread until a message, the end or an error arrives
+// (or the stream is cancelled, by `drpc_stream_cancel`, its timeout or
+// `drpc_stream_free` from another thread: `DRPC_CANCELED` /
+// `DRPC_DEADLINE_EXCEEDED`). `DRPC_FAILED_PRECONDITION` while a
+// `drpc_stream_recv_async` is pending, or from a callback.
+drpc_status drpc_stream_recv(const drpc_stream *stream, drpc_buffer **message_out, drpc_error **err_out);
+
+// Like `drpc_stream_recv`, waiting at most `timeout_ms` milliseconds:
+// `DRPC_TIMEOUT` (no error object, `*message_out` NULL) if nothing arrived
+// by then. A timeout never loses or reorders a message and does not affect
+// the stream: call again to keep waiting. `timeout_ms` 0 only checks what
+// has already arrived and never blocks, so it may be called anywhere,
+// including callbacks and non-blocking handlers.
+drpc_status drpc_stream_recv_timeout(const drpc_stream *stream, uint64_t timeout_ms, drpc_buffer **message_out, drpc_error **err_out);
+
+// Receives the next message without blocking: `callback(userdata, stream,
+// ...)` is called exactly once, on a runtime worker thread, when a message,
+// the end or an error arrives — also when the stream is cancelled or freed
+// (then with `DRPC_CANCELED`). `userdata` must stay valid until then.
+//
+// At most one receive may be pending per stream: another
+// `drpc_stream_recv_async`, `drpc_stream_recv` or
+// `drpc_stream_recv_timeout` meanwhile returns `DRPC_FAILED_PRECONDITION`.
+// The callback may start the next one. With it one thread (or none) drives
+// any number of streams. Never blocks; thread-safe; fine from callbacks.
+drpc_status drpc_stream_recv_async(const drpc_stream *stream, drpc_stream_recv_callback callback, void *userdata);
+
+// Sends one message (`len` bytes at `data`, copied before this returns)
+// without blocking; `callback` (may be NULL) is called once, on a runtime
+// worker thread, when it is queued for the writer or failed. Messages keep
+// their order. At most one send may be pending per stream: another
+// `drpc_stream_send_async` or `drpc_stream_send` meanwhile returns
+// `DRPC_FAILED_PRECONDITION` (wait for the callback; that is the
+// backpressure). `drpc_stream_close_send` and `drpc_stream_finish` called
+// meanwhile take effect after the pending message. Never blocks;
+// thread-safe; fine from callbacks.
+drpc_status drpc_stream_send_async(const drpc_stream *stream, const uint8_t *data, size_t len, drpc_stream_send_callback callback, void *userdata);
+
+// Tells the remote that no more messages will be sent (CloseSend). The
+// stream can still receive. With a `drpc_stream_send_async` pending, it
+// takes effect after that message. Idempotent. Never blocks; thread-safe;
+// fine from callbacks.
+drpc_status drpc_stream_close_send(const drpc_stream *stream, drpc_error **err_out);
+
+// Cancels the stream: unless it already finished, the remote gets a Cancel
+// and blocked and later operations on the stream fail with `DRPC_CANCELED`.
+// The connection is not affected. Idempotent. Never blocks; thread-safe;
+// fine from any callback.
+drpc_status drpc_stream_cancel(const drpc_stream *stream);
+
+// Whether the stream has finished: completed, failed or cancelled
+// (false if `stream` is not a live stream handle). Never blocks;
+// thread-safe.
+bool drpc_stream_is_finished(const drpc_stream *stream);
+
+// Whether the call ended other than by completing: cancelled by either
+// side, failed, timed out or its connection lost (false if `stream` is not
+// a live stream handle). Never blocks; thread-safe.
+bool drpc_stream_is_cancelled(const drpc_stream *stream);
+
+// Waits until the call is cancelled (see `drpc_stream_is_cancelled`), at
+// most `timeout_ms` milliseconds (0 = no limit). Returns true if it was
+// cancelled (freeing a client stream cancels it, so a thread waiting here
+// when another frees the stream returns true), false on timeout or if
+// `stream` is not a live stream handle. Handy for a handler that sleeps: it
+// wakes up early when the client gives up.
+//
+// Blocks the calling thread (returns at once where blocking is not
+// allowed).
+bool drpc_stream_wait_cancelled(const drpc_stream *stream, uint64_t timeout_ms);
+
+// The rpc name of the stream, NUL-terminated, owned by the stream (valid
+// until it is freed or, for a blocking handler's stream, the handler
+// returns). NULL if `stream` is not a live stream handle. Thread-safe.
+const char *drpc_stream_rpc(const drpc_stream *stream);
+
+// The value of invoke-metadata `key` (for a server stream, what the client
+// sent; for a client stream, what it was opened with), NUL-terminated and
+// owned by the stream (lifetime as for `drpc_stream_rpc`); NULL if the key
+// is absent or an argument is NULL or invalid. Thread-safe.
+const char *drpc_stream_metadata(const drpc_stream *stream, const char *key);
+
+// Sets `*count_out` to the number of invoke-metadata entries of the stream
+// (for a server stream, what the client sent; for a client stream, what it
+// was opened with). `DRPC_BAD_ARGUMENT` if an argument is NULL or invalid.
+// Never blocks; thread-safe.
+drpc_status drpc_stream_metadata_count(const drpc_stream *stream, size_t *count_out);
+
+// Borrows invoke-metadata entry `index` (0 <= `index` <
+// `drpc_stream_metadata_count`; entries are in byte order of their keys)
+// of the stream: `*key_out` and `*value_out` are set to NUL-terminated
+// strings owned by the stream (lifetime as for `drpc_stream_rpc`). Either
+// out pointer may be NULL if not wanted, not both. `DRPC_BAD_ARGUMENT` (out
+// pointers set to NULL) if `stream` is not a live stream, both out pointers
+// are NULL or `index` is out of range. Never blocks; thread-safe.
+drpc_status drpc_stream_metadata_entry(const drpc_stream *stream, size_t index, const char **key_out, const char **value_out);
+
 // Server streams only: ends the call with `code` and `message` (as in
-// `drpc_server_call_fail`) when the handler returns, whatever it returns.
-// The last call wins. `DRPC_BAD_ARGUMENT` on a client stream. Never
-// blocks.
+// `drpc_server_call_fail`). For a blocking handler's stream this happens
+// when the handler returns, whatever it returns (the last call wins); for
+// a non-blocking handler's stream it is `drpc_stream_finish(stream, code,
+// message)`. `DRPC_BAD_ARGUMENT` on a client stream. Never blocks.
 drpc_status drpc_stream_fail(const drpc_stream *stream, uint64_t code, const char *message);
+
+// Non-blocking handlers' streams only (`drpc_server_register_stream_async`):
+// ends the call. `code` 0 ends it cleanly (the client's receive returns
+// `DRPC_END`); any other code fails it with that code and `message`
+// (NUL-terminated UTF-8, copied; NULL for none), as `drpc_server_call_fail`
+// does. With a `drpc_stream_send_async` pending, the end follows that
+// message. Finishing twice is `DRPC_FAILED_PRECONDITION`; other streams
+// are `DRPC_BAD_ARGUMENT`. The handle must still be freed. Never blocks;
+// thread-safe; fine from callbacks.
+drpc_status drpc_stream_finish(const drpc_stream *stream, uint64_t code, const char *message);
+
+// Releases a stream. A client stream that has not finished is cancelled
+// first (the server is told). A non-blocking handler's stream whose call
+// was not finished (`drpc_stream_finish`) ends it with `DRPC_INTERNAL`.
+// Threads blocked on the stream return: `drpc_stream_recv` with
+// `DRPC_CANCELED`, `drpc_stream_wait_cancelled` with true; a pending
+// `drpc_stream_recv_async` callback is called with `DRPC_CANCELED`. Later
+// calls with the handle return `DRPC_BAD_ARGUMENT`. Never blocks; fine from
+// callbacks. NULL is a no-op, and so is a blocking handler's stream (the
+// library frees those after the handler returns).
+void drpc_stream_free(drpc_stream *stream);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -212,7 +212,8 @@ static atomic_long async_calls;
 static atomic_int async_active;
 static double async_end;
 static void start_async(void);
-static void on_done(void *ud, drpc_status st, drpc_buffer *resp, drpc_error *err) {
+static void on_done(void *ud, drpc_call *call, drpc_status st, drpc_buffer *resp, drpc_error *err) {
+    (void)call;
     (void)ud;
     if (st != DRPC_OK) die("unary_async", st, err);
     drpc_buffer_free(resp);

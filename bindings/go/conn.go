@@ -4,7 +4,7 @@ package drpc
 #include <stdlib.h>
 #include "drpc.h"
 
-extern void goUnaryCallback(void *userdata, drpc_status status, drpc_buffer *response, drpc_error *error);
+extern void goUnaryCallback(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *response, drpc_error *error);
 */
 import "C"
 
@@ -182,7 +182,7 @@ type unaryResult struct {
 }
 
 //export goUnaryCallback
-func goUnaryCallback(userdata unsafe.Pointer, status C.drpc_status, resp *C.drpc_buffer, cerr *C.drpc_error) {
+func goUnaryCallback(userdata unsafe.Pointer, _ *C.drpc_call, status C.drpc_status, resp *C.drpc_buffer, cerr *C.drpc_error) {
 	h := *(*cgo.Handle)(userdata)
 	h.Value().(chan unaryResult) <- unaryResult{status, resp, cerr}
 }

@@ -13,8 +13,13 @@
 //!   with `drpc_error_free`) on any failure.
 //! * No Rust panic crosses the boundary: every exported function catches
 //!   panics and turns them into `DRPC_INTERNAL`.
-//! * One shared multi-thread tokio runtime (2 worker threads), created on
-//!   first use, runs all I/O. Blocking functions park the calling thread.
+//! * Handles are ids looked up in a table (see `handles`), never
+//!   dereferenced: a stale or wrong-kind handle is `DRPC_BAD_ARGUMENT`, and
+//!   every call holds a strong reference to its object while it runs.
+//! * One shared multi-thread tokio runtime (one worker per CPU unless
+//!   configured), created on first use, runs all I/O; blocking handlers run
+//!   on a bounded pool of their own (see `runtime`). Blocking functions park
+//!   the calling thread.
 
 #![allow(non_camel_case_types)]
 // Entry points are called from C, where "unsafe" does not exist; their
@@ -30,18 +35,22 @@ macro_rules! cstr {
 }
 
 mod client;
+mod handles;
+mod runtime;
 mod server;
+mod stream;
 
 pub use client::*;
 pub use server::*;
+pub use stream::*;
 
 use bytes::Bytes;
 use drpc_core::{Code, Status};
-use std::cell::Cell;
+use handles::{get, new_handle, take, try_get, HandleType};
+use runtime::{block_on, check_may_block, poll_once, runtime, without_blocking};
 use std::ffi::{c_char, CStr, CString};
-use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Result of a libdrpc function, and the code of a `drpc_error`.
 ///
@@ -83,6 +92,10 @@ pub enum drpc_status {
     /// `drpc_stream_recv` only: the remote finished sending (clean end of
     /// the stream). Not an error: no error object is created.
     DRPC_END = 101,
+    /// `drpc_stream_recv_timeout` only: no message arrived within the
+    /// timeout. The stream is unaffected (nothing was lost); try again. Not
+    /// an error: no error object is created.
+    DRPC_TIMEOUT = 102,
 }
 
 impl drpc_status {
@@ -131,12 +144,13 @@ impl drpc_status {
             DRPC_UNAUTHENTICATED => cstr!("UNAUTHENTICATED"),
             DRPC_BAD_ARGUMENT => cstr!("BAD_ARGUMENT"),
             DRPC_END => cstr!("END"),
+            DRPC_TIMEOUT => cstr!("TIMEOUT"),
         }
     }
 
     fn from_u32(v: u32) -> Option<drpc_status> {
         use drpc_status::*;
-        const ALL: [drpc_status; 19] = [
+        const ALL: [drpc_status; 20] = [
             DRPC_OK,
             DRPC_CANCELED,
             DRPC_UNKNOWN,
@@ -156,6 +170,7 @@ impl drpc_status {
             DRPC_UNAUTHENTICATED,
             DRPC_BAD_ARGUMENT,
             DRPC_END,
+            DRPC_TIMEOUT,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -167,11 +182,74 @@ impl drpc_status {
 /// parameter or a completion callback; the receiver owns it and must release
 /// it with `drpc_error_free`. Immutable: may be read from any thread.
 pub struct drpc_error {
+    _opaque: [u8; 0],
+}
+
+pub(crate) struct ErrorData {
     status: drpc_status,
     wire_code: u64,
     /// The message with a NUL appended (interior NULs are kept; see
     /// `drpc_error_message_len`).
     message: Vec<u8>,
+}
+
+/// Values C owns as real pointers (errors and buffers, made in large
+/// numbers): a box whose first word names its type, so that one passed
+/// where the other is expected, or a handle passed to either, is refused
+/// (`DRPC_BAD_ARGUMENT`) instead of read. The tag is cleared when the box
+/// is freed; a freed pointer reused is still undefined behaviour.
+#[repr(C)]
+pub(crate) struct Tagged<T> {
+    tag: u32,
+    value: T,
+}
+
+const ERROR_TAG: u32 = 0xd7c0_e770;
+const BUFFER_TAG: u32 = 0xd7c0_b0f0;
+
+impl<T> Tagged<T> {
+    fn into_raw<C>(tag: u32, value: T) -> *mut C {
+        Box::into_raw(Box::new(Tagged { tag, value })).cast()
+    }
+
+    /// Borrows the value behind `p` if it is a live box with `tag`.
+    ///
+    /// # Safety
+    /// `p` is NULL, a handle, or a pointer this library returned.
+    unsafe fn borrow<'a, C>(p: *const C, tag: u32) -> Option<&'a T> {
+        if p.is_null() || handles::looks_like_handle(p) {
+            return None;
+        }
+        // SAFETY: every tagged box starts with its u32 tag (repr(C)).
+        if unsafe { *p.cast::<u32>() } != tag {
+            return None;
+        }
+        // SAFETY: the tag says it is a `Tagged<T>`.
+        Some(unsafe { &(*p.cast::<Tagged<T>>()).value })
+    }
+
+    /// Frees the box behind `p` if it is a live box with `tag`.
+    ///
+    /// # Safety
+    /// As for `borrow`; `p` is not used after.
+    unsafe fn free<C>(p: *mut C, tag: u32) {
+        // SAFETY: per the contract.
+        if unsafe { Self::borrow(p.cast_const(), tag) }.is_none() {
+            return;
+        }
+        let b = p.cast::<Tagged<T>>();
+        // SAFETY: checked above; released once.
+        unsafe {
+            (*b).tag = 0;
+            drop(Box::from_raw(b));
+        }
+    }
+}
+
+/// Borrows an error (`None` for NULL or anything else).
+fn error_ref<'a>(err: *const drpc_error) -> Option<&'a ErrorData> {
+    // SAFETY: NULL, a handle or a pointer from this library.
+    unsafe { Tagged::<ErrorData>::borrow(err, ERROR_TAG) }
 }
 
 /// The failure type of the glue code.
@@ -195,14 +273,17 @@ impl Fail {
         Fail::from(Status::new(code, message))
     }
 
-    fn into_error(self) -> Box<drpc_error> {
+    pub(crate) fn into_raw_error(self) -> *mut drpc_error {
         let mut message = self.message.into_bytes();
         message.push(0);
-        Box::new(drpc_error {
-            status: self.status,
-            wire_code: self.wire_code,
-            message,
-        })
+        Tagged::into_raw(
+            ERROR_TAG,
+            ErrorData {
+                status: self.status,
+                wire_code: self.wire_code,
+                message,
+            },
+        )
     }
 }
 
@@ -240,7 +321,7 @@ pub(crate) fn ffi(
     let status = fail.status;
     if !err_out.is_null() {
         // SAFETY: as above.
-        unsafe { *err_out = Box::into_raw(fail.into_error()) };
+        unsafe { *err_out = fail.into_raw_error() };
     }
     status
 }
@@ -257,82 +338,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
-        "panicstr!(".to_string()
+        "a panic with a non-string payload".to_string()
     }
-}
-
-// ---------------------------------------------------------------------------
-// The runtime and blocking.
-
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-
-thread_local! {
-    /// Set on threads of our runtime (workers and blocking pool).
-    static OUR_THREAD: Cell<bool> = const { Cell::new(false) };
-    /// Set while a C callback runs on a runtime worker thread, where
-    /// blocking would stall the runtime (and could deadlock it).
-    static NO_BLOCK: Cell<bool> = const { Cell::new(false) };
-    /// Set while a server handler runs on this thread.
-    pub(crate) static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs a C handler with the in-handler mark set.
-pub(crate) fn in_handler<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            IN_HANDLER.with(|b| b.set(self.0));
-        }
-    }
-    let _reset = Reset(IN_HANDLER.with(|b| b.replace(true)));
-    f()
-}
-
-pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name(")drpc-runtime")
-            .on_thread_start(|| OUR_THREAD.with(|t| t.set(true)))
-            .enable_all()
-            .build()
-            .expect("creating the drpc runtime")
-    })
-}
-
-/// Runs `f` with the no-blocking mark set (a C callback on a worker thread).
-pub(crate) fn without_blocking<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            NO_BLOCK.with(|b| b.set(self.0));
-        }
-    }
-    let _reset = Reset(NO_BLOCK.with(|b| b.replace(true)));
-    f()
-}
-
-/// Whether the calling thread may block on the runtime.
-pub(crate) fn check_may_block() -> Res<()> {
-    if NO_BLOCK.with(|b| b.get()) {
-        return Err(Fail::code(
-            Code::FailedPrecondition,
-            "a blocking drpc function was called from a completion callback running on a drpc runtime thread",
-        ));
-    }
-    if !OUR_THREAD.with(|t| t.get()) && tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Fail::code(
-            Code::FailedPrecondition,
-            "a blocking drpc function was called from inside another tokio runtime",
-        ));
-    }
-    Ok(())
-}
-
-/// Blocks the calling (non-runtime) thread until `fut` completes.
-pub(crate) fn block_on<F: Future>(fut: F) -> Res<F::Output> {
-    check_may_block()?;
-    Ok(runtime().handle().block_on(fut))
 }
 
 // ---------------------------------------------------------------------------
@@ -347,6 +354,15 @@ pub(crate) unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
     let s = unsafe { CStr::from_ptr(p) };
     s.to_str()
         .map_err(|_| Fail::bad(format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows an optional string argument: NULL is "".
+pub(crate) unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> Res<&'a str> {
+    if p.is_null() {
+        return Ok("");
+    }
+    // SAFETY: per the caller's contract.
+    unsafe { arg_str(p, what) }
 }
 
 /// Borrows a byte argument; NULL is allowed only with length 0.
@@ -367,27 +383,6 @@ pub(crate) fn arg_out<T>(p: *mut T, what: &str) -> Res<()> {
         return Err(Fail::bad(format!("{what} is NULL")));
     }
     Ok(())
-}
-
-/// A new strong reference to the object behind a handle made with
-/// `Arc::into_raw`.
-pub(crate) unsafe fn arc_ref<T>(p: *const T, what: &str) -> Res<Arc<T>> {
-    if p.is_null() {
-        return Err(Fail::bad(format!("{what} is NULL")));
-    }
-    // SAFETY: `p` came from `Arc::into_raw` and the caller's reference is live.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Ok(Arc::from_raw(p))
-    }
-}
-
-/// Releases a handle made with `Arc::into_raw`.
-pub(crate) unsafe fn arc_free<T>(p: *const T) {
-    if !p.is_null() {
-        // SAFETY: `p` came from `Arc::into_raw`; this consumes the caller's reference.
-        drop(unsafe { Arc::from_raw(p) });
-    }
 }
 
 pub(crate) fn cstring_lossy(s: &str) -> CString {
@@ -523,8 +518,7 @@ pub extern "C" fn drpc_status_name(status: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn drpc_error_code(err: *const drpc_error) -> drpc_status {
     guard(drpc_status::DRPC_BAD_ARGUMENT, || {
-        // SAFETY: NULL or a live error.
-        unsafe { err.as_ref() }.map_or(drpc_status::DRPC_BAD_ARGUMENT, |e| e.status)
+        error_ref(err).map_or(drpc_status::DRPC_BAD_ARGUMENT, |e| e.status)
     })
 }
 
@@ -535,8 +529,7 @@ pub extern "C" fn drpc_error_code(err: *const drpc_error) -> drpc_status {
 #[no_mangle]
 pub extern "C" fn drpc_error_wire_code(err: *const drpc_error) -> u64 {
     guard(0, || {
-        // SAFETY: NULL or a live error.
-        unsafe { err.as_ref() }.map_or(0, |e| e.wire_code)
+        error_ref(err).map_or(0, |e| e.wire_code)
     })
 }
 
@@ -547,8 +540,7 @@ pub extern "C" fn drpc_error_wire_code(err: *const drpc_error) -> u64 {
 #[no_mangle]
 pub extern "C" fn drpc_error_message(err: *const drpc_error) -> *const c_char {
     guard(cstr!(""), || {
-        // SAFETY: NULL or a live error.
-        match unsafe { err.as_ref() } {
+        match error_ref(err) {
             Some(e) => e.message.as_ptr().cast(),
             None => cstr!(""),
         }
@@ -560,8 +552,7 @@ pub extern "C" fn drpc_error_message(err: *const drpc_error) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn drpc_error_message_len(err: *const drpc_error) -> usize {
     guard(0, || {
-        // SAFETY: NULL or a live error.
-        unsafe { err.as_ref() }.map_or(0, |e| e.message.len() - 1)
+        error_ref(err).map_or(0, |e| e.message.len() - 1)
     })
 }
 
@@ -569,23 +560,26 @@ pub extern "C" fn drpc_error_message_len(err: *const drpc_error) -> usize {
 #[no_mangle]
 pub extern "C" fn drpc_error_free(err: *mut drpc_error) {
     guard((), || {
-        if !err.is_null() {
-            // SAFETY: `err` came from this library and is released once.
-            drop(unsafe { Box::from_raw(err) });
-        }
+        // SAFETY: NULL, a handle or an error from this library, released once.
+        unsafe { Tagged::<ErrorData>::free(err, ERROR_TAG) }
     })
 }
 
 /// A received message: an immutable byte buffer owned by the caller, to be
 /// released with `drpc_buffer_free`. May be read from any thread.
 pub struct drpc_buffer {
-    data: Bytes,
+    _opaque: [u8; 0],
 }
 
 impl drpc_buffer {
     pub(crate) fn into_raw(data: Bytes) -> *mut drpc_buffer {
-        Box::into_raw(Box::new(drpc_buffer { data }))
+        Tagged::into_raw(BUFFER_TAG, data)
     }
+}
+
+fn buffer_ref<'a>(buf: *const drpc_buffer) -> Option<&'a Bytes> {
+    // SAFETY: NULL, a handle or a pointer from this library.
+    unsafe { Tagged::<Bytes>::borrow(buf, BUFFER_TAG) }
 }
 
 /// The bytes of a buffer, valid until `drpc_buffer_free(buf)`. NULL if
@@ -594,8 +588,7 @@ impl drpc_buffer {
 #[no_mangle]
 pub extern "C" fn drpc_buffer_data(buf: *const drpc_buffer) -> *const u8 {
     guard(std::ptr::null(), || {
-        // SAFETY: NULL or a live buffer.
-        unsafe { buf.as_ref() }.map_or(std::ptr::null(), |b| b.data.as_ptr())
+        buffer_ref(buf).map_or(std::ptr::null(), |b| b.as_ptr())
     })
 }
 
@@ -603,8 +596,7 @@ pub extern "C" fn drpc_buffer_data(buf: *const drpc_buffer) -> *const u8 {
 #[no_mangle]
 pub extern "C" fn drpc_buffer_len(buf: *const drpc_buffer) -> usize {
     guard(0, || {
-        // SAFETY: NULL or a live buffer.
-        unsafe { buf.as_ref() }.map_or(0, |b| b.data.len())
+        buffer_ref(buf).map_or(0, |b| b.len())
     })
 }
 
@@ -612,10 +604,8 @@ pub extern "C" fn drpc_buffer_len(buf: *const drpc_buffer) -> usize {
 #[no_mangle]
 pub extern "C" fn drpc_buffer_free(buf: *mut drpc_buffer) {
     guard((), || {
-        if !buf.is_null() {
-            // SAFETY: `buf` came from this library and is released once.
-            drop(unsafe { Box::from_raw(buf) });
-        }
+        // SAFETY: NULL, a handle or a buffer from this library, released once.
+        unsafe { Tagged::<Bytes>::free(buf, BUFFER_TAG) }
     })
 }
 
@@ -624,11 +614,69 @@ pub extern "C" fn drpc_buffer_free(buf: *mut drpc_buffer) {
 #[no_mangle]
 pub extern "C" fn drpc_string_free(s: *mut c_char) {
     guard((), || {
-        if !s.is_null() {
+        if !s.is_null() && !handles::looks_like_handle(s) {
             // SAFETY: `s` came from `CString::into_raw` in this library.
             drop(unsafe { CString::from_raw(s) });
         }
     })
+}
+
+// ---------------------------------------------------------------------------
+// Runtime configuration.
+
+/// Configures the library's threads. Call it before any other drpc function
+/// (typically first thing in `main`); once the runtime has started (on the
+/// first call that needs it) it returns `DRPC_FAILED_PRECONDITION` and
+/// changes nothing. A 0 leaves that setting as it is.
+///
+/// * `worker_threads`: runtime worker threads, which run all network I/O,
+///   every completion and stream callback and every non-blocking handler.
+///   Default: the number of CPUs, or the environment variable
+///   `DRPC_WORKER_THREADS`.
+/// * `handler_threads`: the most threads running blocking server handlers
+///   at once (`drpc_server_register_unary` / `_stream`); they are started on
+///   demand and stop after 10 s idle. Streaming handlers may hold at most
+///   three quarters of them, so unary handlers always have the rest. A call
+///   that finds no thread free is refused at once with
+///   `DRPC_RESOURCE_EXHAUSTED`. Default 1024, or the environment variable
+///   `DRPC_HANDLER_THREADS`.
+///
+/// Values given here win over the environment. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn drpc_runtime_configure(worker_threads: usize, handler_threads: usize) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        runtime::configure(worker_threads, handler_threads)?;
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Reads the effective configuration (see `drpc_runtime_configure`) into
+/// the non-NULL out pointers. Starts the runtime if it has not started, so
+/// the configuration is fixed from then on. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn drpc_runtime_settings(worker_threads_out: *mut usize, handler_threads_out: *mut usize) {
+    guard((), || {
+        let (workers, handlers) = runtime::current_settings();
+        // SAFETY: NULL or writable `size_t *` per the contract.
+        unsafe {
+            if let Some(w) = worker_threads_out.as_mut() {
+                *w = workers;
+            }
+            if let Some(h) = handler_threads_out.as_mut() {
+                *h = handlers;
+            }
+        }
+    })
+}
+
+/// The number of live handles of every kind (connections, streams, calls,
+/// servers, options, metadata, a handler's call) the library holds for its
+/// callers: handles that were created and not yet freed. A program that has
+/// freed everything sees 0 (once running handlers have returned). For leak
+/// checks in tests. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn drpc_live_handles() -> usize {
+    guard(0, handles::live_handles)
 }
 
 #[cfg(test)]

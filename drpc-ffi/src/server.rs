@@ -1,22 +1,27 @@
-//! Server side: a server with C handler callbacks.
+//! Server side: a server with C handlers, blocking (on the handler pool)
+//! or non-blocking (on the runtime, answering later).
 
-use crate::client::wait_cancelled;
+use crate::runtime::{handler_pool, in_handler, is_in_handler, JobKind};
+use crate::stream::{wait_cancelled, Role, StreamObj};
 use crate::*;
-use drpc_core::{CallContext, Request, Router, Server, ServerOptions, Stream};
+use drpc_core::{CallContext, Request, Router, Server, ServerOptions, Status, Stream};
 use std::collections::HashSet;
 use std::ffi::c_void;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
-/// A unary handler: called with the handler's `userdata`, the call (valid
-/// only until the handler returns) and the request bytes (owned by the
-/// call, same lifetime; NULL-safe to read when `request_len` is 0).
+/// A blocking unary handler: called with the handler's `userdata`, the call
+/// (valid only until the handler returns) and the request bytes (owned by
+/// the call, same lifetime; NULL-safe to read when `request_len` is 0).
 ///
-/// Runs on a thread of the library's blocking pool, one thread per running
+/// Runs on a thread of the library's handler pool, one thread per running
 /// handler, so it may block, sleep and call any drpc function (including
-/// blocking client calls). It answers by calling `drpc_server_call_respond`
-/// (success) or `drpc_server_call_fail` (an error with any code and message)
-/// and returns a `drpc_status` value:
+/// blocking client calls). When no pool thread is free the call is refused
+/// with `DRPC_RESOURCE_EXHAUSTED` without running the handler (see
+/// `drpc_runtime_configure`). It answers by calling
+/// `drpc_server_call_respond` (success) or `drpc_server_call_fail` (an error
+/// with any code and message) and returns a `drpc_status` value:
 ///
 /// * `DRPC_OK` with a response: the client gets the response;
 /// * after `drpc_server_call_fail`: the client gets that error, whatever
@@ -35,34 +40,114 @@ pub type drpc_unary_handler = Option<
     ) -> u32,
 >;
 
-/// A streaming handler (client-, server- or bidi-streaming): called with the
-/// handler's `userdata` and the call's stream, which it uses with
+/// A blocking streaming handler (client-, server- or bidi-streaming): called
+/// with the handler's `userdata` and the call's stream, which it uses with
 /// `drpc_stream_recv` / `drpc_stream_send` / ... The stream is owned by the
 /// library and valid until the handler returns (`drpc_stream_free` on it is a
 /// no-op).
 ///
-/// Runs on a thread of the library's blocking pool, like a unary handler.
+/// Runs on a handler-pool thread, like a blocking unary handler; streaming
+/// handlers may hold at most three quarters of the pool, so long-lived
+/// streams cannot starve unary calls (for many long-lived streams prefer
+/// `drpc_server_register_stream_async`, which holds no thread).
 /// Returning `DRPC_OK` ends the call cleanly (CloseSend); after
 /// `drpc_stream_fail` the call ends with that error; a gRPC code 1..=16 ends
 /// it with that code; any other value with `DRPC_INTERNAL`.
 pub type drpc_stream_handler =
     Option<unsafe extern "C" fn(userdata: *mut c_void, stream: *mut drpc_stream) -> u32>;
 
-/// The call a unary handler answers. Owned by the library; valid only while
-/// the handler runs. Its functions are thread-safe.
+/// A non-blocking unary handler (`drpc_server_register_unary_async`):
+/// called on a runtime worker thread with the handler's `userdata`, the call
+/// and the request bytes (owned by the call, valid until it is freed). It
+/// must return quickly and must not block (blocking drpc functions return
+/// `DRPC_FAILED_PRECONDITION` there). The call handle belongs to the
+/// application: it answers, now or later and from any thread, with
+/// `drpc_server_call_respond` or `drpc_server_call_fail` (sent at once),
+/// and releases it with `drpc_server_call_free`.
+pub type drpc_unary_async_handler = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        call: *mut drpc_server_call,
+        request: *const u8,
+        request_len: usize,
+    ),
+>;
+
+/// A non-blocking streaming handler (`drpc_server_register_stream_async`):
+/// called on a runtime worker thread with the handler's `userdata` and the
+/// call's stream; it must return quickly and must not block. The stream
+/// handle belongs to the application, which drives it with the
+/// non-blocking functions (`drpc_stream_recv_async`,
+/// `drpc_stream_send_async`, `drpc_stream_recv_timeout` with 0, ...) from
+/// callbacks or any thread, ends the call with `drpc_stream_finish` and
+/// releases the handle with `drpc_stream_free`. An idle stream holds no
+/// thread.
+pub type drpc_stream_async_handler =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, stream: *mut drpc_stream)>;
+
+/// The call a unary handler answers. For a blocking handler it is owned by
+/// the library and valid only while the handler runs; for a non-blocking
+/// handler it is owned by the application (`drpc_server_call_free`). Its
+/// functions are thread-safe.
 pub struct drpc_server_call {
+    _opaque: [u8; 0],
+}
+
+pub(crate) struct ServerCallObj {
     ctx: CallContext,
     rpc: CString,
     metadata: MetadataView,
-    outcome: Mutex<Outcome>,
+    request: bytes::Bytes,
+    answer: Mutex<Answer>,
 }
 
-#[derive(Default)]
-enum Outcome {
-    #[default]
-    None,
-    Response(bytes::Bytes),
-    Failed(drpc_core::Status),
+/// How a call is answered.
+enum Answer {
+    /// Blocking handler: the answer is recorded and sent when it returns.
+    Recorded(Option<Result<bytes::Bytes, Status>>),
+    /// Non-blocking handler: the answer is sent at once (`None` once sent).
+    Send(Option<oneshot::Sender<Result<bytes::Bytes, Status>>>),
+}
+
+impl HandleType for ServerCallObj {
+    type C = drpc_server_call;
+    const NAME: &'static str = "drpc_server_call";
+}
+
+impl ServerCallObj {
+    fn new(req: Request, answer: Answer) -> ServerCallObj {
+        ServerCallObj {
+            rpc: cstring_lossy(req.context.rpc()),
+            metadata: MetadataView::new(req.context.metadata()),
+            ctx: req.context,
+            request: req.data,
+            answer: Mutex::new(answer),
+        }
+    }
+
+    fn answer(&self, result: Result<bytes::Bytes, Status>) -> Res<()> {
+        let mut answer = self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        let already = || {
+            Err(Fail::code(
+                drpc_core::Code::FailedPrecondition,
+                "the call was already answered",
+            ))
+        };
+        match &mut *answer {
+            Answer::Recorded(Some(_)) => already(),
+            Answer::Recorded(slot) => {
+                *slot = Some(result);
+                Ok(())
+            }
+            Answer::Send(tx) => match tx.take() {
+                Some(tx) => {
+                    let _ = tx.send(result);
+                    Ok(())
+                }
+                None => already(),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -112,8 +197,17 @@ impl Tracker {
 /// A DRPC server with C handlers. Thread-safe. Released with
 /// `drpc_server_free`.
 pub struct drpc_server {
+    _opaque: [u8; 0],
+}
+
+pub(crate) struct ServerObj {
     state: Mutex<ServerState>,
     tracker: Arc<Tracker>,
+}
+
+impl HandleType for ServerObj {
+    type C = drpc_server;
+    const NAME: &'static str = "drpc_server";
 }
 
 struct ServerState {
@@ -129,21 +223,22 @@ struct ServerState {
 #[no_mangle]
 pub extern "C" fn drpc_server_new() -> *mut drpc_server {
     guard(std::ptr::null_mut(), || {
-        let s = drpc_server {
+        new_handle(Arc::new(ServerObj {
             state: Mutex::new(ServerState {
                 router: Router::new(),
                 names: HashSet::new(),
-                opts: ServerOptions::default(),
+                opts: ServerOptions {
+                    ..Default::default()
+                },
                 server: None,
                 shut_down: false,
             }),
             tracker: Arc::default(),
-        };
-        Arc::into_raw(Arc::new(s)).cast_mut()
+        }))
     })
 }
 
-fn lock(s: &drpc_server) -> std::sync::MutexGuard<'_, ServerState> {
+fn lock(s: &ServerObj) -> std::sync::MutexGuard<'_, ServerState> {
     s.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -153,9 +248,8 @@ fn set_option(
     f: impl FnOnce(&mut drpc_core::ConnOptions) -> Res<()>,
 ) -> drpc_status {
     ffi(std::ptr::null_mut(), || {
-        // SAFETY: NULL or a live handle.
-        let s = unsafe { server.as_ref() }.ok_or_else(|| Fail::bad("server is NULL"))?;
-        let mut st = lock(s);
+        let s = get::<ServerObj>(server, "server")?;
+        let mut st = lock(&s);
         // Bad values are reported as such, whatever the state.
         let mut conn = st.opts.conn.clone();
         f(&mut conn)?;
@@ -253,14 +347,10 @@ fn register(
     add: impl FnOnce(Router, &str, &Arc<Tracker>) -> Router,
 ) -> drpc_status {
     ffi(err_out, || {
-        // SAFETY: NULL or a live handle; rpc per the contract.
-        let (s, rpc) = unsafe {
-            (
-                server.as_ref().ok_or_else(|| Fail::bad("server is NULL"))?,
-                arg_str(rpc, "rpc")?,
-            )
-        };
-        let mut st = lock(s);
+        let s = get::<ServerObj>(server, "server")?;
+        // SAFETY: rpc per the contract.
+        let rpc = unsafe { arg_str(rpc, "rpc")? };
+        let mut st = lock(&s);
         if st.server.is_some() || st.shut_down {
             return Err(Fail::code(
                 drpc_core::Code::FailedPrecondition,
@@ -280,8 +370,8 @@ fn register(
 }
 
 /// The status a handler's return value stands for when it did not answer.
-fn returned_status(ret: u32) -> drpc_core::Status {
-    use drpc_core::{Code, Status};
+fn returned_status(ret: u32) -> Status {
+    use drpc_core::Code;
     match ret {
         1..=16 => {
             let code = Code::from_u64(ret as u64);
@@ -292,11 +382,34 @@ fn returned_status(ret: u32) -> drpc_core::Status {
     }
 }
 
-/// Registers a unary handler for `rpc` (e.g. `"/pkg.Service/Method"`,
-/// copied). `userdata` is passed to every call of `handler` and must stay
-/// valid until `drpc_server_shutdown` or `drpc_server_free` has returned.
-/// Only before the first `drpc_server_listen`; registering an rpc twice is
-/// `DRPC_ALREADY_EXISTS`. Never blocks.
+/// Runs `job` on the handler pool and waits for its result; a full pool
+/// refuses the call with ResourceExhausted.
+async fn on_pool<T: Send + 'static>(
+    kind: JobKind,
+    running: Running,
+    job: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let (tx, rx) = oneshot::channel();
+    let spawned = handler_pool().spawn(
+        kind,
+        Box::new(move || {
+            let _running = running;
+            let _ = tx.send(job());
+        }),
+    );
+    if let Err(why) = spawned {
+        return Err(Status::resource_exhausted(why));
+    }
+    rx.await
+        .unwrap_or_else(|_| Err(Status::internal("the handler thread failed")))
+}
+
+/// Registers a blocking unary handler for `rpc` (e.g.
+/// `"/pkg.Service/Method"`, copied); see `drpc_unary_handler`. `userdata`
+/// is passed to every call of `handler` and must stay valid until
+/// `drpc_server_shutdown` or `drpc_server_free` has returned. Only before the
+/// first `drpc_server_listen`; registering an rpc twice (by any of the four
+/// register functions) is `DRPC_ALREADY_EXISTS`. Never blocks.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_server_register_unary(
     server: *const drpc_server,
@@ -313,16 +426,7 @@ pub unsafe extern "C" fn drpc_server_register_unary(
         let tracker = tracker.clone();
         router.unary_raw(rpc, move |req: Request| {
             let running = Running::new(&tracker);
-            async move {
-                let task = tokio::task::spawn_blocking(move || {
-                    let _running = running;
-                    run_unary(handler, userdata, req)
-                });
-                match task.await {
-                    Ok(result) => result,
-                    Err(e) => Err(drpc_core::Status::internal(format!("handler failed: {e}"))),
-                }
-            }
+            on_pool(JobKind::Unary, running, move || run_unary(handler, userdata, req))
         })
     })
 }
@@ -330,34 +434,29 @@ pub unsafe extern "C" fn drpc_server_register_unary(
 type UnaryFn = unsafe extern "C" fn(*mut c_void, *mut drpc_server_call, *const u8, usize) -> u32;
 type StreamFn = unsafe extern "C" fn(*mut c_void, *mut drpc_stream) -> u32;
 
-fn run_unary(
-    handler: UnaryFn,
-    userdata: UserData,
-    req: Request,
-) -> Result<bytes::Bytes, drpc_core::Status> {
-    let md = req.context.metadata();
-    let mut call = drpc_server_call {
-        rpc: cstring_lossy(req.context.rpc()),
-        metadata: MetadataView::new(md),
-        ctx: req.context.clone(),
-        outcome: Mutex::new(Outcome::None),
-    };
-    let data = req.data;
+fn run_unary(handler: UnaryFn, userdata: UserData, req: Request) -> Result<bytes::Bytes, Status> {
+    let call = Arc::new(ServerCallObj::new(req, Answer::Recorded(None)));
+    let handle = new_handle(call.clone());
     let ud = userdata;
     let ret = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: the C handler per its contract.
-        in_handler(|| unsafe { handler(ud.0, &mut call, data.as_ptr(), data.len()) })
+        // SAFETY: the C handler per its contract; the request lives in `call`.
+        in_handler(|| unsafe { handler(ud.0, handle, call.request.as_ptr(), call.request.len()) })
     }));
-    let outcome = std::mem::take(&mut *call.outcome.lock().unwrap_or_else(|e| e.into_inner()));
-    match (ret, outcome) {
-        (Err(_), _) => Err(drpc_core::Status::internal("handler panicked")),
-        (_, Outcome::Failed(status)) => Err(status),
-        (Ok(0), Outcome::Response(resp)) => Ok(resp),
+    handles::forget(handle);
+    let answer = match &mut *call.answer.lock().unwrap_or_else(|e| e.into_inner()) {
+        Answer::Recorded(answer) => answer.take(),
+        Answer::Send(_) => None,
+    };
+    match (ret, answer) {
+        (Err(_), _) => Err(Status::internal("handler panicked")),
+        (_, Some(Err(status))) => Err(status),
+        (Ok(0), Some(Ok(resp))) => Ok(resp),
         (Ok(ret), _) => Err(returned_status(ret)),
     }
 }
 
-/// Registers a streaming handler for `rpc`, under the same rules as
+/// Registers a blocking streaming handler for `rpc` (see
+/// `drpc_stream_handler`), under the same rules as
 /// `drpc_server_register_unary`.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_server_register_stream(
@@ -375,44 +474,127 @@ pub unsafe extern "C" fn drpc_server_register_stream(
         let tracker = tracker.clone();
         router.stream_raw(rpc, move |stream: Stream| {
             let running = Running::new(&tracker);
-            async move {
-                let task = tokio::task::spawn_blocking(move || {
-                    let _running = running;
-                    run_stream(handler, userdata, stream)
-                });
-                match task.await {
-                    Ok(result) => result,
-                    Err(e) => Err(drpc_core::Status::internal(format!("handler failed: {e}"))),
-                }
-            }
+            on_pool(JobKind::Stream, running, move || run_stream(handler, userdata, stream))
         })
     })
 }
 
-fn run_stream(
-    handler: StreamFn,
-    userdata: UserData,
-    stream: Stream,
-) -> Result<(), drpc_core::Status> {
+fn run_stream(handler: StreamFn, userdata: UserData, stream: Stream) -> Result<(), Status> {
     let md = stream.context().metadata().clone();
-    let handle = Arc::new(drpc_stream::new(stream, &md, true));
-    let ptr = Arc::as_ptr(&handle).cast_mut();
+    let obj = Arc::new(StreamObj::new(stream, &md, Role::ServerBlocking, None));
+    let handle = new_handle(obj.clone());
     let ud = userdata;
     let ret = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the C handler per its contract.
-        in_handler(|| unsafe { handler(ud.0, ptr) })
+        in_handler(|| unsafe { handler(ud.0, handle) })
     }));
-    let failure = handle
+    handles::forget(handle);
+    let failure = obj
         .failure
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
     match (ret, failure) {
-        (Err(_), _) => Err(drpc_core::Status::internal("handler panicked")),
+        (Err(_), _) => Err(Status::internal("handler panicked")),
         (_, Some(status)) => Err(status),
         (Ok(0), None) => Ok(()),
         (Ok(ret), None) => Err(returned_status(ret)),
     }
+}
+
+/// Registers a non-blocking unary handler for `rpc` (see
+/// `drpc_unary_async_handler`): it runs on the runtime, holds no thread
+/// while the answer is pending, and answers through its call handle
+/// whenever it is ready. Same rules as `drpc_server_register_unary`
+/// otherwise. A call released (`drpc_server_call_free`) without an answer
+/// fails with `DRPC_INTERNAL`.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_server_register_unary_async(
+    server: *const drpc_server,
+    rpc: *const c_char,
+    handler: drpc_unary_async_handler,
+    userdata: *mut c_void,
+    err_out: *mut *mut drpc_error,
+) -> drpc_status {
+    let Some(handler) = handler else {
+        return ffi(err_out, || Err(Fail::bad("handler is NULL")));
+    };
+    let userdata = UserData(userdata);
+    register(server, rpc, err_out, move |router, rpc, tracker| {
+        let tracker = tracker.clone();
+        router.unary_raw(rpc, move |req: Request| {
+            let running = Running::new(&tracker);
+            let (tx, rx) = oneshot::channel();
+            let call = Arc::new(ServerCallObj::new(req, Answer::Send(Some(tx))));
+            let handle = new_handle(call.clone());
+            let ud = userdata;
+            let ret = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: the C handler per its contract; the request lives in `call`.
+                without_blocking(|| unsafe {
+                    handler(ud.0, handle, call.request.as_ptr(), call.request.len())
+                })
+            }));
+            drop(running);
+            if ret.is_err() {
+                let _ = call.answer(Err(Status::internal("handler panicked")));
+            }
+            drop(call);
+            async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(Status::internal(
+                        "the handler released the call without answering",
+                    ))
+                })
+            }
+        })
+    })
+}
+
+/// Registers a non-blocking streaming handler for `rpc` (see
+/// `drpc_stream_async_handler`): it runs on the runtime and the stream holds
+/// no thread, so any number of long-lived streams (watches, subscriptions)
+/// cost no threads and cannot delay other calls. The call ends when the
+/// application calls `drpc_stream_finish` (or frees the stream unfinished:
+/// `DRPC_INTERNAL`). Same rules as `drpc_server_register_unary` otherwise.
+#[no_mangle]
+pub unsafe extern "C" fn drpc_server_register_stream_async(
+    server: *const drpc_server,
+    rpc: *const c_char,
+    handler: drpc_stream_async_handler,
+    userdata: *mut c_void,
+    err_out: *mut *mut drpc_error,
+) -> drpc_status {
+    let Some(handler) = handler else {
+        return ffi(err_out, || Err(Fail::bad("handler is NULL")));
+    };
+    let userdata = UserData(userdata);
+    register(server, rpc, err_out, move |router, rpc, tracker| {
+        let tracker = tracker.clone();
+        router.stream_raw(rpc, move |stream: Stream| {
+            let running = Running::new(&tracker);
+            let (tx, rx) = oneshot::channel();
+            let md = stream.context().metadata().clone();
+            let obj = Arc::new(StreamObj::new(stream, &md, Role::ServerAsync, Some(tx)));
+            let handle = new_handle(obj.clone());
+            let ud = userdata;
+            let ret = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: the C handler per its contract.
+                without_blocking(|| unsafe { handler(ud.0, handle) })
+            }));
+            drop(running);
+            if ret.is_err() {
+                let _ = obj.finish(Err(Status::internal("handler panicked")));
+            }
+            drop(obj);
+            async move {
+                rx.await.unwrap_or_else(|_| {
+                    Err(Status::internal(
+                        "the handler released the stream without finishing the call",
+                    ))
+                })
+            }
+        })
+    })
 }
 
 /// Binds `addr` (`"host:port"`, port 0 picks a free port, or `"unix:/path"`)
@@ -436,16 +618,12 @@ pub unsafe extern "C" fn drpc_server_listen(
             // SAFETY: valid out pointer.
             unsafe { *bound_out = std::ptr::null_mut() };
         }
-        // SAFETY: NULL or a live handle; addr per the contract.
-        let (s, addr) = unsafe {
-            (
-                server.as_ref().ok_or_else(|| Fail::bad("server is NULL"))?,
-                arg_str(addr, "addr")?,
-            )
-        };
+        let s = get::<ServerObj>(server, "server")?;
+        // SAFETY: addr per the contract.
+        let addr = unsafe { arg_str(addr, "addr")? };
         check_may_block()?;
         let srv = {
-            let mut st = lock(s);
+            let mut st = lock(&s);
             if st.shut_down {
                 return Err(Fail::code(
                     drpc_core::Code::FailedPrecondition,
@@ -478,17 +656,17 @@ pub unsafe extern "C" fn drpc_server_listen(
 #[no_mangle]
 pub extern "C" fn drpc_server_active_rpcs(server: *const drpc_server) -> usize {
     guard(0, || {
-        // SAFETY: NULL or a live handle.
-        let Some(s) = (unsafe { server.as_ref() }) else {
+        let Some(s) = try_get::<ServerObj>(server) else {
             return 0;
         };
-        lock(s).server.as_ref().map_or(0, |srv| srv.active_rpcs())
+        let active = lock(&s).server.as_ref().map_or(0, |srv| srv.active_rpcs());
+        active
     })
 }
 
-fn shutdown(s: &drpc_server, grace: Duration) -> Res<()> {
+fn shutdown(s: &ServerObj, grace: Duration) -> Res<()> {
     check_may_block()?;
-    if IN_HANDLER.with(|h| h.get()) {
+    if is_in_handler() {
         return Err(Fail::code(
             drpc_core::Code::FailedPrecondition,
             "drpc_server_shutdown/free called from a server handler (it would wait for itself)",
@@ -526,9 +704,8 @@ pub extern "C" fn drpc_server_shutdown(
     err_out: *mut *mut drpc_error,
 ) -> drpc_status {
     ffi(err_out, || {
-        // SAFETY: NULL or a live handle.
-        let s = unsafe { server.as_ref() }.ok_or_else(|| Fail::bad("server is NULL"))?;
-        shutdown(s, millis(grace_ms))?;
+        let s = get::<ServerObj>(server, "server")?;
+        shutdown(&s, millis(grace_ms))?;
         Ok(drpc_status::DRPC_OK)
     })
 }
@@ -539,43 +716,40 @@ pub extern "C" fn drpc_server_shutdown(
 /// Called from a handler or completion callback (discouraged), it cannot
 /// wait: the shutdown then finishes in the background and handlers may still
 /// run (and use their userdata) for a moment after it returns.
-/// Must not race with other functions on the same handle. NULL is a no-op.
+/// Threads blocked in other calls on the server (e.g. `drpc_server_shutdown`)
+/// return normally; later calls with the handle return `DRPC_BAD_ARGUMENT`.
+/// NULL (or a handle of another kind) is a no-op.
 #[no_mangle]
 pub extern "C" fn drpc_server_free(server: *mut drpc_server) {
     guard((), || {
-        // SAFETY: NULL or a live handle.
-        let Some(s) = (unsafe { server.as_ref() }) else {
+        let Some(s) = take::<ServerObj>(server) else {
             return;
         };
-        let needs_shutdown = {
-            let st = lock(s);
-            st.server.is_some()
-        };
-        if needs_shutdown && shutdown(s, Duration::ZERO).is_err() {
+        let needs_shutdown = lock(&s).server.is_some();
+        if needs_shutdown && shutdown(&s, Duration::ZERO).is_err() {
             // Not allowed to block here: shut down in the background.
-            let srv = lock(s).server.take();
+            let srv = lock(&s).server.take();
             if let Some(srv) = srv {
                 runtime().spawn(async move { srv.shutdown(Duration::ZERO).await });
             }
         }
         let _rt = runtime().enter();
-        // SAFETY: from `drpc_server_new`, released once.
-        unsafe { arc_free(server.cast_const()) }
+        drop(s);
     })
 }
 
 // ---------------------------------------------------------------------------
 // The unary call a handler answers.
 
-fn call_ref<'a>(call: *const drpc_server_call) -> Res<&'a drpc_server_call> {
-    // SAFETY: NULL or a live call (valid while the handler runs).
-    unsafe { call.as_ref() }.ok_or_else(|| Fail::bad("call is NULL"))
+fn call_ref(call: *const drpc_server_call) -> Res<Arc<ServerCallObj>> {
+    get::<ServerCallObj>(call, "call")
 }
 
-/// Sets the response of the call (`len` bytes at `data`, copied; NULL
-/// allowed when `len` is 0); it is sent when the handler returns `DRPC_OK`.
-/// Answering twice (respond or fail) is `DRPC_FAILED_PRECONDITION`.
-/// Never blocks.
+/// Answers the call with a response (`len` bytes at `data`, copied; NULL
+/// allowed when `len` is 0). A blocking handler's answer is sent when it
+/// returns `DRPC_OK`; a non-blocking handler's is sent at once. Answering
+/// twice (respond or fail) is `DRPC_FAILED_PRECONDITION`. Never blocks;
+/// thread-safe; fine from callbacks.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_server_call_respond(
     call: *mut drpc_server_call,
@@ -586,23 +760,16 @@ pub unsafe extern "C" fn drpc_server_call_respond(
         let c = call_ref(call)?;
         // SAFETY: per the contract.
         let data = unsafe { arg_bytes(data, len, "data")? };
-        let mut outcome = c.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(*outcome, Outcome::None) {
-            return Err(Fail::code(
-                drpc_core::Code::FailedPrecondition,
-                "the call was already answered",
-            ));
-        }
-        *outcome = Outcome::Response(bytes::Bytes::copy_from_slice(data));
+        c.answer(Ok(bytes::Bytes::copy_from_slice(data)))?;
         Ok(drpc_status::DRPC_OK)
     })
 }
 
 /// Fails the call with `code` (any value; 0 reaches the client as
 /// `DRPC_UNKNOWN`) and `message` (NUL-terminated UTF-8, copied; NULL for an
-/// empty message): the client gets exactly this code and message once the
-/// handler returns. Answering twice is `DRPC_FAILED_PRECONDITION`.
-/// Never blocks.
+/// empty message): the client gets exactly this code and message (when a
+/// blocking handler returns; at once for a non-blocking one). Answering
+/// twice is `DRPC_FAILED_PRECONDITION`. Never blocks; thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_server_call_fail(
     call: *mut drpc_server_call,
@@ -612,20 +779,31 @@ pub unsafe extern "C" fn drpc_server_call_fail(
     ffi(std::ptr::null_mut(), || {
         let c = call_ref(call)?;
         // SAFETY: per the contract.
-        let message = if message.is_null() {
-            ""
-        } else {
-            unsafe { arg_str(message, "message")? }
-        };
-        let mut outcome = c.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(*outcome, Outcome::None) {
-            return Err(Fail::code(
-                drpc_core::Code::FailedPrecondition,
-                "the call was already answered",
-            ));
-        }
-        *outcome = Outcome::Failed(drpc_core::Status::from_wire(code, message));
+        let message = unsafe { opt_str(message, "message")? };
+        c.answer(Err(Status::from_wire(code, message)))?;
         Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Releases the call of a non-blocking unary handler (any time after the
+/// handler was called; the request bytes and strings borrowed from the call
+/// are invalid after). A call not answered yet fails with `DRPC_INTERNAL`.
+/// Later calls with the handle return `DRPC_BAD_ARGUMENT`. A no-op for a
+/// blocking handler's call (the library releases those when the handler
+/// returns) and for NULL. Never blocks; thread-safe; fine from callbacks.
+#[no_mangle]
+pub extern "C" fn drpc_server_call_free(call: *mut drpc_server_call) {
+    guard((), || {
+        match try_get::<ServerCallObj>(call) {
+            Some(c) if matches!(*c.answer.lock().unwrap_or_else(|e| e.into_inner()), Answer::Send(_)) => {}
+            _ => return,
+        }
+        if let Some(c) = take::<ServerCallObj>(call) {
+            let _rt = runtime().enter();
+            let _ = c.answer(Err(Status::internal(
+                "the handler released the call without answering",
+            )));
+        }
     })
 }
 
@@ -663,8 +841,8 @@ pub unsafe extern "C" fn drpc_server_call_metadata_count(
     count_out: *mut usize,
 ) -> drpc_status {
     ffi(std::ptr::null_mut(), || {
-        let view = call_ref(call).ok().map(|c| &c.metadata);
-        metadata_count(view, "call", count_out)
+        let c = call_ref(call).ok();
+        metadata_count(c.as_ref().map(|c| &c.metadata), "call", count_out)
     })
 }
 
@@ -683,8 +861,8 @@ pub unsafe extern "C" fn drpc_server_call_metadata_entry(
     value_out: *mut *const c_char,
 ) -> drpc_status {
     ffi(std::ptr::null_mut(), || {
-        let view = call_ref(call).ok().map(|c| &c.metadata);
-        metadata_entry(view, "call", index, key_out, value_out)
+        let c = call_ref(call).ok();
+        metadata_entry(c.as_ref().map(|c| &c.metadata), "call", index, key_out, value_out)
     })
 }
 
@@ -705,35 +883,5 @@ pub extern "C" fn drpc_server_call_wait_cancelled(
 ) -> bool {
     guard(false, || {
         call_ref(call).is_ok_and(|c| wait_cancelled(&c.ctx, timeout_ms))
-    })
-}
-
-/// Server streams only: ends the call with `code` and `message` (as in
-/// `drpc_server_call_fail`) when the handler returns, whatever it returns.
-/// The last call wins. `DRPC_BAD_ARGUMENT` on a client stream. Never
-/// blocks.
-#[no_mangle]
-pub unsafe extern "C" fn drpc_stream_fail(
-    stream: *const drpc_stream,
-    code: u64,
-    message: *const c_char,
-) -> drpc_status {
-    ffi(std::ptr::null_mut(), || {
-        // SAFETY: NULL or a live handle.
-        let s = unsafe { stream.as_ref() }.ok_or_else(|| Fail::bad("stream is NULL"))?;
-        if !s.server {
-            return Err(Fail::bad(
-                "drpc_stream_fail is for server streams; use drpc_stream_cancel",
-            ));
-        }
-        // SAFETY: per the contract.
-        let message = if message.is_null() {
-            ""
-        } else {
-            unsafe { arg_str(message, "message")? }
-        };
-        *s.failure.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(drpc_core::Status::from_wire(code, message));
-        Ok(drpc_status::DRPC_OK)
     })
 }

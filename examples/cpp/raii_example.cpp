@@ -32,8 +32,14 @@ struct Failure : std::runtime_error {
     Failure(drpc_status s, const std::string &what) : std::runtime_error(what), status(s) {}
 };
 
-inline void check(drpc_status rc, drpc_error *raw) {
+// Takes `err` by reference and reads it in the body, i.e. after the call
+// that sets it has returned: written as check(drpc_x(..., &err), err), the
+// arguments of a call are evaluated in an unspecified order, so passing the
+// pointer by value could read it before drpc_x set it (GCC does), losing
+// the message and leaking the error.
+inline void check(drpc_status rc, drpc_error *&raw) {
     Error err(raw);
+    raw = nullptr;
     if (rc != DRPC_OK) {
         throw Failure(rc, std::string(drpc_status_name(rc)) + ": " + (err ? drpc_error_message(err.get()) : ""));
     }
@@ -82,7 +88,8 @@ static int run() {
 
     // Unary call with metadata.
     drpc::Metadata md(drpc_metadata_new());
-    drpc::check(drpc_metadata_set(md.get(), "lang", "c++"), nullptr);
+    drpc_error *no_err = nullptr;  // drpc_metadata_set reports no error object
+    drpc::check(drpc_metadata_set(md.get(), "lang", "c++"), no_err);
     const std::string name = "world";
     drpc_buffer *raw_resp = nullptr;
     drpc::check(drpc_conn_unary(conn.get(), "/example.Greeter/Greet", reinterpret_cast<const uint8_t *>(name.data()),
@@ -108,6 +115,7 @@ static int run() {
     drpc_status rc = drpc_stream_recv(stream.get(), &raw_end, &err);
     drpc::Buffer end(raw_end);
     drpc::Error end_err(err);
+    err = nullptr;
     if (rc != DRPC_END) throw std::runtime_error("expected the end of the stream");
 
     // An error becomes an exception with the code.
@@ -117,6 +125,9 @@ static int run() {
         throw std::runtime_error("expected UNIMPLEMENTED");
     } catch (const drpc::Failure &f) {
         if (f.status != DRPC_UNIMPLEMENTED) throw;
+        // The remote's message made it into the exception.
+        if (std::string(f.what()).find("/example.Greeter/Missing") == std::string::npos)
+            throw std::runtime_error(std::string("error message lost: ") + f.what());
     }
 
     drpc::check(drpc_server_shutdown(server.get(), 1000, &err), err);

@@ -4,7 +4,9 @@
 # (cargo build --release -p drpc-ffi must have run; this script does not run
 # cargo). Used by tests/c/run.sh and tests/matrix.
 #
-#   tests/c/build.sh            # everything: unit_tests, interop_server,
+#   tests/c/build.sh            # everything: unit_tests, race_tests (and
+#                               # race_tests_asan when gcc has ASan),
+#                               # starvation_test, interop_server,
 #                               # interop_client, raii_example
 #   tests/c/build.sh interop    # only interop_server and interop_client
 #
@@ -34,6 +36,17 @@ cc_prog interop_server "$here/interop_server.c" "$here/proto/test.pb-c.c" -lprot
 cc_prog interop_client "$here/interop_client.c" "$here/proto/test.pb-c.c" -lprotobuf-c
 if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"
+    cc_prog race_tests "$here/race_tests.c"
+    cc_prog starvation_test "$here/starvation_test.c"
+    # The race tests again with AddressSanitizer on the C side (libdrpc
+    # itself is not instrumented, but every allocation goes through ASan's
+    # malloc, so bad frees and C-side use-after-frees are caught). Skipped
+    # when the compiler has no ASan runtime.
+    rm -f "$build/race_tests_asan"
+    if echo 'int main(void){return 0;}' | gcc -fsanitize=address -x c - -o "$build/asan_probe" 2>/dev/null; then
+        cc_prog race_tests_asan -fsanitize=address -fno-omit-frame-pointer "$here/race_tests.c"
+    fi
+    rm -f "$build/asan_probe"
     g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -I"$root/include" "$root/examples/cpp/raii_example.cpp" \
         -o "$build/raii_example" "${LDFLAGS[@]}" || { echo "build.sh: building raii_example failed" >&2; exit 1; }
 fi

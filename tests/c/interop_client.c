@@ -90,7 +90,8 @@ typedef struct {
 } async_result;
 
 /* Runs on a drpc runtime thread: records the outcome, never blocks long. */
-static void on_done(void *userdata, drpc_status status, drpc_buffer *resp, drpc_error *err) {
+static void on_done(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *resp, drpc_error *err) {
+    (void)call;
     async_result *r = (async_result *)userdata;
     r->status = status;
     r->resp = resp;

@@ -3,13 +3,22 @@
 #   - include/drpc.h freshness (cargo test -p drpc-ffi) and a clean compile of
 #     the header as C99 and C++17 with -Wall -Wextra -Werror -pedantic;
 #   - the C unit tests (tests/c/unit_tests.c) under valgrind memcheck;
+#   - the race tests (tests/c/race_tests.c: every scenario raced
+#     RACE_ITERS times, default 300) under valgrind memcheck, and again
+#     natively with AddressSanitizer (race_tests_asan);
+#   - the starvation test (tests/c/starvation_test.c): 600 idle streaming
+#     handlers do not delay a unary call; an exhausted handler pool refuses
+#     with RESOURCE_EXHAUSTED; DRPC_WORKER_THREADS / DRPC_HANDLER_THREADS and
+#     drpc_runtime_configure are applied;
 #   - the C interop client and server (CASES.md) against the Rust interop
 #     programs and against each other, in mux and sequential mode, and
 #     against the Rust ones in mux mode with --flow-control on both sides
 #     (adds slow_reader_isolation), with the C programs under valgrind;
 #   - the C++17 RAII example (examples/cpp) under valgrind;
 #   - drpc-ffi/install.sh into a temporary prefix, and a tiny program built
-#     against the installed copy with pkg-config (shared and static).
+#     against the installed copy with pkg-config alone (shared, run without
+#     LD_LIBRARY_PATH; and static); the SONAME and versioned files; the
+#     installed valgrind suppressions.
 # Installs missing Debian packages it needs (as root, non-interactively).
 # The last line is "N passed, M failed"; exits non-zero on any failure.
 set -uo pipefail
@@ -121,6 +130,58 @@ while read -r line; do
 done <"$logs/unit.out"
 grep -q '^unit: ' "$logs/unit.out" || fail unit_tests_completed "exit $rc: $(tail -20 "$logs/unit.err")"
 valgrind_verdict unit_tests_memcheck "$rc" "$vgdir/*.log"
+
+# ---- race tests --------------------------------------------------------------
+# Parses "ok NAME" / "not ok NAME" lines of $1.out into results prefixed $2.
+tap_results() {
+    local out=$1 prefix=$2 err=$3 line
+    while read -r line; do
+        case "$line" in
+            "ok "*) pass "$prefix/${line#ok }" ;;
+            "not ok "*) fail "$prefix/${line#not ok }" "$(head -20 "$err")" ;;
+        esac
+    done <"$out"
+}
+
+RACE_ITERS=${RACE_ITERS:-300}
+echo "== C race tests, $RACE_ITERS iterations per scenario (valgrind)"
+vg_setup race
+timeout 1200 "${VALGRIND[@]}" "$build/race_tests" "$RACE_ITERS" >"$logs/race.out" 2>"$logs/race.err"
+rc=$?
+cat "$logs/race.out"
+tap_results "$logs/race.out" race "$logs/race.err"
+grep -q '^race: ' "$logs/race.out" || fail race_tests_completed "exit $rc: $(tail -20 "$logs/race.err")"
+valgrind_verdict race_tests_memcheck "$rc" "$vgdir/*.log"
+
+if [ -x "$build/race_tests_asan" ]; then
+    echo "== C race tests (AddressSanitizer)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 timeout 600 "$build/race_tests_asan" "$RACE_ITERS" \
+        >"$logs/race-asan.out" 2>"$logs/race-asan.err"
+    rc=$?
+    tap_results "$logs/race-asan.out" race-asan "$logs/race-asan.err"
+    if [ "$rc" = 0 ] && grep -q '^race: ' "$logs/race-asan.out" && ! grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer' "$logs/race-asan.err"; then
+        pass race_tests_asan
+    else
+        fail race_tests_asan "exit $rc: $(grep -A20 'ERROR: ' "$logs/race-asan.err" | head -40)"
+    fi
+fi
+
+# ---- starvation, handler pool, runtime configuration -----------------------
+echo "== handler starvation and runtime configuration"
+run_starvation() { # MODE ENV...
+    local mode=$1 rc
+    shift
+    env "$@" timeout 300 "$build/starvation_test" "$mode" >"$logs/starvation-$mode.out" 2>"$logs/starvation-$mode.err"
+    rc=$?
+    cat "$logs/starvation-$mode.out"
+    tap_results "$logs/starvation-$mode.out" "starvation-$mode" "$logs/starvation-$mode.err"
+    if [ "$rc" != 0 ] || ! grep -q '^ok ' "$logs/starvation-$mode.out"; then
+        fail "starvation-$mode/exit" "exit $rc: $(tail -10 "$logs/starvation-$mode.err")"
+    fi
+}
+run_starvation idle -u DRPC_WORKER_THREADS -u DRPC_HANDLER_THREADS
+run_starvation exhaust DRPC_WORKER_THREADS=2 DRPC_HANDLER_THREADS=8
+run_starvation configure -u DRPC_HANDLER_THREADS DRPC_WORKER_THREADS=2
 
 # ---- interop ---------------------------------------------------------------
 # start_server NAME CMD...: starts a server, waits for "listening HOST:PORT".
@@ -236,9 +297,21 @@ rm -rf "$prefix"
 if DRPC_NO_BUILD=1 "$root/drpc-ffi/install.sh" "$prefix" >"$logs/install.log" 2>&1; then
     pass install_sh
     export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+    # The versioned library: real file, SONAME link, dev link.
+    soname=$(readelf -d "$prefix/lib/libdrpc.so" 2>/dev/null | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+    if [ -n "$soname" ] && [ -L "$prefix/lib/$soname" ] && [ -L "$prefix/lib/libdrpc.so" ] &&
+        [ -f "$(readlink -f "$prefix/lib/libdrpc.so")" ]; then
+        pass "installed_soname_$soname"
+    else
+        fail installed_soname "no SONAME or missing links: $(ls -l "$prefix/lib")"
+    fi
+    supp=$(pkg-config --variable=valgrind_suppressions drpc)
+    if [ -n "$supp" ] && cmp -s "$supp" "$here/valgrind.supp"; then pass installed_valgrind_suppressions; else
+        fail installed_valgrind_suppressions "pkg-config --variable=valgrind_suppressions drpc gave '$supp'"; fi
+    # Built with pkg-config's output alone: no -L, no rpath of our own.
     # shellcheck disable=SC2046
     if gcc -std=c99 -Wall -Wextra -Werror "$here/install_smoke.c" -o "$build/smoke_shared" \
-        $(pkg-config --cflags --libs drpc) -Wl,-rpath,"$prefix/lib" 2>"$logs/smoke.log" &&
+        $(pkg-config --cflags --libs drpc) 2>"$logs/smoke.log" &&
         # shellcheck disable=SC2046
         gcc -std=c99 -Wall -Wextra -Werror "$here/install_smoke.c" -o "$build/smoke_static" \
             $(pkg-config --cflags drpc) "$prefix/lib/libdrpc.a" \
@@ -246,17 +319,17 @@ if DRPC_NO_BUILD=1 "$root/drpc-ffi/install.sh" "$prefix" >"$logs/install.log" 2>
         pass pkg_config_build
         if start_server smoke "$build/interop_server"; then
             for kind in shared static; do
-                if out=$("$build/smoke_$kind" "$server_addr" 2>&1) && [ "$out" = "ok: 0-byte response" ]; then
+                if out=$(env -u LD_LIBRARY_PATH "$build/smoke_$kind" "$server_addr" 2>&1) && [ "$out" = "ok: 0-byte response" ]; then
                     pass "installed_${kind}_call"
                 else
                     fail "installed_${kind}_call" "$out"
                 fi
             done
             # (no grep -q on a pipe: with pipefail, ldd's SIGPIPE would fail it)
-            if ldd "$build/smoke_shared" 2>&1 | grep -F "$prefix/lib/libdrpc.so" >/dev/null; then
-                pass installed_shared_linked
+            if env -u LD_LIBRARY_PATH ldd "$build/smoke_shared" 2>&1 | grep -F "$prefix/lib/$soname" >/dev/null; then
+                pass installed_shared_linked_by_soname
             else
-                fail installed_shared_linked "smoke_shared does not use $prefix/lib/libdrpc.so"; fi
+                fail installed_shared_linked_by_soname "smoke_shared does not load $prefix/lib/$soname: $(ldd "$build/smoke_shared" | grep drpc)"; fi
             stop_server smoke
         else
             fail smoke_server_start

@@ -62,6 +62,7 @@ static server_state S = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, {0}};
 
 static uint32_t h_echo(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
     CHECK(ud == &S);
+    drpc_server_call_free(call); /* a no-op on a blocking handler's call */
     CHECK(strcmp(drpc_server_call_rpc(call), "/t/Echo") == 0);
     CHECK(!drpc_server_call_is_cancelled(call));
     return drpc_server_call_respond(call, req, len);
@@ -194,7 +195,8 @@ static uint32_t h_echo_stream(void *ud, drpc_stream *s) {
         if (rc != DRPC_OK) return rc;
     }
     if (tag) drpc_stream_send(s, (const uint8_t *)tag, strlen(tag), NULL);
-    drpc_stream_free(s); /* a no-op on server streams */
+    CHECK_RC(drpc_stream_finish(s, 0, NULL), DRPC_BAD_ARGUMENT); /* non-blocking handlers only */
+    drpc_stream_free(s); /* a no-op on a blocking handler's stream */
     return DRPC_OK;
 }
 
@@ -315,6 +317,32 @@ static uint32_t h_flood(void *ud, drpc_stream *s) {
     return rc;
 }
 
+/* Non-blocking unary: fails with the code given as the request, at once. */
+static void h_async_fail(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
+    CHECK(ud == &S);
+    char code[16] = {0};
+    memcpy(code, req, len < 15 ? len : 15);
+    /* Blocking is refused on a runtime thread. */
+    CHECK(!drpc_server_call_wait_cancelled(call, 10));
+    CHECK_RC(drpc_server_call_fail(call, strtoull(code, NULL, 10), "async failure"), DRPC_OK);
+    CHECK_RC(drpc_server_call_respond(call, NULL, 0), DRPC_FAILED_PRECONDITION);
+    CHECK(strcmp(drpc_server_call_rpc(call), "/t/AsyncFail") == 0);
+    drpc_server_call_free(call);
+    CHECK(drpc_server_call_rpc(call) == NULL);
+}
+
+/* Non-blocking stream: sends "hello", then finishes with the code in the
+ * metadata key "code" (0 if absent), twice (the second is refused). */
+static void h_async_stream(void *ud, drpc_stream *s) {
+    CHECK(ud == &S);
+    const char *code = drpc_stream_metadata(s, "code");
+    CHECK_RC(drpc_stream_send_async(s, (const uint8_t *)"hello", 5, NULL, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_finish(s, code ? strtoull(code, NULL, 10) : 0, "async end"), DRPC_OK);
+    CHECK_RC(drpc_stream_finish(s, 0, NULL), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_stream_send_async(s, (const uint8_t *)"late", 4, NULL, NULL), DRPC_FAILED_PRECONDITION);
+    drpc_stream_free(s);
+}
+
 static drpc_server *new_server(void) {
     drpc_server *srv = drpc_server_new();
     CHECK(srv != NULL);
@@ -338,6 +366,13 @@ static drpc_server *new_server(void) {
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamFail", h_stream_fail, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamCode", h_stream_code, &S, NULL), DRPC_OK);
     CHECK_RC(drpc_server_register_stream(srv, "/t/StreamWait", h_stream_wait, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_unary_async(srv, "/t/AsyncFail", h_async_fail, &S, NULL), DRPC_OK);
+    CHECK_RC(drpc_server_register_stream_async(srv, "/t/AsyncStream", h_async_stream, &S, NULL), DRPC_OK);
+    /* One name, one handler, whatever the kinds. */
+    CHECK_RC(drpc_server_register_unary_async(srv, "/t/Echo", h_async_fail, &S, NULL), DRPC_ALREADY_EXISTS);
+    CHECK_RC(drpc_server_register_stream_async(srv, "/t/AsyncFail", h_async_stream, &S, NULL), DRPC_ALREADY_EXISTS);
+    CHECK_RC(drpc_server_register_unary_async(srv, "/t/X", NULL, &S, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_register_stream_async(srv, "/t/X", NULL, &S, NULL), DRPC_BAD_ARGUMENT);
     return srv;
 }
 
@@ -651,6 +686,7 @@ typedef struct {
     drpc_error *err;
     drpc_status blocking_rc; /* a blocking call made inside the callback */
     drpc_conn *conn;
+    drpc_call *call; /* the handle the callback was given */
 } async_state;
 
 static void async_init(async_state *a, drpc_conn *c) {
@@ -662,10 +698,12 @@ static void async_init(async_state *a, drpc_conn *c) {
     a->err = NULL;
     a->blocking_rc = DRPC_OK;
     a->conn = c;
+    a->call = NULL;
 }
 
-static void on_done(void *ud, drpc_status status, drpc_buffer *resp, drpc_error *err) {
+static void on_done(void *ud, drpc_call *call, drpc_status status, drpc_buffer *resp, drpc_error *err) {
     async_state *a = (async_state *)ud;
+    a->call = call;
     if (a->conn) {
         /* Blocking from a completion callback is refused, not deadlocked. */
         drpc_buffer *b = NULL;
@@ -709,6 +747,7 @@ static void test_unary_async(void) {
     CHECK(a.status == DRPC_OK && a.err == NULL);
     CHECK(drpc_buffer_len(a.resp) == 3 && memcmp(drpc_buffer_data(a.resp), "abc", 3) == 0);
     CHECK(a.blocking_rc == DRPC_FAILED_PRECONDITION);
+    CHECK(a.call == call); /* the callback is given its call */
     CHECK_RC(drpc_call_cancel(call), DRPC_OK); /* after completion: no effect */
     drpc_call_free(call);
     async_destroy(&a);
@@ -732,6 +771,7 @@ static void test_unary_async(void) {
     CHECK_RC(drpc_conn_unary_async(c, "/t/Sleep", NULL, 0, NULL, 50, on_done, &a, NULL, NULL), DRPC_OK);
     async_wait(&a);
     CHECK(a.status == DRPC_DEADLINE_EXCEEDED);
+    CHECK(a.call == NULL); /* no handle was asked for */
     async_destroy(&a);
 
     /* Freeing the handle does not cancel: the callback still runs. */
@@ -744,7 +784,7 @@ static void test_unary_async(void) {
     async_destroy(&a);
 
     /* Bad arguments: nothing starts, no callback. */
-    call = (drpc_call *)0x1;
+    call = (drpc_call *)&a;
     drpc_error *err = NULL;
     CHECK_RC(drpc_conn_unary_async(c, "/t/Echo", NULL, 0, NULL, 0, NULL, NULL, &call, &err), DRPC_BAD_ARGUMENT);
     CHECK(call == NULL && drpc_error_code(err) == DRPC_BAD_ARGUMENT);
@@ -1208,6 +1248,142 @@ typedef struct {
     void (*fn)(void);
 } test_def;
 
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    drpc_status status[8];
+    drpc_buffer *msg[8];
+    drpc_error *err[8];
+    drpc_stream *stream[8];
+} recv_log;
+
+static void on_recv_log(void *ud, drpc_stream *s, drpc_status st, drpc_buffer *m, drpc_error *e) {
+    recv_log *l = (recv_log *)ud;
+    pthread_mutex_lock(&l->mu);
+    if (l->n < 8) {
+        l->status[l->n] = st;
+        l->msg[l->n] = m;
+        l->err[l->n] = e;
+        l->stream[l->n] = s;
+        l->n++;
+    } else {
+        drpc_buffer_free(m);
+        drpc_error_free(e);
+    }
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
+static int log_wait(recv_log *l, int n) {
+    pthread_mutex_lock(&l->mu);
+    for (int i = 0; i < 500 && l->n < n; i++) {
+        pthread_mutex_unlock(&l->mu);
+        sleep_ms(10);
+        pthread_mutex_lock(&l->mu);
+    }
+    int got = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return got >= n;
+}
+
+static void log_free(recv_log *l) {
+    for (int i = 0; i < l->n; i++) {
+        drpc_buffer_free(l->msg[i]);
+        drpc_error_free(l->err[i]);
+    }
+}
+
+static int buf_is(const drpc_buffer *b, const char *s) {
+    return b && drpc_buffer_len(b) == strlen(s) && memcmp(drpc_buffer_data(b), s, strlen(s)) == 0;
+}
+
+static void test_nonblocking_api(void) {
+    CHECK(strcmp(drpc_status_name(DRPC_TIMEOUT), "TIMEOUT") == 0);
+    /* The runtime runs: configuring it now is refused. */
+    CHECK_RC(drpc_runtime_configure(1, 1), DRPC_FAILED_PRECONDITION);
+    drpc_conn *c = dial(ADDR, 0);
+    drpc_stream *s = NULL;
+    CHECK_RC(drpc_conn_stream(c, "/t/EchoStream", NULL, 0, &s, NULL), DRPC_OK);
+
+    /* Receive with a timeout: nothing yet. */
+    drpc_buffer *b = (drpc_buffer *)0x1;
+    drpc_error *err = (drpc_error *)0x1;
+    CHECK_RC(drpc_stream_recv_timeout(s, 0, &b, &err), DRPC_TIMEOUT);
+    CHECK(b == NULL && err == NULL);
+    double t0 = now_s();
+    CHECK_RC(drpc_stream_recv_timeout(s, 50, &b, NULL), DRPC_TIMEOUT);
+    CHECK(now_s() - t0 >= 0.04);
+    CHECK_RC(drpc_stream_send(s, (const uint8_t *)"a", 1, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_recv_timeout(s, 5000, &b, NULL), DRPC_OK);
+    CHECK(buf_is(b, "a"));
+    drpc_buffer_free(b);
+    CHECK_RC(drpc_stream_recv_timeout(NULL, 0, &b, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_recv_timeout(s, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+
+    /* Callbacks: send two messages and close; the close follows the pending
+     * send; the echoes and the end arrive in order. */
+    recv_log l;
+    memset(&l, 0, sizeof l);
+    pthread_mutex_init(&l.mu, NULL);
+    pthread_cond_init(&l.cv, NULL);
+    CHECK_RC(drpc_stream_recv_async(s, NULL, &l), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_recv_async(NULL, on_recv_log, &l), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_send_async(NULL, NULL, 0, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_send_async(s, NULL, 3, NULL, NULL), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_stream_send_async(s, (const uint8_t *)"b", 1, NULL, NULL), DRPC_OK);
+    drpc_status second = drpc_stream_send_async(s, (const uint8_t *)"c", 1, NULL, NULL);
+    if (second == DRPC_FAILED_PRECONDITION) { /* the first was still pending */
+        for (int i = 0; i < 500 && second == DRPC_FAILED_PRECONDITION; i++) {
+            sleep_ms(2);
+            second = drpc_stream_send_async(s, (const uint8_t *)"c", 1, NULL, NULL);
+        }
+    }
+    CHECK_RC(second, DRPC_OK);
+    CHECK_RC(drpc_stream_close_send(s, NULL), DRPC_OK);
+    const char *want[3] = {"b", "c", NULL};
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(drpc_stream_recv_async(s, on_recv_log, &l), DRPC_OK);
+        CHECK(log_wait(&l, i + 1));
+        if (l.n <= i) break;
+        CHECK(l.stream[i] == s);
+        if (want[i]) {
+            CHECK(l.status[i] == DRPC_OK && buf_is(l.msg[i], want[i]));
+        } else {
+            CHECK(l.status[i] == DRPC_END && l.msg[i] == NULL && l.err[i] == NULL);
+        }
+    }
+    log_free(&l);
+    CHECK_RC(drpc_stream_finish(s, 0, NULL), DRPC_BAD_ARGUMENT); /* a client stream */
+    drpc_stream_free(s);
+
+    /* A non-blocking unary handler failing at once. */
+    drpc_buffer *resp = NULL;
+    err = NULL;
+    CHECK_RC(drpc_conn_unary(c, "/t/AsyncFail", (const uint8_t *)"1234", 4, NULL, 5000, &resp, &err), DRPC_UNKNOWN);
+    CHECK(drpc_error_wire_code(err) == 1234 && strcmp(drpc_error_message(err), "async failure") == 0);
+    drpc_error_free(err);
+
+    /* A non-blocking stream handler: "hello" then its end, clean or not. */
+    for (int failing = 0; failing <= 1; failing++) {
+        drpc_metadata *md = drpc_metadata_new();
+        if (failing) drpc_metadata_set(md, "code", "7");
+        CHECK_RC(drpc_conn_stream(c, "/t/AsyncStream", md, 5000, &s, NULL), DRPC_OK);
+        drpc_metadata_free(md);
+        CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_OK);
+        CHECK(buf_is(b, "hello"));
+        drpc_buffer_free(b);
+        err = NULL;
+        CHECK_RC(drpc_stream_recv(s, &b, &err), failing ? DRPC_PERMISSION_DENIED : DRPC_END);
+        if (failing) CHECK(strcmp(drpc_error_message(err), "async end") == 0);
+        drpc_error_free(err);
+        drpc_stream_free(s);
+    }
+    pthread_mutex_destroy(&l.mu);
+    pthread_cond_destroy(&l.cv);
+    drpc_conn_free(c);
+}
+
 int main(void) {
     static const test_def tests[] = {
         {"version_and_names", test_version_and_names},
@@ -1229,6 +1405,7 @@ int main(void) {
         {"compression", test_compression},
         {"flow_control", test_flow_control},
         {"max_concurrent_streams", test_max_concurrent_streams},
+        {"nonblocking_api", test_nonblocking_api},
     };
     drpc_server *srv = start_server("127.0.0.1:0", ADDR, sizeof ADDR);
     MAIN_SERVER = srv;
@@ -1248,6 +1425,14 @@ int main(void) {
     }
     CHECK_RC(drpc_server_shutdown(srv, 1000, NULL), DRPC_OK);
     drpc_server_free(srv);
+    /* Every handle the tests made was freed. */
+    if (drpc_live_handles() == 0) {
+        printf("ok no_leaked_handles\n");
+        passed++;
+    } else {
+        printf("not ok no_leaked_handles (%zu live)\n", drpc_live_handles());
+        failed++;
+    }
     printf("unit: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
