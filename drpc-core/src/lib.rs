@@ -7,6 +7,7 @@
 //! shared writer, the connection core with its reader task, [`Stream`],
 //! the [`Conn`] client and the [`Server`] with its [`Router`].
 
+pub mod call;
 pub mod compress;
 pub mod metadata;
 pub mod packet;
