@@ -228,6 +228,7 @@ impl<'a> ServiceNames<'a> {
         };
         let wire = format!("{note} (`{}`).", m.rpc);
         write_doc(buf, 1, &method.comments, &[&wire]);
+        allow_self_convention(buf, name);
         writeln!(buf, "    pub async fn {name}(&self, {signature} {{").unwrap();
         writeln!(buf, "        {body}.await").unwrap();
         writeln!(buf, "    }}").unwrap();
@@ -268,6 +269,7 @@ impl<'a> ServiceNames<'a> {
             };
             let wire = format!("{note} (`{}`).", m.rpc);
             write_doc(buf, 1, &method.comments, &[&wire]);
+            allow_self_convention(buf, &method.name);
             let returns = format!("{SEND_FUTURE}<{output}, {STATUS}>> + ::core::marker::Send");
             if default_stubs {
                 let args = param_names(&params);
@@ -352,6 +354,14 @@ impl<'a> ServiceNames<'a> {
         writeln!(buf, "                    async move {{ service.{name}({args}).await }}").unwrap();
         writeln!(buf, "                }}").unwrap();
         writeln!(buf, "            }})").unwrap();
+    }
+}
+
+/// Rpc methods take `&self` whatever their name; clippy expects no `self`
+/// from a `new` and an owned `self` from `into_*` and `from_*`.
+fn allow_self_convention(buf: &mut String, method: &str) {
+    if method == "new" || method.starts_with("into_") || method.starts_with("from_") {
+        writeln!(buf, "    #[allow(clippy::wrong_self_convention)]").unwrap();
     }
 }
 

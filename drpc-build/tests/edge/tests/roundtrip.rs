@@ -1,0 +1,387 @@
+//! The generated clients and servers of edge.proto talking over TCP: every
+//! rpc kind, errors, per-call options, a pool, the file without a package,
+//! default stubs, descriptors, docs and the descriptor set.
+
+use drpc_build_edge::edge::common::Tag;
+use drpc_build_edge::edge::v1::item::{inner::Kind, Inner};
+use drpc_build_edge::edge::v1::{self as v1, Batch, Item, SelfClient, SelfServer, StoreClient, StoreServer};
+use drpc_build_edge::{stubs, EchoClient, EchoServer, Ping};
+use drpc_core::call::{RecvStream, ResponseSender, RpcKind, Service};
+use drpc_core::{
+    CallContext, CallOptions, CancelToken, Code, Compression, Conn, ConnOptions, Pool, PoolOptions, Router, Server,
+    Status,
+};
+use prost::Message;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct StoreImpl {
+    items: Mutex<Vec<Item>>,
+    /// Handlers that saw their call cancelled.
+    cancelled: AtomicUsize,
+}
+
+impl v1::Store for StoreImpl {
+    async fn r#type(&self, mut request: Item, ctx: CallContext) -> Result<Item, Status> {
+        match request.r#type.as_str() {
+            "fail" => return Err(Status::new(Code::FailedPrecondition, "asked to fail: ☺")),
+            "sleep" => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    _ = ctx.cancelled() => {
+                        self.cancelled.fetch_add(1, Ordering::SeqCst);
+                        return Err(Status::canceled("cancelled while sleeping"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        request.r#ref = Some(request.encoded_len() as i64);
+        request.self_ = ctx.metadata().get("x-self").cloned();
+        Ok(request)
+    }
+
+    async fn r#match(&self, _request: (), _ctx: CallContext) -> Result<Batch, Status> {
+        let items = self.items.lock().unwrap().clone();
+        Ok(Batch { items, took: None })
+    }
+
+    async fn list(&self, request: Tag, responses: ResponseSender<Item>, _ctx: CallContext) -> Result<(), Status> {
+        for i in 0..request.count {
+            let choice = Some(v1::item::Choice::Loop(i as i32));
+            responses.send(&Item { r#type: format!("item {i}"), tag: Some(request.clone()), choice, ..Default::default() }).await?;
+        }
+        if request.name == "fail-after" {
+            return Err(Status::new(Code::Aborted, "failed after the items"));
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, requests: RecvStream<Item>, _ctx: CallContext) -> Result<Batch, Status> {
+        let mut received = Vec::new();
+        while let Some(item) = requests.recv().await? {
+            received.push(item);
+        }
+        self.items.lock().unwrap().extend(received.iter().cloned());
+        Ok(Batch { items: received, took: Some(prost_types::Duration { seconds: 1, nanos: 5 }) })
+    }
+
+    async fn r#loop(
+        &self,
+        requests: RecvStream<Inner>,
+        responses: ResponseSender<Inner>,
+        ctx: CallContext,
+    ) -> Result<(), Status> {
+        loop {
+            let next = tokio::select! {
+                next = requests.recv() => next,
+                _ = ctx.cancelled() => {
+                    self.cancelled.fetch_add(1, Ordering::SeqCst);
+                    return Err(Status::canceled("loop cancelled"));
+                }
+            };
+            let Some(mut inner) = next? else { return Ok(()) };
+            inner.r#async.reverse();
+            inner.kind = Kind::While as i32;
+            responses.send(&inner).await?;
+        }
+    }
+
+    async fn new(&self, _request: (), ctx: CallContext) -> Result<(), Status> {
+        match ctx.rpc() {
+            v1::store::NEW => Ok(()),
+            other => Err(Status::internal(format!("routed as {other}"))),
+        }
+    }
+
+    async fn relay(&self, mut request: Ping, _ctx: CallContext) -> Result<Ping, Status> {
+        request.hops = Some(request.hops.unwrap_or(0) + 1);
+        Ok(request)
+    }
+}
+
+struct SelfImpl;
+
+impl v1::Self_ for SelfImpl {
+    async fn descriptor(&self, request: Tag, _ctx: CallContext) -> Result<Tag, Status> {
+        Ok(Tag { name: request.name.to_uppercase(), count: request.count })
+    }
+}
+
+struct EchoImpl;
+
+impl drpc_build_edge::Echo for EchoImpl {
+    async fn echo(&self, request: Ping, _ctx: CallContext) -> Result<Ping, Status> {
+        Ok(request)
+    }
+
+    async fn chat(&self, requests: RecvStream<Ping>, responses: ResponseSender<Ping>, _ctx: CallContext) -> Result<(), Status> {
+        while let Some(ping) = requests.recv().await? {
+            responses.send(&Ping { note: format!("re: {}", ping.note), hops: ping.hops }).await?;
+        }
+        Ok(())
+    }
+}
+
+struct PartialImpl;
+
+impl stubs::Partial for PartialImpl {
+    async fn implemented(&self, request: stubs::Note, _ctx: CallContext) -> Result<stubs::Note, Status> {
+        Ok(request)
+    }
+}
+
+struct Running {
+    server: Server,
+    addr: String,
+    store: Arc<StoreImpl>,
+}
+
+async fn serve() -> Running {
+    let store = Arc::new(StoreImpl::default());
+    let router = Router::new()
+        .service(StoreServer::from_arc(store.clone()))
+        .service(SelfServer::new(SelfImpl))
+        .service(v1::IdleServer::new(IdleImpl))
+        .service(EchoServer::new(EchoImpl))
+        .service(stubs::PartialServer::new(PartialImpl));
+    let server = Server::new(router);
+    let addr = server.listen("127.0.0.1:0").await.expect("listen");
+    Running { server, addr, store }
+}
+
+struct IdleImpl;
+impl v1::Idle for IdleImpl {}
+
+async fn connect(addr: &str) -> Conn {
+    Conn::connect(addr, ConnOptions::default()).await.expect("connect")
+}
+
+fn opts() -> CallOptions {
+    CallOptions::new().timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn every_rpc_kind_round_trips() {
+    let running = serve().await;
+    let store = StoreClient::new(connect(&running.addr).await);
+
+    // Unary with keyword names, optional fields, a well-known type, imports.
+    let item = Item {
+        r#type: "plain".into(),
+        created: Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 7 }),
+        tag: Some(Tag { name: "t".into(), count: 0 }),
+        inner: Some(Inner { kind: Kind::Match as i32, r#async: vec!["a".into()] }),
+        choice: Some(v1::item::Choice::Fn("f".into())),
+        ..Default::default()
+    };
+    let echoed = store.r#type(&item, &opts().metadata("x-self", "me")).await.unwrap();
+    assert_eq!(echoed.r#ref, Some(item.encoded_len() as i64));
+    assert_eq!(echoed.self_.as_deref(), Some("me"));
+    assert_eq!((echoed.created, echoed.tag, echoed.inner, echoed.choice), (item.created, item.tag, item.inner, item.choice));
+    let bare = store.r#type(&Item::default(), &opts()).await.unwrap();
+    assert_eq!(bare.self_, None, "an optional field left unset stays unset");
+
+    // Server-streaming.
+    let tag = Tag { name: "listed".into(), count: 5 };
+    let listed = store.list(&tag, &opts()).await.unwrap();
+    for i in 0..5 {
+        let item = listed.recv().await.unwrap().expect("an item");
+        assert_eq!((item.r#type, item.tag.as_ref()), (format!("item {i}"), Some(&tag)));
+        assert_eq!(item.choice, Some(v1::item::Choice::Loop(i)));
+    }
+    assert_eq!(listed.recv().await.unwrap(), None);
+
+    // Client-streaming; dropping the send half closes it.
+    let (tx, rx) = store.upload(&opts()).await.unwrap();
+    for i in 0..3 {
+        tx.send(&Item { r#type: format!("up {i}"), ..Default::default() }).await.unwrap();
+    }
+    drop(tx);
+    let batch = rx.recv().await.unwrap();
+    assert_eq!(batch.items.iter().map(|i| i.r#type.as_str()).collect::<Vec<_>>(), ["up 0", "up 1", "up 2"]);
+    assert_eq!(batch.took, Some(prost_types::Duration { seconds: 1, nanos: 5 }));
+
+    // google.protobuf.Empty in (as `()`), a message out.
+    let stored = store.r#match(&(), &opts()).await.unwrap();
+    assert_eq!(stored.items.len(), 3);
+
+    // Bidi, the halves driven from two tasks.
+    let (tx, rx) = store.r#loop(&opts()).await.unwrap();
+    let sender = tokio::spawn(async move {
+        for i in 0..50 {
+            tx.send(&Inner { kind: Kind::Unspecified as i32, r#async: vec![format!("{i}"), "x".into()] }).await?;
+        }
+        tx.close_send().await
+    });
+    for i in 0..50 {
+        let inner = rx.recv().await.unwrap().expect("an answer");
+        assert_eq!(inner.r#async, ["x".to_string(), format!("{i}")]);
+        assert_eq!(inner.kind(), Kind::While);
+    }
+    assert_eq!(rx.recv().await.unwrap(), None);
+    sender.await.unwrap().unwrap();
+
+    // The rpc clashing with `new`, and the one into the file without a package.
+    store.new_rpc(&(), &opts()).await.unwrap();
+    let ping = store.relay(&Ping { note: "n".into(), hops: None }, &opts()).await.unwrap();
+    assert_eq!(ping.hops, Some(1));
+
+    // The service named `Self`, whose rpc is named `Descriptor`.
+    let selfish = SelfClient::new(store.channel().clone());
+    let tag = selfish.descriptor(&Tag { name: "abc".into(), count: 2 }, &opts()).await.unwrap();
+    assert_eq!(tag, Tag { name: "ABC".into(), count: 2 });
+    running.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn statuses_and_call_options_reach_the_other_side() {
+    let running = serve().await;
+    let conn = connect(&running.addr).await;
+    let store = StoreClient::new(conn.clone());
+
+    let err = store.r#type(&Item { r#type: "fail".into(), ..Default::default() }, &opts()).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "asked to fail: ☺"));
+
+    let listed = store.list(&Tag { name: "fail-after".into(), count: 2 }, &opts()).await.unwrap();
+    assert!(listed.recv().await.unwrap().is_some() && listed.recv().await.unwrap().is_some());
+    assert_eq!(listed.recv().await.unwrap_err().code(), Code::Aborted);
+
+    let sleepy = Item { r#type: "sleep".into(), ..Default::default() };
+    let err = store.r#type(&sleepy, &CallOptions::new().timeout(Duration::from_millis(50))).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+
+    let token = CancelToken::new();
+    let cancel = {
+        let token = token.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            token.cancel();
+        }
+    };
+    let cancellable = CallOptions::new().cancel_token(token);
+    let (result, ()) = tokio::join!(store.r#type(&sleepy, &cancellable), cancel);
+    assert_eq!(result.unwrap_err().code(), Code::Canceled);
+
+    // Cancelling a bidi call from its receiving half reaches the handler.
+    let (tx, rx) = store.r#loop(&opts()).await.unwrap();
+    tx.send(&Inner::default()).await.unwrap();
+    assert!(rx.recv().await.unwrap().is_some());
+    rx.cancel();
+    assert_eq!(rx.recv().await.unwrap_err().code(), Code::Canceled);
+    assert_eq!(tx.send(&Inner::default()).await.unwrap_err().code(), Code::Canceled);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while running.store.cancelled.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the handlers never saw their cancellations");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Compression, both ways, on a message that compresses.
+    let big = Item { r#type: "z".repeat(100_000), ..Default::default() };
+    for codec in [Compression::Snappy, Compression::MinLzFastest] {
+        let echoed = store.r#type(&big, &opts().compression(codec)).await.unwrap();
+        assert_eq!(echoed.r#type, big.r#type);
+    }
+    running.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_pool_channel_and_the_file_without_a_package() {
+    let running = serve().await;
+    let pool = Pool::new(PoolOptions::sequential(4));
+    let echo = EchoClient::new(pool.channel(running.addr.clone()));
+    assert_eq!(echo.channel().addr(), running.addr);
+    let calls = (0..8).map(|i| {
+        let echo = echo.clone();
+        tokio::spawn(async move { echo.echo(&Ping { note: format!("{i}"), hops: Some(i) }, &opts()).await })
+    });
+    for (i, call) in calls.enumerate() {
+        let ping = call.await.unwrap().unwrap();
+        assert_eq!((ping.note, ping.hops), (i.to_string(), Some(i as u32)));
+    }
+    assert!(pool.connections(&running.addr) >= 1);
+
+    let (tx, rx) = echo.chat(&opts()).await.unwrap();
+    tx.send(&Ping { note: "hi".into(), hops: None }).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().map(|p| p.note).as_deref(), Some("re: hi"));
+    tx.close_send().await.unwrap();
+    assert_eq!(rx.recv().await.unwrap(), None);
+    pool.close().await;
+    running.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn default_stubs_answer_unimplemented() {
+    let running = serve().await;
+    let conn = connect(&running.addr).await;
+    let note = stubs::Note { text: "x".into() };
+    let same: stubs::Note = conn.invoke(stubs::partial::IMPLEMENTED, &note, &opts()).await.unwrap();
+    assert_eq!(same, note);
+    let err = conn.invoke::<_, stubs::Note>(stubs::partial::MISSING, &note, &opts()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.message().contains("/edge.stubs.Partial/Missing"), "{err}");
+    let stream = conn.stream(stubs::partial::MISSING_STREAM, &opts()).await.unwrap();
+    assert_eq!(stream.recv().await.unwrap_err().code(), Code::Unimplemented);
+    running.server.shutdown(Duration::from_secs(1)).await;
+}
+
+#[test]
+fn descriptors_describe_the_proto() {
+    let store = &v1::store::DESCRIPTOR;
+    assert_eq!((store.name, store.package), ("edge.v1.Store", "edge.v1"));
+    let kinds: Vec<_> = store.methods.iter().map(|m| (m.name, m.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("Type", RpcKind::Unary),
+            ("Match", RpcKind::Unary),
+            ("List", RpcKind::ServerStreaming),
+            ("Upload", RpcKind::ClientStreaming),
+            ("Loop", RpcKind::BidiStreaming),
+            ("New", RpcKind::Unary),
+            ("Relay", RpcKind::Unary),
+        ]
+    );
+    let matching = store.method("Match").unwrap();
+    assert_eq!((matching.rpc, matching.input_type, matching.output_type), ("/edge.v1.Store/Match", "google.protobuf.Empty", "edge.v1.Batch"));
+    assert_eq!(store.by_rpc(v1::store::LOOP).unwrap().input_type, "edge.v1.Item.Inner");
+    assert_eq!(store.method("Relay").unwrap().input_type, "Ping");
+    assert_eq!(<StoreServer<StoreImpl> as Service>::DESCRIPTOR, store);
+    assert_eq!(v1::self_::DESCRIPTOR_RPC, "/edge.v1.Self/Descriptor");
+    assert!(v1::idle::DESCRIPTOR.methods.is_empty());
+    assert_eq!((drpc_build_edge::echo::SERVICE_NAME, drpc_build_edge::echo::CHAT), ("Echo", "/Echo/Chat"));
+    assert_eq!(drpc_build_edge::echo::DESCRIPTOR.package, "");
+}
+
+#[test]
+fn proto_comments_and_attributes_reach_the_generated_code() {
+    let source = drpc_build_edge::EDGE_V1_SOURCE;
+    for doc in [
+        "/// The store: one rpc of each streaming kind, named with keywords.",
+        "/// Server-streaming: `count` items tagged `tag`, then the end.",
+        "/// Bidi-streaming: answers each nested message as it arrives.",
+        "/// A second service in the file, named as a keyword, whose rpc name clashes",
+        "/// Set only when known (proto3 `optional`).",
+        "(a field attribute from build.rs)",
+    ] {
+        assert!(source.contains(doc), "missing from the generated code: {doc}");
+    }
+    assert!(!source.contains("detached comment"), "a detached comment became documentation");
+    // The type attribute derived Eq and Hash for Tag.
+    let tags: std::collections::HashSet<Tag> = [Tag::default(), Tag::default()].into_iter().collect();
+    assert_eq!(tags.len(), 1);
+}
+
+#[test]
+fn the_descriptor_set_is_written_with_imports_and_source_info() {
+    let fds = prost_types::FileDescriptorSet::decode(drpc_build_edge::EDGE_FDS).unwrap();
+    let names: Vec<_> = fds.file.iter().map(|f| f.name()).collect();
+    for name in ["edge.proto", "common/common.proto", "nopkg.proto", "google/protobuf/timestamp.proto"] {
+        assert!(names.contains(&name), "{name} not in {names:?}");
+    }
+    let edge = fds.file.iter().find(|f| f.name() == "edge.proto").unwrap();
+    assert!(edge.source_code_info.as_ref().is_some_and(|i| !i.location.is_empty()));
+    assert_eq!(edge.service.iter().map(|s| s.name()).collect::<Vec<_>>(), ["Store", "Self", "Idle"]);
+}
