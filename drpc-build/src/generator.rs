@@ -209,7 +209,7 @@ impl<'a> ServiceNames<'a> {
             ),
             (true, false) => (
                 "Client-streaming: returns the request half and the receiver of the one response \
-                 (sent once the request half is closed or dropped)"
+                 (sent once the request half is closed)"
                     .to_string(),
                 format!(
                     "opts: &{OPTIONS}) -> {RESULT}<({CORE}::call::SendStream<{input}>, \
@@ -218,7 +218,9 @@ impl<'a> ServiceNames<'a> {
                 format!("{CORE}::call::client_streaming(&self.channel, {rpc}, opts)"),
             ),
             (true, true) => (
-                "Bidi-streaming: returns the request and response halves".to_string(),
+                "Bidi-streaming: returns the request and response halves; dropping the request half \
+                 before closing it cancels the call"
+                    .to_string(),
                 format!(
                     "opts: &{OPTIONS}) -> {RESULT}<({CORE}::call::SendStream<{input}>, \
                      {CORE}::call::RecvStream<{output}>), {STATUS}>"

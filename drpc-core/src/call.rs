@@ -11,6 +11,7 @@ use crate::stream::{CallContext, Stream};
 use bytes::Bytes;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What a generated client calls through: a [`Conn`], or a [`PoolChannel`]
@@ -75,9 +76,11 @@ impl Channel for PoolChannel {
 }
 
 /// The sending half of a client's streaming call, typed with the request
-/// message. Dropping it closes the sending side (like [`SendStream::close_send`]).
+/// message. Dropping it before [`SendStream::close_send`] cancels the call, so
+/// an abandoned request stream is never taken for a complete one.
 pub struct SendStream<T> {
     stream: Arc<Stream>,
+    closed: AtomicBool,
     _message: PhantomData<fn(&T)>,
 }
 
@@ -88,13 +91,19 @@ impl<T: prost::Message> SendStream<T> {
         self.stream.send_msg(message).await
     }
 
-    /// Tells the server no more messages will be sent. Later calls do nothing.
+    /// Tells the server the requests are complete. Later calls do nothing.
     pub async fn close_send(&self) -> Result<(), Status> {
-        self.stream.close_send().await
+        self.stream.close_send().await?;
+        self.closed.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
 impl<T> SendStream<T> {
+    fn new(stream: Arc<Stream>) -> SendStream<T> {
+        SendStream { stream, closed: AtomicBool::new(false), _message: PhantomData }
+    }
+
     /// Cancels the whole call, both halves (a Cancel frame tells the server).
     pub fn cancel(&self) {
         self.stream.cancel();
@@ -107,9 +116,9 @@ impl<T> SendStream<T> {
 
 impl<T> Drop for SendStream<T> {
     fn drop(&mut self) {
-        // Nothing more can be sent through this half, so say so; a failure
-        // here means the call already ended, which the receiving half reports.
-        let _ = self.stream.ctx.shared.close_send();
+        if !self.closed.load(Ordering::Acquire) {
+            self.stream.cancel();
+        }
     }
 }
 
@@ -157,8 +166,8 @@ pub struct ResponseReceiver<T> {
 }
 
 impl<T: prost::Message + Default> ResponseReceiver<T> {
-    /// Waits for the response; the server sends it once the requests are done,
-    /// so close the [`SendStream`] (or drop it) first.
+    /// Waits for the response; the server sends it once the requests are
+    /// complete, so [`SendStream::close_send`] first.
     pub async fn recv(self) -> Result<T, Status> {
         let Some(response) = self.stream.recv_msg::<T>().await? else {
             return Err(Status::internal("the server ended the call without a response"));
@@ -256,7 +265,7 @@ where
     C: Channel,
 {
     let stream = Arc::new(channel.stream(rpc, opts).await?);
-    let sender = SendStream { stream: stream.clone(), _message: PhantomData };
+    let sender = SendStream::new(stream.clone());
     Ok((sender, ResponseReceiver { stream, _message: PhantomData }))
 }
 
@@ -271,7 +280,7 @@ where
     C: Channel,
 {
     let stream = Arc::new(channel.stream(rpc, opts).await?);
-    let sender = SendStream { stream: stream.clone(), _message: PhantomData };
+    let sender = SendStream::new(stream.clone());
     Ok((sender, RecvStream { stream, _message: PhantomData }))
 }
 

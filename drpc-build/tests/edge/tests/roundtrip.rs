@@ -194,12 +194,12 @@ async fn every_rpc_kind_round_trips() {
     }
     assert_eq!(listed.recv().await.unwrap(), None);
 
-    // Client-streaming; dropping the send half closes it.
+    // Client-streaming.
     let (tx, rx) = store.upload(&opts()).await.unwrap();
     for i in 0..3 {
         tx.send(&Item { r#type: format!("up {i}"), ..Default::default() }).await.unwrap();
     }
-    drop(tx);
+    tx.close_send().await.unwrap();
     let batch = rx.recv().await.unwrap();
     assert_eq!(batch.items.iter().map(|i| i.r#type.as_str()).collect::<Vec<_>>(), ["up 0", "up 1", "up 2"]);
     assert_eq!(batch.took, Some(prost_types::Duration { seconds: 1, nanos: 5 }));
@@ -277,6 +277,18 @@ async fn statuses_and_call_options_reach_the_other_side() {
         assert!(tokio::time::Instant::now() < deadline, "the handlers never saw their cancellations");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+
+    // Dropping a request half before closing it cancels the call: the
+    // server never sees an abandoned upload as a complete one.
+    let (tx, rx) = store.upload(&opts()).await.unwrap();
+    tx.send(&Item { r#type: "partial".into(), ..Default::default() }).await.unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().await.unwrap_err().code(), Code::Canceled);
+    let (tx, rx) = store.r#loop(&opts()).await.unwrap();
+    drop(tx);
+    assert_eq!(rx.recv().await.unwrap_err().code(), Code::Canceled);
+    let stored = store.r#match(&(), &opts()).await.unwrap();
+    assert!(stored.items.iter().all(|i| i.r#type != "partial"), "the abandoned upload was stored");
 
     // Compression, both ways, on a message that compresses.
     let big = Item { r#type: "z".repeat(100_000), ..Default::default() };
