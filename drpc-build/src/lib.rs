@@ -229,3 +229,80 @@ impl Builder {
 fn protox_error(err: protox::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("{err:?}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory holding `files`, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str, files: &[(&str, &str)]) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("drpc-build-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("out")).unwrap();
+            for (path, text) in files {
+                std::fs::write(dir.join(path), text).unwrap();
+            }
+            Scratch(dir)
+        }
+
+        fn compile(&self, builder: Builder, proto: &str) -> io::Result<()> {
+            builder.out_dir(self.0.join("out")).emit_rerun_if_changed(false).compile_protos(&[self.0.join(proto)], &[&self.0])
+        }
+
+        fn output(&self, file: &str) -> String {
+            std::fs::read_to_string(self.0.join("out").join(file)).unwrap()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const KV: &str = "syntax = \"proto3\";\npackage kv;\nmessage Key { string key = 1; }\n\
+                      service KV { rpc Get(Key) returns (Key); rpc Watch(Key) returns (stream Key); }\n";
+
+    #[test]
+    fn a_syntax_error_names_the_file_and_line() {
+        let scratch = Scratch::new("syntax", &[("bad.proto", "syntax = \"proto3\";\nmessage Broken {\n  string = 1;\n}\n")]);
+        let err = scratch.compile(configure(), "bad.proto").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let text = err.to_string();
+        assert!(text.contains("bad.proto") && text.contains("3:"), "{text}");
+    }
+
+    #[test]
+    fn a_missing_import_is_an_error() {
+        let scratch = Scratch::new("import", &[("a.proto", "syntax = \"proto3\";\nimport \"missing.proto\";\n")]);
+        let err = scratch.compile(configure(), "a.proto").unwrap_err();
+        assert!(err.to_string().contains("missing.proto"), "{err}");
+    }
+
+    #[test]
+    fn client_and_server_can_be_left_out() {
+        let scratch = Scratch::new("parts", &[("kv.proto", KV)]);
+        scratch.compile(configure().build_server(false), "kv.proto").unwrap();
+        let client_only = scratch.output("kv.rs");
+        assert!(client_only.contains("pub struct KvClient") && !client_only.contains("pub trait Kv"));
+        assert!(client_only.contains("pub const WATCH: &str = \"/kv.KV/Watch\";"));
+        scratch.compile(configure().build_client(false), "kv.proto").unwrap();
+        let server_only = scratch.output("kv.rs");
+        assert!(!server_only.contains("KvClient") && server_only.contains("pub trait Kv"));
+        assert!(server_only.contains("pub struct KvServer"));
+    }
+
+    #[test]
+    fn a_file_without_a_package_goes_to_underscore_rs() {
+        let proto = "syntax = \"proto3\";\nmessage M {}\nservice S { rpc Call(M) returns (M); }\n";
+        let scratch = Scratch::new("nopkg", &[("top.proto", proto)]);
+        let fds = scratch.0.join("out/top.fds");
+        scratch.compile(configure().file_descriptor_set_path(&fds), "top.proto").unwrap();
+        assert!(scratch.output("_.rs").contains("pub const CALL: &str = \"/S/Call\";"));
+        let set = prost_types::FileDescriptorSet::decode(std::fs::read(fds).unwrap().as_slice()).unwrap();
+        assert_eq!(set.file[0].name(), "top.proto");
+    }
+}
