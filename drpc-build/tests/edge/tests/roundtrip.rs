@@ -106,6 +106,10 @@ struct SelfImpl;
 
 impl v1::Self_ for SelfImpl {
     async fn descriptor(&self, request: Tag, _ctx: CallContext) -> Result<Tag, Status> {
+        Ok(Tag { name: request.name.clone(), count: request.count * 2 })
+    }
+
+    async fn into_upper(&self, request: Tag, _ctx: CallContext) -> Result<Tag, Status> {
         Ok(Tag { name: request.name.to_uppercase(), count: request.count })
     }
 }
@@ -229,10 +233,12 @@ async fn every_rpc_kind_round_trips() {
     let ping = store.relay(&Ping { note: "n".into(), hops: None }, &opts()).await.unwrap();
     assert_eq!(ping.hops, Some(1));
 
-    // The service named `Self`, whose rpc is named `Descriptor`.
+    // The service named `Self`, with rpcs named `Descriptor` and `IntoUpper`.
     let selfish = SelfClient::new(store.channel().clone());
     let tag = selfish.descriptor(&Tag { name: "abc".into(), count: 2 }, &opts()).await.unwrap();
-    assert_eq!(tag, Tag { name: "ABC".into(), count: 2 });
+    assert_eq!(tag, Tag { name: "abc".into(), count: 4 });
+    let tag = selfish.into_upper(&tag, &opts()).await.unwrap();
+    assert_eq!(tag, Tag { name: "ABC".into(), count: 4 });
     running.server.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -362,6 +368,7 @@ fn descriptors_describe_the_proto() {
     assert_eq!(store.method("Relay").unwrap().input_type, "Ping");
     assert_eq!(<StoreServer<StoreImpl> as Service>::DESCRIPTOR, store);
     assert_eq!(v1::self_::DESCRIPTOR_RPC, "/edge.v1.Self/Descriptor");
+    assert_eq!(v1::self_::INTO_UPPER, "/edge.v1.Self/IntoUpper");
     assert!(v1::idle::DESCRIPTOR.methods.is_empty());
     assert_eq!((drpc_build_edge::echo::SERVICE_NAME, drpc_build_edge::echo::CHAT), ("Echo", "/Echo/Chat"));
     assert_eq!(drpc_build_edge::echo::DESCRIPTOR.package, "");
@@ -374,7 +381,7 @@ fn proto_comments_and_attributes_reach_the_generated_code() {
         "/// The store: one rpc of each streaming kind, named with keywords.",
         "/// Server-streaming: `count` items tagged `tag`, then the end.",
         "/// Bidi-streaming: answers each nested message as it arrives.",
-        "/// A second service in the file, named as a keyword, whose rpc name clashes",
+        "/// A second service in the file, named as a keyword, whose rpc names clash",
         "/// Set only when known (proto3 `optional`).",
         "(a field attribute from build.rs)",
     ] {
@@ -396,4 +403,52 @@ fn the_descriptor_set_is_written_with_imports_and_source_info() {
     let edge = fds.file.iter().find(|f| f.name() == "edge.proto").unwrap();
     assert!(edge.source_code_info.as_ref().is_some_and(|i| !i.location.is_empty()));
     assert_eq!(edge.service.iter().map(|s| s.name()).collect::<Vec<_>>(), ["Store", "Self", "Idle"]);
+}
+
+/// Halves driven from separate tasks, and abandoned request halves, hundreds
+/// of times on one connection: every completed upload is answered in full,
+/// every abandoned one is cancelled and never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn halves_race_across_tasks() {
+    let running = serve().await;
+    let store = StoreClient::new(connect(&running.addr).await);
+    let rounds = (0..300).map(|round| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (tx, rx) = store.upload(&opts()).await?;
+            let label = format!("round {round}");
+            let abandon = round % 3 == 0;
+            let sender = tokio::spawn({
+                let label = label.clone();
+                async move {
+                    for _ in 0..3 {
+                        tx.send(&Item { r#type: label.clone(), ..Default::default() }).await?;
+                    }
+                    if abandon {
+                        drop(tx);
+                        return Ok(());
+                    }
+                    tx.close_send().await
+                }
+            });
+            let answer = rx.recv().await;
+            sender.await.expect("sender task")?;
+            match (abandon, answer) {
+                (false, Ok(batch)) if batch.items.len() == 3 && batch.items.iter().all(|i| i.r#type == label) => Ok(()),
+                (true, Err(status)) if status.code() == Code::Canceled => Ok(()),
+                (abandon, other) => Err(Status::internal(format!("{label} (abandoned: {abandon}): {other:?}"))),
+            }
+        })
+    });
+    let rounds: Vec<_> = rounds.collect();
+    for round in rounds {
+        round.await.unwrap().unwrap();
+    }
+    let stored = store.r#match(&(), &opts()).await.unwrap();
+    assert_eq!(stored.items.len(), 200 * 3, "only the completed uploads are stored");
+    for round in (0..300).step_by(3) {
+        let label = format!("round {round}");
+        assert!(stored.items.iter().all(|i| i.r#type != label), "{label} was abandoned but stored");
+    }
+    running.server.shutdown(Duration::from_secs(1)).await;
 }
