@@ -115,7 +115,7 @@ impl<'a> ServiceNames<'a> {
             .collect();
         ServiceNames {
             service,
-            module: sanitize_identifier(&service.proto_name.to_snake_case()),
+            module: sanitize_identifier(&format!("{}_rpc", service.proto_name.to_snake_case())),
             trait_name: service.name.clone(),
             type_prefix: service.name.trim_end_matches('_').to_string(),
             full_name,
@@ -132,6 +132,7 @@ impl<'a> ServiceNames<'a> {
         let full_name = &self.full_name;
         let package = &self.service.package;
         writeln!(buf, "/// Rpc names and the description of the `{full_name}` service.").unwrap();
+        writeln!(buf, "#[allow(dead_code)]").unwrap();
         writeln!(buf, "pub mod {module} {{").unwrap();
         writeln!(buf, "    /// The fully qualified service name.").unwrap();
         writeln!(buf, "    pub const SERVICE_NAME: &str = {full_name:?};").unwrap();
@@ -175,6 +176,8 @@ impl<'a> ServiceNames<'a> {
         writeln!(buf, "pub struct {client}<C = {CORE}::Conn> {{").unwrap();
         writeln!(buf, "    channel: C,").unwrap();
         writeln!(buf, "}}").unwrap();
+        // A caller rarely uses every rpc of a service.
+        writeln!(buf, "#[allow(dead_code)]").unwrap();
         writeln!(buf, "impl<C: {CORE}::call::Channel> {client}<C> {{").unwrap();
         writeln!(buf, "    /// A client calling through `channel`.").unwrap();
         writeln!(buf, "    pub fn new(channel: C) -> Self {{").unwrap();

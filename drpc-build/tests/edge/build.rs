@@ -10,6 +10,8 @@ fn main() -> std::io::Result<()> {
         .type_attribute(".edge.common.Tag", "#[derive(Eq, Hash)]")
         .field_attribute(".edge.v1.Item.type", "#[doc = \"(a field attribute from build.rs)\"]")
         .compile_protos(&[protos.join("edge.proto")], &[&protos])?;
+    // The README's example, with every default.
+    drpc_build::compile_protos(protos.join("kv.proto"))?;
     let stubs = out.join("stubs");
     std::fs::create_dir_all(&stubs)?;
     drpc_build::configure()

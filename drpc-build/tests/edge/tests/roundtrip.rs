@@ -91,7 +91,7 @@ impl v1::Store for StoreImpl {
 
     async fn new(&self, _request: (), ctx: CallContext) -> Result<(), Status> {
         match ctx.rpc() {
-            v1::store::NEW => Ok(()),
+            v1::store_rpc::NEW => Ok(()),
             other => Err(Status::internal(format!("routed as {other}"))),
         }
     }
@@ -335,19 +335,19 @@ async fn default_stubs_answer_unimplemented() {
     let running = serve().await;
     let conn = connect(&running.addr).await;
     let note = stubs::Note { text: "x".into() };
-    let same: stubs::Note = conn.invoke(stubs::partial::IMPLEMENTED, &note, &opts()).await.unwrap();
+    let same: stubs::Note = conn.invoke(stubs::partial_rpc::IMPLEMENTED, &note, &opts()).await.unwrap();
     assert_eq!(same, note);
-    let err = conn.invoke::<_, stubs::Note>(stubs::partial::MISSING, &note, &opts()).await.unwrap_err();
+    let err = conn.invoke::<_, stubs::Note>(stubs::partial_rpc::MISSING, &note, &opts()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("/edge.stubs.Partial/Missing"), "{err}");
-    let stream = conn.stream(stubs::partial::MISSING_STREAM, &opts()).await.unwrap();
+    let stream = conn.stream(stubs::partial_rpc::MISSING_STREAM, &opts()).await.unwrap();
     assert_eq!(stream.recv().await.unwrap_err().code(), Code::Unimplemented);
     running.server.shutdown(Duration::from_secs(1)).await;
 }
 
 #[test]
 fn descriptors_describe_the_proto() {
-    let store = &v1::store::DESCRIPTOR;
+    let store = &v1::store_rpc::DESCRIPTOR;
     assert_eq!((store.name, store.package), ("edge.v1.Store", "edge.v1"));
     let kinds: Vec<_> = store.methods.iter().map(|m| (m.name, m.kind)).collect();
     assert_eq!(
@@ -364,14 +364,14 @@ fn descriptors_describe_the_proto() {
     );
     let matching = store.method("Match").unwrap();
     assert_eq!((matching.rpc, matching.input_type, matching.output_type), ("/edge.v1.Store/Match", "google.protobuf.Empty", "edge.v1.Batch"));
-    assert_eq!(store.by_rpc(v1::store::LOOP).unwrap().input_type, "edge.v1.Item.Inner");
+    assert_eq!(store.by_rpc(v1::store_rpc::LOOP).unwrap().input_type, "edge.v1.Item.Inner");
     assert_eq!(store.method("Relay").unwrap().input_type, "Ping");
     assert_eq!(<StoreServer<StoreImpl> as Service>::DESCRIPTOR, store);
-    assert_eq!(v1::self_::DESCRIPTOR_RPC, "/edge.v1.Self/Descriptor");
-    assert_eq!(v1::self_::INTO_UPPER, "/edge.v1.Self/IntoUpper");
-    assert!(v1::idle::DESCRIPTOR.methods.is_empty());
-    assert_eq!((drpc_build_edge::echo::SERVICE_NAME, drpc_build_edge::echo::CHAT), ("Echo", "/Echo/Chat"));
-    assert_eq!(drpc_build_edge::echo::DESCRIPTOR.package, "");
+    assert_eq!(v1::self_rpc::DESCRIPTOR_RPC, "/edge.v1.Self/Descriptor");
+    assert_eq!(v1::self_rpc::INTO_UPPER, "/edge.v1.Self/IntoUpper");
+    assert!(v1::idle_rpc::DESCRIPTOR.methods.is_empty());
+    assert_eq!((drpc_build_edge::echo_rpc::SERVICE_NAME, drpc_build_edge::echo_rpc::CHAT), ("Echo", "/Echo/Chat"));
+    assert_eq!(drpc_build_edge::echo_rpc::DESCRIPTOR.package, "");
 }
 
 #[test]
