@@ -183,9 +183,11 @@ impl<'a> ServiceNames<'a> {
         writeln!(buf, "    pub fn new(channel: C) -> Self {{").unwrap();
         writeln!(buf, "        Self {{ channel }}").unwrap();
         writeln!(buf, "    }}").unwrap();
+        writeln!(buf, "    /// The channel the calls go through.").unwrap();
         writeln!(buf, "    pub fn channel(&self) -> &C {{").unwrap();
         writeln!(buf, "        &self.channel").unwrap();
         writeln!(buf, "    }}").unwrap();
+        writeln!(buf, "    /// Gives the channel back.").unwrap();
         writeln!(buf, "    pub fn into_channel(self) -> C {{").unwrap();
         writeln!(buf, "        self.channel").unwrap();
         writeln!(buf, "    }}").unwrap();
@@ -304,6 +306,7 @@ impl<'a> ServiceNames<'a> {
         writeln!(buf, "    service: ::std::sync::Arc<S>,").unwrap();
         writeln!(buf, "}}").unwrap();
         writeln!(buf, "impl<S: {trait_name}> {server}<S> {{").unwrap();
+        writeln!(buf, "    /// Serves `service`.").unwrap();
         writeln!(buf, "    pub fn new(service: S) -> Self {{").unwrap();
         writeln!(buf, "        Self::from_arc(::std::sync::Arc::new(service))").unwrap();
         writeln!(buf, "    }}").unwrap();
