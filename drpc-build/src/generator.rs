@@ -213,8 +213,9 @@ impl<'a> ServiceNames<'a> {
                 format!("{CORE}::call::server_streaming(&self.channel, {rpc}, request, opts)"),
             ),
             (true, false) => (
-                "Client-streaming: returns the request half and the receiver of the one response \
-                 (sent once the request half is closed)"
+                "Client-streaming: returns the request half and the receiver of the one response, \
+                 sent once the request half is closed; dropping the request half before closing it \
+                 cancels the call"
                     .to_string(),
                 format!(
                     "opts: &{OPTIONS}) -> {RESULT}<({CORE}::call::SendStream<{input}>, \
