@@ -1,141 +1,19 @@
 //! The generated clients and servers of edge.proto talking over TCP: every
 //! rpc kind, errors, per-call options, a pool, the file without a package,
-//! default stubs, descriptors, docs and the descriptor set.
+//! descriptors, docs, the descriptor set, and the `edge-client` checks
+//! (default stubs among them).
 
 use drpc_build_edge::edge::common::Tag;
 use drpc_build_edge::edge::v1::item::{inner::Kind, Inner};
-use drpc_build_edge::edge::v1::{self as v1, Batch, Item, SelfClient, SelfServer, StoreClient, StoreServer};
-use drpc_build_edge::{stubs, EchoClient, EchoServer, Ping};
-use drpc_core::call::{RecvStream, ResponseSender, RpcKind, Service};
-use drpc_core::{
-    CallContext, CallOptions, CancelToken, Code, Compression, Conn, ConnOptions, Pool, PoolOptions, Router, Server,
-    Status,
-};
+use drpc_build_edge::edge::v1::{self as v1, Item, SelfClient, StoreClient, StoreServer};
+use drpc_build_edge::service::{self, StoreImpl};
+use drpc_build_edge::{EchoClient, Ping};
+use drpc_core::call::{RpcKind, Service};
+use drpc_core::{CallOptions, CancelToken, Code, Compression, Conn, ConnOptions, Pool, PoolOptions, Server, Status};
 use prost::Message;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Default)]
-struct StoreImpl {
-    items: Mutex<Vec<Item>>,
-    /// Handlers that saw their call cancelled.
-    cancelled: AtomicUsize,
-}
-
-impl v1::Store for StoreImpl {
-    async fn r#type(&self, mut request: Item, ctx: CallContext) -> Result<Item, Status> {
-        match request.r#type.as_str() {
-            "fail" => return Err(Status::new(Code::FailedPrecondition, "asked to fail: ☺")),
-            "sleep" => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-                    _ = ctx.cancelled() => {
-                        self.cancelled.fetch_add(1, Ordering::SeqCst);
-                        return Err(Status::canceled("cancelled while sleeping"));
-                    }
-                }
-            }
-            _ => {}
-        }
-        request.r#ref = Some(request.encoded_len() as i64);
-        request.self_ = ctx.metadata().get("x-self").cloned();
-        Ok(request)
-    }
-
-    async fn r#match(&self, _request: (), _ctx: CallContext) -> Result<Batch, Status> {
-        let items = self.items.lock().unwrap().clone();
-        Ok(Batch { items, took: None })
-    }
-
-    async fn list(&self, request: Tag, responses: ResponseSender<Item>, _ctx: CallContext) -> Result<(), Status> {
-        for i in 0..request.count {
-            let choice = Some(v1::item::Choice::Loop(i as i32));
-            responses.send(&Item { r#type: format!("item {i}"), tag: Some(request.clone()), choice, ..Default::default() }).await?;
-        }
-        if request.name == "fail-after" {
-            return Err(Status::new(Code::Aborted, "failed after the items"));
-        }
-        Ok(())
-    }
-
-    async fn upload(&self, requests: RecvStream<Item>, _ctx: CallContext) -> Result<Batch, Status> {
-        let mut received = Vec::new();
-        while let Some(item) = requests.recv().await? {
-            received.push(item);
-        }
-        self.items.lock().unwrap().extend(received.iter().cloned());
-        Ok(Batch { items: received, took: Some(prost_types::Duration { seconds: 1, nanos: 5 }) })
-    }
-
-    async fn r#loop(
-        &self,
-        requests: RecvStream<Inner>,
-        responses: ResponseSender<Inner>,
-        ctx: CallContext,
-    ) -> Result<(), Status> {
-        loop {
-            let next = tokio::select! {
-                next = requests.recv() => next,
-                _ = ctx.cancelled() => {
-                    self.cancelled.fetch_add(1, Ordering::SeqCst);
-                    return Err(Status::canceled("loop cancelled"));
-                }
-            };
-            let Some(mut inner) = next? else { return Ok(()) };
-            inner.r#async.reverse();
-            inner.kind = Kind::While as i32;
-            responses.send(&inner).await?;
-        }
-    }
-
-    async fn new(&self, _request: (), ctx: CallContext) -> Result<(), Status> {
-        match ctx.rpc() {
-            v1::store_rpc::NEW => Ok(()),
-            other => Err(Status::internal(format!("routed as {other}"))),
-        }
-    }
-
-    async fn relay(&self, mut request: Ping, _ctx: CallContext) -> Result<Ping, Status> {
-        request.hops = Some(request.hops.unwrap_or(0) + 1);
-        Ok(request)
-    }
-}
-
-struct SelfImpl;
-
-impl v1::Self_ for SelfImpl {
-    async fn descriptor(&self, request: Tag, _ctx: CallContext) -> Result<Tag, Status> {
-        Ok(Tag { name: request.name.clone(), count: request.count * 2 })
-    }
-
-    async fn into_upper(&self, request: Tag, _ctx: CallContext) -> Result<Tag, Status> {
-        Ok(Tag { name: request.name.to_uppercase(), count: request.count })
-    }
-}
-
-struct EchoImpl;
-
-impl drpc_build_edge::Echo for EchoImpl {
-    async fn echo(&self, request: Ping, _ctx: CallContext) -> Result<Ping, Status> {
-        Ok(request)
-    }
-
-    async fn chat(&self, requests: RecvStream<Ping>, responses: ResponseSender<Ping>, _ctx: CallContext) -> Result<(), Status> {
-        while let Some(ping) = requests.recv().await? {
-            responses.send(&Ping { note: format!("re: {}", ping.note), hops: ping.hops }).await?;
-        }
-        Ok(())
-    }
-}
-
-struct PartialImpl;
-
-impl stubs::Partial for PartialImpl {
-    async fn implemented(&self, request: stubs::Note, _ctx: CallContext) -> Result<stubs::Note, Status> {
-        Ok(request)
-    }
-}
 
 struct Running {
     server: Server,
@@ -145,19 +23,10 @@ struct Running {
 
 async fn serve() -> Running {
     let store = Arc::new(StoreImpl::default());
-    let router = Router::new()
-        .service(StoreServer::from_arc(store.clone()))
-        .service(SelfServer::new(SelfImpl))
-        .service(v1::IdleServer::new(IdleImpl))
-        .service(EchoServer::new(EchoImpl))
-        .service(stubs::PartialServer::new(PartialImpl));
-    let server = Server::new(router);
+    let server = Server::new(service::router(store.clone()));
     let addr = server.listen("127.0.0.1:0").await.expect("listen");
     Running { server, addr, store }
 }
-
-struct IdleImpl;
-impl v1::Idle for IdleImpl {}
 
 async fn connect(addr: &str) -> Conn {
     Conn::connect(addr, ConnOptions::default()).await.expect("connect")
@@ -182,7 +51,7 @@ async fn every_rpc_kind_round_trips() {
         ..Default::default()
     };
     let echoed = store.r#type(&item, &opts().metadata("x-self", "me")).await.unwrap();
-    assert_eq!(echoed.r#ref, Some(item.encoded_len() as i64));
+    assert_eq!(echoed.r#ref, Some("plain".len() as i64));
     assert_eq!(echoed.self_.as_deref(), Some("me"));
     assert_eq!((echoed.created, echoed.tag, echoed.inner, echoed.choice), (item.created, item.tag, item.inner, item.choice));
     let bare = store.r#type(&Item::default(), &opts()).await.unwrap();
@@ -330,21 +199,6 @@ async fn a_pool_channel_and_the_file_without_a_package() {
     running.server.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test]
-async fn default_stubs_answer_unimplemented() {
-    let running = serve().await;
-    let conn = connect(&running.addr).await;
-    let note = stubs::Note { text: "x".into() };
-    let same: stubs::Note = conn.invoke(stubs::partial_rpc::IMPLEMENTED, &note, &opts()).await.unwrap();
-    assert_eq!(same, note);
-    let err = conn.invoke::<_, stubs::Note>(stubs::partial_rpc::MISSING, &note, &opts()).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.message().contains("/edge.stubs.Partial/Missing"), "{err}");
-    let stream = conn.stream(stubs::partial_rpc::MISSING_STREAM, &opts()).await.unwrap();
-    assert_eq!(stream.recv().await.unwrap_err().code(), Code::Unimplemented);
-    running.server.shutdown(Duration::from_secs(1)).await;
-}
-
 #[test]
 fn descriptors_describe_the_proto() {
     let store = &v1::store_rpc::DESCRIPTOR;
@@ -449,6 +303,18 @@ async fn halves_race_across_tasks() {
     for round in (0..300).step_by(3) {
         let label = format!("round {round}");
         assert!(stored.items.iter().all(|i| i.r#type != label), "{label} was abandoned but stored");
+    }
+    running.server.shutdown(Duration::from_secs(1)).await;
+}
+
+/// What `edge-client` runs against other implementations' servers, against
+/// this one.
+#[tokio::test]
+async fn the_edge_client_checks_pass() {
+    let running = serve().await;
+    let checks = drpc_build_edge::checks::Checks::new(connect(&running.addr).await);
+    for name in drpc_build_edge::checks::CHECKS {
+        checks.run(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     running.server.shutdown(Duration::from_secs(1)).await;
 }
