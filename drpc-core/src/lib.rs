@@ -8,6 +8,7 @@
 //! the [`Conn`] client and the [`Server`] with its [`Router`].
 
 mod budget;
+pub mod call;
 pub mod compress;
 pub mod metadata;
 pub mod packet;

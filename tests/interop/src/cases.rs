@@ -2,7 +2,6 @@
 //! any server of the test service.
 
 use crate::pb::*;
-use crate::rpc;
 use drpc_core::{CallOptions, CancelToken, Code, Conn, Status};
 use std::future::Future;
 use std::pin::Pin;
@@ -92,11 +91,12 @@ pub struct Client {
     pub conn: Conn,
     /// Options every call starts from (e.g. compression).
     pub base: CallOptions,
+    test: TestServiceClient,
 }
 
 impl Client {
     pub fn new(conn: Conn) -> Client {
-        Client { conn, base: CallOptions::new() }
+        Client { test: TestServiceClient::new(conn.clone()), conn, base: CallOptions::new() }
     }
 
     fn opts(&self) -> CallOptions {
@@ -104,14 +104,11 @@ impl Client {
     }
 
     async fn unary(&self, req: &SimpleRequest, opts: &CallOptions) -> Result<SimpleResponse, Status> {
-        self.conn.invoke(rpc::UNARY_CALL, req, opts).await
+        self.test.unary_call(req, opts).await
     }
 
     async fn stats(&self) -> Result<ServerStats, String> {
-        self.conn
-            .invoke(rpc::GET_STATS, &Empty {}, &self.opts())
-            .await
-            .map_err(|e| format!("GetStats: {e}"))
+        self.test.get_stats(&Empty {}, &self.opts()).await.map_err(|e| format!("GetStats: {e}"))
     }
 
     /// Polls GetStats until `pred` holds or `limit` passes.
@@ -163,7 +160,7 @@ impl Client {
     }
 
     async fn empty_unary(&self) -> CaseResult {
-        let _: Empty = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &self.opts()).await.map_err(|e| e.to_string())?;
+        self.test.empty_call(&Empty {}, &self.opts()).await.map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -176,26 +173,20 @@ impl Client {
     }
 
     async fn client_streaming(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+        let (requests, response) = self.test.streaming_input_call(&self.opts()).await.map_err(|e| e.to_string())?;
         for size in [27182, 8, 1828, 45904] {
-            stream.send_msg(&StreamingInputCallRequest { payload: payload(size) }).await.map_err(|e| e.to_string())?;
+            requests.send(&StreamingInputCallRequest { payload: payload(size) }).await.map_err(|e| e.to_string())?;
         }
-        stream.close_send().await.map_err(|e| e.to_string())?;
-        let resp = stream.recv_msg::<StreamingInputCallResponse>().await.map_err(|e| e.to_string())?;
-        let resp = resp.ok_or("no response")?;
-        check(resp.aggregated_payload_size == 74922, || format!("aggregated_payload_size {}", resp.aggregated_payload_size))?;
-        match stream.recv().await {
-            Ok(None) => Ok(()),
-            other => Err(format!("expected a clean end, got {other:?}")),
-        }
+        requests.close_send().await.map_err(|e| e.to_string())?;
+        // The one response, then a clean end (anything else is an error).
+        let resp = response.recv().await.map_err(|e| e.to_string())?;
+        check(resp.aggregated_payload_size == 74922, || format!("aggregated_payload_size {}", resp.aggregated_payload_size))
     }
 
     async fn server_streaming(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
-        stream.send_msg(&output_request(&SIZES)).await.map_err(|e| e.to_string())?;
-        stream.close_send().await.map_err(|e| e.to_string())?;
+        let stream = self.test.streaming_output_call(&output_request(&SIZES), &self.opts()).await.map_err(|e| e.to_string())?;
         for want in SIZES {
-            let resp = stream.recv_msg::<StreamingOutputCallResponse>().await.map_err(|e| e.to_string())?;
+            let resp = stream.recv().await.map_err(|e| e.to_string())?;
             let resp = resp.ok_or_else(|| format!("stream ended before the response of size {want}"))?;
             check(body_len(&resp.payload) == want as usize, || format!("response of {} bytes, want {want}", body_len(&resp.payload)))?;
         }
@@ -206,16 +197,16 @@ impl Client {
     }
 
     async fn ping_pong(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+        let (requests, stream) = self.test.full_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
         for want in SIZES {
             let mut req = output_request(&[want]);
             req.payload = payload(want as usize);
-            stream.send_msg(&req).await.map_err(|e| e.to_string())?;
-            let resp = stream.recv_msg::<StreamingOutputCallResponse>().await.map_err(|e| e.to_string())?;
+            requests.send(&req).await.map_err(|e| e.to_string())?;
+            let resp = stream.recv().await.map_err(|e| e.to_string())?;
             let resp = resp.ok_or("stream ended early")?;
             check(body_len(&resp.payload) == want as usize, || format!("response of {} bytes, want {want}", body_len(&resp.payload)))?;
         }
-        stream.close_send().await.map_err(|e| e.to_string())?;
+        requests.close_send().await.map_err(|e| e.to_string())?;
         match stream.recv().await {
             Ok(None) => Ok(()),
             other => Err(format!("expected a clean end, got {other:?}")),
@@ -223,13 +214,13 @@ impl Client {
     }
 
     async fn half_duplex(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::HALF_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+        let (requests, stream) = self.test.half_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
         for size in SIZES {
-            stream.send_msg(&output_request(&[size])).await.map_err(|e| e.to_string())?;
+            requests.send(&output_request(&[size])).await.map_err(|e| e.to_string())?;
         }
-        stream.close_send().await.map_err(|e| e.to_string())?;
+        requests.close_send().await.map_err(|e| e.to_string())?;
         for want in SIZES {
-            let resp = stream.recv_msg::<StreamingOutputCallResponse>().await.map_err(|e| e.to_string())?;
+            let resp = stream.recv().await.map_err(|e| e.to_string())?;
             let resp = resp.ok_or("stream ended early")?;
             check(body_len(&resp.payload) == want as usize, || format!("response of {} bytes, want {want}", body_len(&resp.payload)))?;
         }
@@ -240,8 +231,8 @@ impl Client {
     }
 
     async fn empty_stream(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
-        stream.close_send().await.map_err(|e| e.to_string())?;
+        let (requests, stream) = self.test.full_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
+        requests.close_send().await.map_err(|e| e.to_string())?;
         match stream.recv().await {
             Ok(None) => Ok(()),
             other => Err(format!("expected no responses and a clean end, got {other:?}")),
@@ -265,10 +256,10 @@ impl Client {
         let status = Some(EchoStatus { code, message: message.to_string() });
         let req = SimpleRequest { response_status: status.clone(), ..Default::default() };
         want(self.unary(&req, &self.opts()).await.map(drop), "UnaryCall")?;
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+        let (requests, stream) = self.test.full_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
         let req = StreamingOutputCallRequest { response_status: status, ..Default::default() };
-        stream.send_msg(&req).await.map_err(|e| e.to_string())?;
-        stream.close_send().await.map_err(|e| e.to_string())?;
+        requests.send(&req).await.map_err(|e| e.to_string())?;
+        requests.close_send().await.map_err(|e| e.to_string())?;
         let result = async {
             while stream.recv().await?.is_some() {}
             Ok(())
@@ -277,21 +268,21 @@ impl Client {
     }
 
     async fn unimplemented_method(&self) -> CaseResult {
-        let r: Result<Empty, _> = self.conn.invoke(rpc::UNIMPLEMENTED_CALL, &Empty {}, &self.opts()).await;
+        let r = self.test.unimplemented_call(&Empty {}, &self.opts()).await;
         expect_code(r, Code::Unimplemented)
     }
 
     async fn cancel_after_begin(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::STREAMING_INPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
-        stream.cancel();
-        expect_code(stream.recv().await, Code::Canceled)
+        let (requests, response) = self.test.streaming_input_call(&self.opts()).await.map_err(|e| e.to_string())?;
+        requests.cancel();
+        expect_code(response.recv().await, Code::Canceled)
     }
 
     async fn cancel_after_first_response(&self) -> CaseResult {
-        let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+        let (requests, stream) = self.test.full_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
         let mut req = output_request(&[31415]);
         req.payload = payload(27182);
-        stream.send_msg(&req).await.map_err(|e| e.to_string())?;
+        requests.send(&req).await.map_err(|e| e.to_string())?;
         let first = stream.recv().await.map_err(|e| e.to_string())?;
         check(first.is_some(), || "no first response".into())?;
         stream.cancel();
@@ -346,15 +337,15 @@ impl Client {
 
     async fn interleaved_streams(&self) -> CaseResult {
         let streams = (0..16).map(|s| async move {
-            let stream = self.conn.stream(rpc::FULL_DUPLEX_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
+            let (requests, stream) = self.test.full_duplex_call(&self.opts()).await.map_err(|e| e.to_string())?;
             for round in 0..50 {
                 let size = 1 + s * 997 + round * 13;
-                stream.send_msg(&output_request(&[size])).await.map_err(|e| e.to_string())?;
-                let resp = stream.recv_msg::<StreamingOutputCallResponse>().await.map_err(|e| e.to_string())?;
+                requests.send(&output_request(&[size])).await.map_err(|e| e.to_string())?;
+                let resp = stream.recv().await.map_err(|e| e.to_string())?;
                 let got = resp.map(|r| body_len(&r.payload));
                 check(got == Some(size as usize), || format!("stream {s} round {round}: got {got:?}, want {size}"))?;
             }
-            stream.close_send().await.map_err(|e| e.to_string())?;
+            requests.close_send().await.map_err(|e| e.to_string())?;
             match stream.recv().await {
                 Ok(None) => Ok(()),
                 other => Err(format!("stream {s}: expected a clean end, got {other:?}")),
@@ -404,16 +395,14 @@ impl Client {
     }
 
     async fn slow_reader_isolation(&self) -> CaseResult {
-        let a = self.conn.stream(rpc::STREAMING_OUTPUT_CALL, &self.opts()).await.map_err(|e| e.to_string())?;
         let req = StreamingOutputCallRequest {
             response_parameters: (0..4096).map(|_| ResponseParameters { size: 64 << 10, interval_ms: 0 }).collect(),
             ..Default::default()
         };
-        a.send_msg(&req).await.map_err(|e| e.to_string())?;
-        a.close_send().await.map_err(|e| e.to_string())?;
+        let a = self.test.streaming_output_call(&req, &self.opts()).await.map_err(|e| e.to_string())?;
         let start = Instant::now();
         let calls = (0..500).map(|i| async move {
-            let r: Result<Empty, _> = self.conn.invoke(rpc::EMPTY_CALL, &Empty {}, &self.opts().timeout(Duration::from_secs(10))).await;
+            let r = self.test.empty_call(&Empty {}, &self.opts().timeout(Duration::from_secs(10))).await;
             r.map(drop).map_err(|e| format!("EmptyCall {i}: {e}"))
         });
         let results: CaseResult = join_all(calls).await.into_iter().collect();

@@ -2,8 +2,8 @@
 //! GetStats reports.
 
 use crate::pb::*;
-use crate::rpc;
-use drpc_core::{CallContext, Router, Status, Stream};
+use drpc_core::call::{RecvStream, ResponseSender};
+use drpc_core::{CallContext, Router, Status};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,103 +71,117 @@ async fn sleep_or_cancel(ms: i64, ctx: &CallContext, stats: &Stats) -> Result<()
     }
 }
 
-async fn answer(req: &StreamingOutputCallRequest, stream: &Stream, stats: &Stats) -> Result<(), Status> {
+async fn answer(
+    req: &StreamingOutputCallRequest,
+    responses: &ResponseSender<StreamingOutputCallResponse>,
+    stats: &Stats,
+) -> Result<(), Status> {
     for p in &req.response_parameters {
-        sleep_or_cancel(p.interval_ms, stream.context(), stats).await?;
-        stream.send_msg(&StreamingOutputCallResponse { payload: zeros(p.size) }).await?;
+        sleep_or_cancel(p.interval_ms, responses.context(), stats).await?;
+        responses.send(&StreamingOutputCallResponse { payload: zeros(p.size) }).await?;
     }
     echo_status(&req.response_status)
 }
 
+/// The TestService handlers; `stats` is what GetStats reports.
+pub struct TestServiceImpl {
+    stats: Arc<Stats>,
+}
+
+impl TestServiceImpl {
+    pub fn new(stats: Arc<Stats>) -> TestServiceImpl {
+        TestServiceImpl { stats }
+    }
+}
+
+impl TestService for TestServiceImpl {
+    async fn empty_call(&self, _request: Empty, _ctx: CallContext) -> Result<Empty, Status> {
+        let _a = Active::start(&self.stats);
+        Ok(Empty {})
+    }
+
+    async fn unary_call(&self, req: SimpleRequest, ctx: CallContext) -> Result<SimpleResponse, Status> {
+        let _a = Active::start(&self.stats);
+        sleep_or_cancel(req.sleep_ms, &ctx, &self.stats).await?;
+        echo_status(&req.response_status)?;
+        let metadata_value = if req.echo_metadata_key.is_empty() {
+            String::new()
+        } else {
+            ctx.metadata().get(&req.echo_metadata_key).cloned().unwrap_or_default()
+        };
+        Ok(SimpleResponse {
+            payload: zeros(req.response_size),
+            metadata_value,
+            request_payload_size: req.payload.map_or(0, |p| p.body.len() as i64),
+        })
+    }
+
+    async fn streaming_output_call(
+        &self,
+        req: StreamingOutputCallRequest,
+        responses: ResponseSender<StreamingOutputCallResponse>,
+        _ctx: CallContext,
+    ) -> Result<(), Status> {
+        let _a = Active::start(&self.stats);
+        answer(&req, &responses, &self.stats).await
+    }
+
+    async fn streaming_input_call(
+        &self,
+        requests: RecvStream<StreamingInputCallRequest>,
+        _ctx: CallContext,
+    ) -> Result<StreamingInputCallResponse, Status> {
+        let _a = Active::start(&self.stats);
+        let mut total = 0i64;
+        while let Some(req) = requests.recv().await? {
+            total += req.payload.map_or(0, |p| p.body.len() as i64);
+        }
+        Ok(StreamingInputCallResponse { aggregated_payload_size: total })
+    }
+
+    async fn full_duplex_call(
+        &self,
+        requests: RecvStream<StreamingOutputCallRequest>,
+        responses: ResponseSender<StreamingOutputCallResponse>,
+        _ctx: CallContext,
+    ) -> Result<(), Status> {
+        let _a = Active::start(&self.stats);
+        while let Some(req) = requests.recv().await? {
+            answer(&req, &responses, &self.stats).await?;
+        }
+        Ok(())
+    }
+
+    async fn half_duplex_call(
+        &self,
+        requests: RecvStream<StreamingOutputCallRequest>,
+        responses: ResponseSender<StreamingOutputCallResponse>,
+        _ctx: CallContext,
+    ) -> Result<(), Status> {
+        let _a = Active::start(&self.stats);
+        let mut buffered = Vec::new();
+        while let Some(req) = requests.recv().await? {
+            buffered.push(req);
+        }
+        for req in &buffered {
+            answer(req, &responses, &self.stats).await?;
+        }
+        Ok(())
+    }
+
+    /// test.proto declares it for no server to implement: answered exactly as
+    /// an rpc the router does not know.
+    async fn unimplemented_call(&self, _request: Empty, ctx: CallContext) -> Result<Empty, Status> {
+        Err(Status::unimplemented(format!("unknown rpc: {}", ctx.rpc())))
+    }
+
+    async fn get_stats(&self, _request: Empty, _ctx: CallContext) -> Result<ServerStats, Status> {
+        let _a = Active::start(&self.stats);
+        Ok(self.stats.snapshot())
+    }
+}
+
 /// The TestService router; `stats` is what GetStats reports.
 pub fn router(stats: Arc<Stats>) -> Router {
-    let s = stats.clone();
-    let empty = move |_: Empty, _: CallContext| {
-        let active = Active::start(&s);
-        async move {
-            drop(active);
-            Ok(Empty {})
-        }
-    };
-    let s = stats.clone();
-    let unary = move |req: SimpleRequest, ctx: CallContext| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            sleep_or_cancel(req.sleep_ms, &ctx, &stats).await?;
-            echo_status(&req.response_status)?;
-            let metadata_value = if req.echo_metadata_key.is_empty() {
-                String::new()
-            } else {
-                ctx.metadata().get(&req.echo_metadata_key).cloned().unwrap_or_default()
-            };
-            Ok(SimpleResponse {
-                payload: zeros(req.response_size),
-                metadata_value,
-                request_payload_size: req.payload.map_or(0, |p| p.body.len() as i64),
-            })
-        }
-    };
-    let s = stats.clone();
-    let output = move |req: StreamingOutputCallRequest, stream: Stream| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            answer(&req, &stream, &stats).await
-        }
-    };
-    let s = stats.clone();
-    let input = move |stream: Stream| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            let mut total = 0i64;
-            while let Some(req) = stream.recv_msg::<StreamingInputCallRequest>().await? {
-                total += req.payload.map_or(0, |p| p.body.len() as i64);
-            }
-            Ok(StreamingInputCallResponse { aggregated_payload_size: total })
-        }
-    };
-    let s = stats.clone();
-    let full = move |stream: Stream| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            while let Some(req) = stream.recv_msg::<StreamingOutputCallRequest>().await? {
-                answer(&req, &stream, &stats).await?;
-            }
-            Ok(())
-        }
-    };
-    let s = stats.clone();
-    let half = move |stream: Stream| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            let mut requests = Vec::new();
-            while let Some(req) = stream.recv_msg::<StreamingOutputCallRequest>().await? {
-                requests.push(req);
-            }
-            for req in &requests {
-                answer(req, &stream, &stats).await?;
-            }
-            Ok(())
-        }
-    };
-    let s = stats;
-    let get_stats = move |_: Empty, _: CallContext| {
-        let stats = s.clone();
-        async move {
-            let _a = Active::start(&stats);
-            Ok(stats.snapshot())
-        }
-    };
-    Router::new()
-        .unary(rpc::EMPTY_CALL, empty)
-        .unary(rpc::UNARY_CALL, unary)
-        .server_streaming(rpc::STREAMING_OUTPUT_CALL, output)
-        .client_streaming(rpc::STREAMING_INPUT_CALL, input)
-        .bidi(rpc::FULL_DUPLEX_CALL, full)
-        .bidi(rpc::HALF_DUPLEX_CALL, half)
-        .unary(rpc::GET_STATS, get_stats)
+    Router::new().service(TestServiceServer::new(TestServiceImpl::new(stats)))
 }

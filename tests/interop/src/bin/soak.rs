@@ -7,7 +7,7 @@
 
 use drpc_core::{CallOptions, CancelToken, Code, Conn, ConnOptions, Status};
 use drpc_interop::pb::*;
-use drpc_interop::{parse_args, rpc};
+use drpc_interop::parse_args;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,11 +46,12 @@ fn rss_kib() -> u64 {
 }
 
 async fn one_round(conn: &Conn, i: u64, tally: &Tally) {
+    let client = TestServiceClient::new(conn.clone());
     let opts = CallOptions::new().timeout(Duration::from_secs(10));
     match i % 6 {
         0 | 1 => {
             let req = SimpleRequest { response_size: (i % 2048) as i32, payload: Some(Payload { body: vec![1; (i % 4096) as usize] }), ..Default::default() };
-            let r = conn.invoke::<_, SimpleResponse>(rpc::UNARY_CALL, &req, &opts).await;
+            let r = client.unary_call(&req, &opts).await;
             let r = r.and_then(|resp| match resp.payload.map(|p| p.body.len()) {
                 Some(n) if n == (i % 2048) as usize => Ok(()),
                 other => Err(Status::new(Code::DataLoss, format!("wrong response size {other:?}"))),
@@ -59,14 +60,14 @@ async fn one_round(conn: &Conn, i: u64, tally: &Tally) {
         }
         2 => {
             let r = async {
-                let s = conn.stream(rpc::FULL_DUPLEX_CALL, &opts).await?;
+                let (requests, responses) = client.full_duplex_call(&opts).await?;
                 for k in 0..5 {
                     let req = StreamingOutputCallRequest { response_parameters: vec![ResponseParameters { size: 100 + k, interval_ms: 0 }], ..Default::default() };
-                    s.send_msg(&req).await?;
-                    s.recv_msg::<StreamingOutputCallResponse>().await?;
+                    requests.send(&req).await?;
+                    responses.recv().await?;
                 }
-                s.close_send().await?;
-                while s.recv().await?.is_some() {}
+                requests.close_send().await?;
+                while responses.recv().await?.is_some() {}
                 Ok(())
             };
             tally.record(r.await, &[]);
@@ -80,20 +81,20 @@ async fn one_round(conn: &Conn, i: u64, tally: &Tally) {
                 t.cancel();
             });
             let req = SimpleRequest { sleep_ms: 1000, ..Default::default() };
-            let r = conn.invoke::<_, SimpleResponse>(rpc::UNARY_CALL, &req, &CallOptions::new().cancel_token(token)).await;
+            let r = client.unary_call(&req, &CallOptions::new().cancel_token(token)).await;
             let _ = canceller.await;
             tally.record(r.map(drop), &[Code::Canceled]);
         }
         4 => {
             let req = SimpleRequest { sleep_ms: 1000, ..Default::default() };
-            let r = conn.invoke::<_, SimpleResponse>(rpc::UNARY_CALL, &req, &CallOptions::new().timeout(Duration::from_millis(3))).await;
+            let r = client.unary_call(&req, &CallOptions::new().timeout(Duration::from_millis(3))).await;
             tally.record(r.map(drop), &[Code::DeadlineExceeded]);
         }
         _ => {
             // A stream dropped half-way (cancels it on the wire).
             let r = async {
-                let s = conn.stream(rpc::STREAMING_INPUT_CALL, &opts).await?;
-                s.send_msg(&StreamingInputCallRequest { payload: Some(Payload { body: vec![0; 512] }) }).await?;
+                let (requests, _response) = client.streaming_input_call(&opts).await?;
+                requests.send(&StreamingInputCallRequest { payload: Some(Payload { body: vec![0; 512] }) }).await?;
                 Ok(())
             };
             tally.record(r.await, &[]);
