@@ -25,7 +25,7 @@ from typing import (
 
 from . import aio
 from ._client import Client, ClientStream
-from .errors import Internal
+from .errors import Internal, RpcError
 
 __all__ = [
     "BidiStream",
@@ -58,7 +58,7 @@ class RequestIterator(Protocol[T_co]):
     def __anext__(self) -> Awaitable[T_co]: ...
 
 
-def _missing_response(rpc: str) -> Internal:
+def _missing_response(rpc: str) -> RpcError:
     return Internal(f"{rpc}: the server ended the call without a response")
 
 
