@@ -8,9 +8,11 @@
 #   - C (codegen/c/protoc-gen-drpc-c, installed by `make install`): protoc-c +
 #     the plugin, the generated code and the edge programs compiled with
 #     -Wall -Wextra -Werror -pedantic (the header also as C++17);
+#   - Go: bindings/go/codegen/edgepb (storj's protoc-gen-go-drpc output) is
+#     fresh (regen.sh --check) and its programs build over the cgo binding;
 #   - every generated client against every generated server, all rpc kinds:
-#     {C, Python sync, Python asyncio} x {C, Python sync, Python asyncio},
-#     the C programs under valgrind;
+#     {C, Python sync, Python asyncio, Go} x {C, Python sync, Python asyncio,
+#     Go}, the C programs under valgrind;
 #   - `make install` puts protoc-gen-drpc-c in PREFIX/bin.
 # Installs what it lacks: Debian protobuf-compiler, protobuf-c-compiler,
 # libprotobuf-c-dev, valgrind (as root); the Python package and pytest, mypy,
@@ -138,6 +140,17 @@ else
     fail c_header_cxx17 "$(head -10 "$logs/cxx.log")"
 fi
 
+# ---- Go: storj's protoc-gen-go-drpc over the cgo binding (drpcstorj) ---------
+gobind="$root/bindings/go"
+if "$gobind/codegen/regen.sh" --check >"$logs/go-regen.log" 2>&1; then pass go_generated_code_fresh; else
+    fail go_generated_code_fresh "$(tail -10 "$logs/go-regen.log") (run bindings/go/codegen/regen.sh)"; fi
+if (cd "$gobind" && CGO_ENABLED=1 go build -o "$build/edge-go-server" ./codegen/cmd/edge-server &&
+    CGO_ENABLED=1 go build -o "$build/edge-go-client" ./codegen/cmd/edge-client) >"$logs/go-build.log" 2>&1; then
+    pass go_build
+else
+    fail go_build "$(tail -10 "$logs/go-build.log")"
+fi
+
 # ---- every client against every server -------------------------------------
 VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible
     --suppressions="$root/tests/c/valgrind.supp")
@@ -168,19 +181,21 @@ stop_server() { # NAME: SIGTERM, exit 0 expected
     if [ "$rc" = 0 ]; then pass "$name/server_exit_0"; else fail "$name/server_exit_0" "exit $rc: $(tail -5 "$logs/$name.server.err")"; fi
 }
 want_cases_c=14  # edge_client.c: the 12 shared cases + echo_unary_async + bad_arguments
-want_cases_py=12
+want_cases_py=12  # also Go's
 declare -A server_cmd=(
+    [go]="$build/edge-go-server"
     [c]="${VALGRIND[*]} $build/edge_server"
     [py-sync]="$py $here/python/edge_server.py --gen $gen_py --api sync"
     [py-aio]="$py $here/python/edge_server.py --gen $gen_py --api aio"
 )
 declare -A client_cmd=(
+    [go]="$build/edge-go-client"
     [c]="${VALGRIND[*]} $build/edge_client"
     [py-sync]="$py $here/python/edge_client.py --gen $gen_py --api sync"
     [py-aio]="$py $here/python/edge_client.py --gen $gen_py --api aio"
 )
-for s in c py-sync py-aio; do
-    for c in c py-sync py-aio; do
+for s in c py-sync py-aio go; do
+    for c in c py-sync py-aio go; do
         run="$c-client-vs-$s-server"
         echo "== $run"
         # shellcheck disable=SC2086
