@@ -91,6 +91,13 @@ if (cd "$proto" && "$py" -m drpc.codegen --protoc "$(command -v protoc)" --out "
 else
     fail python_cli_matches_plugin "$(tail -5 "$logs/py-cli.log" "$logs/py-cli.diff")"
 fi
+# And with its default protoc (grpcio-tools', being installed), -I given.
+if "$py" -m drpc.codegen -I "$proto" --out "$build/py-cli-default" "${protos[@]/#/$proto/}" >"$logs/py-cli-default.log" 2>&1 &&
+    diff -r -x '*_pb2.py*' -x __pycache__ "$gen_py" "$build/py-cli-default" >"$logs/py-cli-default.diff"; then
+    pass python_cli_default_protoc
+else
+    fail python_cli_default_protoc "$(tail -5 "$logs/py-cli-default.log" "$logs/py-cli-default.diff")"
+fi
 
 # mypy --strict on the generated modules and on the edge programs, which
 # override every servicer method as plain functions, generators, coroutines
@@ -180,7 +187,7 @@ stop_server() { # NAME: SIGTERM, exit 0 expected
     rc=$?
     if [ "$rc" = 0 ]; then pass "$name/server_exit_0"; else fail "$name/server_exit_0" "exit $rc: $(tail -5 "$logs/$name.server.err")"; fi
 }
-want_cases_c=14  # edge_client.c: the 12 shared cases + echo_unary_async + bad_arguments
+want_cases_c=16  # edge_client.c: the 12 shared cases + echo_unary_async(_race), echo_bidi_cancel, bad_arguments
 want_cases_py=12  # also Go's
 declare -A server_cmd=(
     [go]="$build/edge-go-server"

@@ -225,3 +225,57 @@ def test_mypy_rejects_mistyped_calls_and_handlers(tmp_path: Path) -> None:
     assert out.returncode == 1, out.stdout
     lines = {int(line.split(":")[1]) for line in out.stdout.splitlines() if line.startswith("mistyped_usage.py:") and ": error:" in line}
     assert {7, 8, 10, 13} <= lines, out.stdout
+
+
+@needs_gen
+@pytest.mark.parametrize("api", ["sync", "aio"])
+def test_unfinished_typed_stream_is_cancelled_on_exit(api: str) -> None:
+    """Leaving the typed stream's (async) with-block before the call ended
+    cancels it on the wire: the server's handler sees the cancellation."""
+    import threading
+
+    from edge import edge_drpc, edge_pb2
+
+    cancelled: "list[threading.Event]" = []
+
+    class Echo(edge_drpc.EchoServicer):
+        def Bidi(self, requests: Iterator[edge_pb2.Request], context: drpc.ServerContext) -> Iterator[edge_pb2.Reply]:
+            seen = threading.Event()
+            cancelled.append(seen)
+            for request in requests:
+                yield edge_pb2.Reply(text=request.text)
+                if context.wait_cancelled(timeout=10.0):
+                    seen.set()
+                    return
+
+    server = drpc.Server()
+    edge_drpc.add_Echo_to_server(Echo(), server)
+    addr = server.start()
+    rounds = 20
+    try:
+        if api == "sync":
+            with drpc.Client(addr) as conn:
+                echo = edge_drpc.EchoClient(conn)
+                for i in range(rounds):
+                    with echo.Bidi(timeout=10.0) as stream:
+                        stream.send(edge_pb2.Request(text=str(i)))
+                        reply = stream.recv()
+                        assert reply is not None and reply.text == str(i)
+                    assert stream.finished
+        else:
+
+            async def run() -> None:
+                async with drpc.aio.Client(addr) as conn:
+                    echo = edge_drpc.EchoAsyncClient(conn)
+                    for i in range(rounds):
+                        async with await echo.Bidi(timeout=10.0) as stream:
+                            await stream.send(edge_pb2.Request(text=str(i)))
+                            reply = await stream.recv()
+                            assert reply is not None and reply.text == str(i)
+                        assert stream.finished
+
+            asyncio.run(run())
+        assert len(cancelled) == rounds
+        assert all(seen.wait(5.0) for seen in cancelled)
+    finally:
+        server.stop()
