@@ -279,3 +279,10 @@ def test_unfinished_typed_stream_is_cancelled_on_exit(api: str) -> None:
         assert all(seen.wait(5.0) for seen in cancelled)
     finally:
         server.stop()
+
+
+def test_services_generating_the_same_python_name_are_refused() -> None:
+    req = _request(("Get", False, False))
+    svc = req.proto_file[0].service.add(name="SAsync")  # S's async client is SAsyncClient too
+    svc.method.add(name="Get", input_type=".p.M", output_type=".p.M")
+    assert "SAsyncClient" in generate(req).error

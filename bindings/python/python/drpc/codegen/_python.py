@@ -142,9 +142,12 @@ def _generate_file(f: descriptor_pb2.FileDescriptorProto, types: _Types) -> str:
             head.append(f"from {package} import {leaf} as {imports[mod]}")
         else:
             head.append(f"import {leaf} as {imports[mod]}")
-    names = []
+    names: List[str] = []
     for service in f.service:
-        names += [f"{service.name}Client", f"{service.name}AsyncClient", f"{service.name}Servicer", f"add_{service.name}_to_server"]
+        for name in (f"{service.name}Client", f"{service.name}AsyncClient", f"{service.name}Servicer", f"add_{service.name}_to_server"):
+            if name in names:
+                raise GenerationError(f"{f.name}: two services generate the Python name {name}")
+            names.append(name)
     head += ["", "__all__ = [" + ", ".join(repr(n) for n in names) + "]"]
     return "\n".join(head + body).rstrip("\n") + "\n"
 
