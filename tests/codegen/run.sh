@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the code generators (tests/codegen/README.md), non-interactively:
-#   - Python (drpc.codegen): generates the edge-case protos with grpcio-tools'
-#     protoc and the protoc-gen-drpc_python console script, and again with
+#   - Python (drpc.codegen): the interop programs' test_drpc.py is fresh;
+#     generates the edge-case protos with grpcio-tools' protoc and the
+#     protoc-gen-drpc_python console script, and again with
 #     `python -m drpc.codegen` (Debian's protoc), which must agree; mypy
 #     --strict on the generated modules and on the typed edge programs; the
 #     generator's pytest suite (tests/codegen/python/test_codegen.py);
@@ -97,6 +98,18 @@ if "$py" -m drpc.codegen -I "$proto" --out "$build/py-cli-default" "${protos[@]/
     pass python_cli_default_protoc
 else
     fail python_cli_default_protoc "$(tail -5 "$logs/py-cli-default.log" "$logs/py-cli-default.diff")"
+fi
+
+# The interop programs' generated module (drpc/interop/test_drpc.py, by
+# bindings/python/gen_proto.sh) is fresh.
+mkdir -p "$build/interop-proto/drpc/interop" "$build/interop-py"
+cp "$root/tests/c/proto/test.proto" "$build/interop-proto/drpc/interop/test.proto"
+if "$py" -m drpc.codegen --no-messages --protoc "$(command -v protoc)" -I "$build/interop-proto" --out "$build/interop-py" \
+    "$build/interop-proto/drpc/interop/test.proto" >"$logs/interop-gen.log" 2>&1 &&
+    diff "$root/bindings/python/python/drpc/interop/test_drpc.py" "$build/interop-py/drpc/interop/test_drpc.py" >>"$logs/interop-gen.log"; then
+    pass python_interop_generated_fresh
+else
+    fail python_interop_generated_fresh "$(tail -5 "$logs/interop-gen.log") (run bindings/python/gen_proto.sh)"
 fi
 
 # mypy --strict on the generated modules and on the edge programs, which

@@ -33,6 +33,7 @@ __all__ = [
     "RequestIterator",
     "stream_unary",
     "stream_unary_async",
+    "overrides",
 ]
 
 Req = TypeVar("Req")
@@ -203,3 +204,9 @@ async def stream_unary_async(
     if response is None:
         raise _missing_response(rpc)
     return response
+
+
+def overrides(servicer: object, base: type, method: str) -> bool:
+    """Whether ``servicer`` implements ``method`` itself rather than
+    inheriting the Unimplemented one of the generated ``base``."""
+    return method in getattr(servicer, "__dict__", {}) or getattr(type(servicer), method, None) is not getattr(base, method)

@@ -282,7 +282,7 @@ def _generate_service(
     out += _docstring(
         (doc.strip() + "\n\n" if doc.strip() else "")
         + f"Base class of {full} implementations: override the rpcs you serve (the\n"
-        "others answer Unimplemented) and register with add_"
+        "others are not registered: the server answers them Unimplemented) and\nregister with add_"
         + s
         + "_to_server.\nEach method may be a plain function, a generator, a coroutine or an async\n"
         "generator; plain ones run on worker threads, async ones on the server's\nevent loop.",
@@ -310,12 +310,17 @@ def _generate_service(
     out.append(
         f"def add_{s}_to_server(servicer: {s}Servicer, server: _typing.Union[_drpc.Server, _drpc_aio.Server]) -> None:"
     )
-    out += _docstring(f"Registers every rpc of {full} on a drpc.Server or drpc.aio.Server.", "    ")
+    out += _docstring(
+        f"Registers the rpcs of {full} that ``servicer`` implements on a drpc.Server or\n"
+        "drpc.aio.Server; the others stay unregistered (the server answers them Unimplemented).",
+        "    ",
+    )
     for name, rpc, req, resp, cs, ss, mdoc in methods:
         kind = {(False, False): "unary", (False, True): "server_streaming", (True, False): "client_streaming"}.get(
             (cs, ss), "bidi_streaming"
         )
-        out.append(f"    server.{kind}({rpc!r}, servicer.{name}, request_type={req})")
+        out.append(f"    if _drpc_typed.overrides(servicer, {s}Servicer, {name!r}):")
+        out.append(f"        server.{kind}({rpc!r}, servicer.{name}, request_type={req})")
     return out
 
 
