@@ -6,7 +6,8 @@
 #     `python -m drpc.codegen` (Debian's protoc), which must agree; mypy
 #     --strict on the generated modules and on the typed edge programs; the
 #     generator's pytest suite (tests/codegen/python/test_codegen.py);
-#   - C (codegen/c/protoc-gen-drpc-c, installed by `make install`): protoc-c +
+#   - C (codegen/c/protoc-gen-drpc-c, installed by `make install`): the C
+#     interop server's tests/c/proto/test.drpc.{h,c} are fresh; protoc-c +
 #     the plugin, the generated code and the edge programs compiled with
 #     -Wall -Wextra -Werror -pedantic (the header also as C++17);
 #   - Go: bindings/go/codegen/edgepb (storj's protoc-gen-go-drpc output) is
@@ -141,6 +142,16 @@ if protoc-c -I"$proto" -I/usr/include --c_out="$gen_c" "${protos[@]}" "${wkt[@]}
     pass c_protoc_plugin
 else
     fail c_protoc_plugin "$(tail -5 "$logs/protoc-c.log")"
+fi
+# The C interop server's generated code (tests/c/proto/test.drpc.{h,c}) is fresh.
+mkdir -p "$build/interop-c"
+if protoc -I"$root/tests/c/proto" --plugin=protoc-gen-drpc-c="$root/codegen/c/protoc-gen-drpc-c" \
+    --drpc-c_out="$build/interop-c" test.proto >"$logs/interop-c.log" 2>&1 &&
+    diff "$root/tests/c/proto/test.drpc.h" "$build/interop-c/test.drpc.h" >>"$logs/interop-c.log" &&
+    diff "$root/tests/c/proto/test.drpc.c" "$build/interop-c/test.drpc.c" >>"$logs/interop-c.log"; then
+    pass c_interop_generated_fresh
+else
+    fail c_interop_generated_fresh "$(tail -5 "$logs/interop-c.log") (see tests/c/proto/README.md)"
 fi
 CFLAGS=(-std=c11 -O1 -g -Wall -Wextra -Werror -pedantic -I"$gen_c" -I"$root/include")
 LIBS=(-L"$target/release" -ldrpc -lprotobuf-c -lpthread -Wl,-rpath,"$target/release")
