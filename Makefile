@@ -13,7 +13,7 @@ PREFIX ?= /usr/local
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
-## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
+## Every test: lint, Rust, interop, C, Python, the code generators, Go, and the cross-implementation matrix.
 test: lint test-rust test-miri test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
 
