@@ -7,14 +7,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
-.PHONY: demo test test-rust test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
+.PHONY: demo test test-rust test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
 demo:
 	$(CARGO) run --release -p drpc-core --example demo
 
-## Every test: lint, Rust, interop, C, Python, Go, and the cross-implementation matrix.
-test: lint test-rust test-miri test-interop test-c test-python test-go test-matrix test-fuzz test-bench-smoke
+## Every test: lint, Rust, interop, C, Python, the code generators, Go, and the cross-implementation matrix.
+test: lint test-rust test-miri test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke
 	@echo "make test: all suites passed"
 
 ## Every contender once with tiny counts, so the benchmark keeps working.
@@ -40,6 +40,10 @@ test-c:
 
 test-python:
 	bindings/python/run-tests.sh
+
+## The Python and C code generators: generated clients x generated servers, every rpc kind.
+test-codegen:
+	tests/codegen/run.sh
 
 test-go:
 	tests/go/run.sh
@@ -68,5 +72,7 @@ test-miri:
 	rustup component add miri rust-src --toolchain nightly
 	$(CARGO) +nightly miri test -p drpc-core --lib
 
+## libdrpc, drpc.h and drpc.pc, and the C code generator protoc-gen-drpc-c in PREFIX/bin.
 install:
 	drpc-ffi/install.sh $(PREFIX)
+	install -D -m 0755 codegen/c/protoc-gen-drpc-c $(DESTDIR)$(PREFIX)/bin/protoc-gen-drpc-c

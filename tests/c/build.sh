@@ -32,7 +32,7 @@ cc_prog() { # NAME SOURCES-AND-LIBS...
     shift
     gcc "${CFLAGS[@]}" "$@" -o "$build/$name" "${LDFLAGS[@]}" || { echo "build.sh: building $name failed" >&2; exit 1; }
 }
-cc_prog interop_server "$here/interop_server.c" "$here/proto/test.pb-c.c" -lprotobuf-c
+cc_prog interop_server -I"$here/proto" "$here/interop_server.c" "$here/proto/test.pb-c.c" "$here/proto/test.drpc.c" -lprotobuf-c
 cc_prog interop_client "$here/interop_client.c" "$here/proto/test.pb-c.c" -lprotobuf-c
 if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"

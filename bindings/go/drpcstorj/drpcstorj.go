@@ -109,6 +109,24 @@ func Register(srv *drpc.Server, h storj.Handler, rpcs []string) error {
 	return nil
 }
 
+// RPCs lists the rpc names of storj service descriptions, e.g. the
+// DRPC<Service>Description{} that protoc-gen-go-drpc generates, for Register:
+//
+//	mux := drpcmux.New()
+//	pb.DRPCRegisterKV(mux, &kvServer{})
+//	drpcstorj.Register(srv, mux, drpcstorj.RPCs(pb.DRPCKVDescription{}))
+func RPCs(descs ...storj.Description) []string {
+	var rpcs []string
+	for _, d := range descs {
+		for i := 0; i < d.NumMethods(); i++ {
+			if rpc, _, _, _, ok := d.Method(i); ok {
+				rpcs = append(rpcs, rpc)
+			}
+		}
+	}
+	return rpcs
+}
+
 type serverStream struct {
 	ss  *drpc.ServerStream
 	ctx context.Context

@@ -5,22 +5,25 @@ Usage: ``python -m drpc.interop.server --addr HOST:PORT [--api aio|sync]
 until SIGTERM/SIGINT, then stops gracefully and exits 0. ``--api`` picks
 asyncio handlers on ``drpc.aio.Server`` (default) or blocking handlers on
 ``drpc.Server``. ``--flow-control`` turns on per-stream flow control.
+The handlers are servicers of the generated ``test_drpc`` module (see
+``bindings/python/gen_proto.sh``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import drpc
 import drpc.aio
 
-from . import SERVICE
+from . import test_drpc
 from . import test_pb2 as pb
 
 
@@ -45,6 +48,15 @@ class Stats:
     def cancel(self) -> None:
         with self._lock:
             self.cancelled += 1
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        """Counts a running rpc for as long as the block runs."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
 
     def message(self) -> Any:
         with self._lock:
@@ -71,159 +83,129 @@ def _responses(req: Any) -> Any:
         yield p, pb.StreamingOutputCallResponse(payload=pb.Payload(body=bytes(p.size)))
 
 
-def build_sync(stats: Stats, flow_control: bool = False) -> drpc.Server:
-    server = drpc.Server(flow_control=flow_control)
+class _SyncService(test_drpc.TestServiceServicer):
+    """Blocking handlers: plain methods and generators on worker threads.
+    UnimplementedCall is not overridden, so it is not registered."""
 
-    def tracked(gen_fn: Any) -> Any:
-        def wrapper(*args: Any) -> Any:
-            stats.enter()
-            try:
-                yield from gen_fn(*args)
-            finally:
-                stats.leave()
-        return wrapper
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
 
-    def tracked_unary(fn: Any) -> Any:
-        def wrapper(req: Any, ctx: Any) -> Any:
-            stats.enter()
-            try:
-                return fn(req, ctx)
-            finally:
-                stats.leave()
-        return wrapper
+    def EmptyCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            return pb.Empty()
 
-    def empty(req: Any, ctx: Any) -> Any:
-        return pb.Empty()
+    def UnaryCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            if req.sleep_ms > 0 and ctx.wait_cancelled(req.sleep_ms / 1000.0):
+                self._stats.cancel()
+                raise drpc.Cancelled("cancelled while sleeping")
+            _fail_with(req.response_status)
+            return _simple_response(req, ctx)
 
-    def unary(req: Any, ctx: Any) -> Any:
-        if req.sleep_ms > 0 and ctx.wait_cancelled(req.sleep_ms / 1000.0):
-            stats.cancel()
-            raise drpc.Cancelled("cancelled while sleeping")
-        _fail_with(req.response_status)
-        return _simple_response(req, ctx)
-
-    def streaming_output(req: Any, ctx: Any) -> Any:
+    def _output(self, req: Any, ctx: Any) -> Any:
         for p, resp in _responses(req):
             if p.interval_ms > 0 and ctx.wait_cancelled(p.interval_ms / 1000.0):
-                stats.cancel()
+                self._stats.cancel()
                 raise drpc.Cancelled("cancelled")
             yield resp
         _fail_with(req.response_status)
 
-    def streaming_input(reqs: Any, ctx: Any) -> Any:
-        total = 0
-        for r in reqs:
-            total += len(r.payload.body)
-        return pb.StreamingInputCallResponse(aggregated_payload_size=total)
+    def StreamingOutputCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            yield from self._output(req, ctx)
 
-    def full_duplex(reqs: Any, ctx: Any) -> Any:
-        for req in reqs:
-            yield from streaming_output(req, ctx)
+    def StreamingInputCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            total = 0
+            for r in reqs:
+                total += len(r.payload.body)
+            return pb.StreamingInputCallResponse(aggregated_payload_size=total)
 
-    def half_duplex(reqs: Any, ctx: Any) -> Any:
-        for req in list(reqs):
-            yield from streaming_output(req, ctx)
+    def FullDuplexCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            for req in reqs:
+                yield from self._output(req, ctx)
 
-    def get_stats(req: Any, ctx: Any) -> Any:
-        return stats.message()
+    def HalfDuplexCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            for req in list(reqs):
+                yield from self._output(req, ctx)
 
-    server.unary(SERVICE + "EmptyCall", tracked_unary(empty), request_type=pb.Empty)
-    server.unary(SERVICE + "UnaryCall", tracked_unary(unary), request_type=pb.SimpleRequest)
-    server.server_streaming(
-        SERVICE + "StreamingOutputCall", tracked(streaming_output), request_type=pb.StreamingOutputCallRequest
-    )
-    server.client_streaming(
-        SERVICE + "StreamingInputCall", tracked_unary(streaming_input), request_type=pb.StreamingInputCallRequest
-    )
-    server.bidi_streaming(SERVICE + "FullDuplexCall", tracked(full_duplex), request_type=pb.StreamingOutputCallRequest)
-    server.bidi_streaming(SERVICE + "HalfDuplexCall", tracked(half_duplex), request_type=pb.StreamingOutputCallRequest)
-    server.unary(SERVICE + "GetStats", tracked_unary(get_stats), request_type=pb.Empty)
+    def GetStats(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            return self._stats.message()
+
+
+class _AsyncService(test_drpc.TestServiceServicer):
+    """asyncio handlers: coroutines and async generators on the server's
+    loop. UnimplementedCall is not overridden, so it is not registered."""
+
+    def __init__(self, stats: Stats) -> None:
+        self._stats = stats
+
+    async def _sleep(self, ms: int) -> None:
+        try:
+            await asyncio.sleep(ms / 1000.0)
+        except asyncio.CancelledError:
+            self._stats.cancel()
+            raise
+
+    async def EmptyCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            return pb.Empty()
+
+    async def UnaryCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            if req.sleep_ms > 0:
+                await self._sleep(req.sleep_ms)
+            _fail_with(req.response_status)
+            return _simple_response(req, ctx)
+
+    async def _output(self, req: Any) -> Any:
+        for p, resp in _responses(req):
+            if p.interval_ms > 0:
+                await self._sleep(p.interval_ms)
+            yield resp
+        _fail_with(req.response_status)
+
+    async def StreamingOutputCall(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            async for resp in self._output(req):
+                yield resp
+
+    async def StreamingInputCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            total = 0
+            async for r in reqs:
+                total += len(r.payload.body)
+            return pb.StreamingInputCallResponse(aggregated_payload_size=total)
+
+    async def FullDuplexCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            async for req in reqs:
+                async for resp in self._output(req):
+                    yield resp
+
+    async def HalfDuplexCall(self, reqs: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            for req in [r async for r in reqs]:
+                async for resp in self._output(req):
+                    yield resp
+
+    async def GetStats(self, req: Any, ctx: Any) -> Any:
+        with self._stats.tracking():
+            return self._stats.message()
+
+
+def build_sync(stats: Stats, flow_control: bool = False) -> drpc.Server:
+    server = drpc.Server(flow_control=flow_control)
+    test_drpc.add_TestService_to_server(_SyncService(stats), server)
     return server
 
 
 def build_aio(stats: Stats, flow_control: bool = False) -> drpc.aio.Server:
     server = drpc.aio.Server(flow_control=flow_control)
-
-    async def sleep(ms: int) -> None:
-        try:
-            await asyncio.sleep(ms / 1000.0)
-        except asyncio.CancelledError:
-            stats.cancel()
-            raise
-
-    @server.unary(SERVICE + "EmptyCall", request_type=pb.Empty)
-    async def empty(req: Any, ctx: Any) -> Any:
-        stats.enter()
-        stats.leave()
-        return pb.Empty()
-
-    @server.unary(SERVICE + "UnaryCall", request_type=pb.SimpleRequest)
-    async def unary(req: Any, ctx: Any) -> Any:
-        stats.enter()
-        try:
-            if req.sleep_ms > 0:
-                await sleep(req.sleep_ms)
-            _fail_with(req.response_status)
-            return _simple_response(req, ctx)
-        finally:
-            stats.leave()
-
-    async def output(stream: Any, req: Any) -> None:
-        for p, resp in _responses(req):
-            if p.interval_ms > 0:
-                await sleep(p.interval_ms)
-            await stream.send(resp)
-        _fail_with(req.response_status)
-
-    @server.stream(SERVICE + "StreamingOutputCall", request_type=pb.StreamingOutputCallRequest)
-    async def streaming_output(stream: Any) -> None:
-        stats.enter()
-        try:
-            req = await stream.recv()
-            if req is None:
-                raise drpc.InvalidArgument("no request")
-            await output(stream, req)
-        finally:
-            stats.leave()
-
-    @server.client_streaming(SERVICE + "StreamingInputCall", request_type=pb.StreamingInputCallRequest)
-    async def streaming_input(reqs: Any, ctx: Any) -> Any:
-        stats.enter()
-        try:
-            total = 0
-            async for r in reqs:
-                total += len(r.payload.body)
-            return pb.StreamingInputCallResponse(aggregated_payload_size=total)
-        finally:
-            stats.leave()
-
-    @server.stream(SERVICE + "FullDuplexCall", request_type=pb.StreamingOutputCallRequest)
-    async def full_duplex(stream: Any) -> None:
-        stats.enter()
-        try:
-            async for req in stream:
-                await output(stream, req)
-        finally:
-            stats.leave()
-
-    @server.stream(SERVICE + "HalfDuplexCall", request_type=pb.StreamingOutputCallRequest)
-    async def half_duplex(stream: Any) -> None:
-        stats.enter()
-        try:
-            reqs = [r async for r in stream]
-            for req in reqs:
-                await output(stream, req)
-        finally:
-            stats.leave()
-
-    @server.unary(SERVICE + "GetStats", request_type=pb.Empty)
-    async def get_stats(req: Any, ctx: Any) -> Any:
-        stats.enter()
-        try:
-            return stats.message()
-        finally:
-            stats.leave()
-
+    test_drpc.add_TestService_to_server(_AsyncService(stats), server)
     return server
 
 
