@@ -387,6 +387,22 @@ drpc_status drpc_conn_options_set_flow_control_window(drpc_conn_options *opts, u
 // blocks.
 drpc_status drpc_conn_options_set_max_concurrent_streams(drpc_conn_options *opts, size_t max_streams);
 
+// The memory budget of the connection, in bytes (0: no limit; default
+// 256 MiB): what the server can make it hold. Past its per-connection
+// share (64 MiB, `drpc_conn_options_set_connection_memory`) the client
+// stops reading until the application reads. Never blocks.
+drpc_status drpc_conn_options_set_memory_budget(drpc_conn_options *opts, size_t bytes);
+
+// The most the connection may hold before it stops reading (> 0; default
+// 64 MiB): unread messages, packets being assembled, queued writes. Never
+// blocks.
+drpc_status drpc_conn_options_set_connection_memory(drpc_conn_options *opts, size_t bytes);
+
+// A frame from the server that takes longer than `read_ms` milliseconds
+// from its first byte to its last closes the connection (0 disables;
+// default 30000). Never blocks.
+drpc_status drpc_conn_options_set_read_timeout(drpc_conn_options *opts, uint64_t read_ms);
+
 // Releases options. NULL is a no-op.
 void drpc_conn_options_free(drpc_conn_options *opts);
 
@@ -530,6 +546,31 @@ drpc_status drpc_server_set_flow_control_window(const drpc_server *server, uint6
 // connection stays usable. Only before the first `drpc_server_listen`
 // (`DRPC_FAILED_PRECONDITION` after). Never blocks.
 drpc_status drpc_server_set_max_concurrent_streams(const drpc_server *server, size_t max_streams);
+
+// The memory budget of the whole server, in bytes (0: no limit; default
+// 256 MiB): everything all its connections together may make it hold
+// (unread messages, packets being assembled, pending invokes and their
+// metadata, queued writes, read buffers, a fixed amount per connection and
+// per stream). When it is nearly full the server stops reading from the
+// connections holding the most (TCP back-pressure), refuses new streams
+// with `DRPC_RESOURCE_EXHAUSTED` and closes new connections at once; it
+// never grows past it. Only before the first `drpc_server_listen`
+// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_memory_budget(const drpc_server *server, size_t bytes);
+
+// The most one connection may hold of the server's memory budget, in
+// bytes (> 0; default 64 MiB); past it the server stops reading that
+// connection until its handlers read. Only before the first
+// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_connection_memory(const drpc_server *server, size_t bytes);
+
+// Connection timeouts in milliseconds, 0 disabling each: a connection that
+// sends no complete frame within `handshake_ms` of being accepted (default
+// 10000), that holds no stream and sends nothing for `idle_ms` (default
+// 300000), or whose frame takes longer than `read_ms` from its first byte to
+// its last (default 30000) is closed. Only before the first
+// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_timeouts(const drpc_server *server, uint64_t handshake_ms, uint64_t idle_ms, uint64_t read_ms);
 
 // Registers a blocking unary handler for `rpc` (e.g.
 // `"/pkg.Service/Method"`, copied); see `drpc_unary_handler`. `userdata`

@@ -147,6 +147,43 @@ pub extern "C" fn drpc_conn_options_set_max_concurrent_streams(
     })
 }
 
+/// The memory budget of the connection, in bytes (0: no limit; default
+/// 256 MiB): what the server can make it hold. Past its per-connection
+/// share (64 MiB, `drpc_conn_options_set_connection_memory`) the client
+/// stops reading until the application reads. Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_memory_budget(opts: *mut drpc_conn_options, bytes: usize) -> drpc_status {
+    with_options(opts, |o| {
+        o.memory_budget = Some(drpc_core::MemoryBudget::new(bytes));
+        Ok(())
+    })
+}
+
+/// The most the connection may hold before it stops reading (> 0; default
+/// 64 MiB): unread messages, packets being assembled, queued writes. Never
+/// blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_connection_memory(opts: *mut drpc_conn_options, bytes: usize) -> drpc_status {
+    with_options(opts, |o| {
+        if bytes == 0 {
+            return Err(Fail::bad("connection memory is 0"));
+        }
+        o.connection_buffer_budget = bytes;
+        Ok(())
+    })
+}
+
+/// A frame from the server that takes longer than `read_ms` milliseconds
+/// from its first byte to its last closes the connection (0 disables;
+/// default 30000). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_read_timeout(opts: *mut drpc_conn_options, read_ms: u64) -> drpc_status {
+    with_options(opts, |o| {
+        o.read_timeout = std::time::Duration::from_millis(read_ms);
+        Ok(())
+    })
+}
+
 /// Releases options. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn drpc_conn_options_free(opts: *mut drpc_conn_options) {

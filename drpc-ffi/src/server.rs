@@ -340,6 +340,64 @@ pub extern "C" fn drpc_server_set_max_concurrent_streams(
     })
 }
 
+/// The memory budget of the whole server, in bytes (0: no limit; default
+/// 256 MiB): everything all its connections together may make it hold
+/// (unread messages, packets being assembled, pending invokes and their
+/// metadata, queued writes, read buffers, a fixed amount per connection and
+/// per stream). When it is nearly full the server stops reading from the
+/// connections holding the most (TCP back-pressure), refuses new streams
+/// with `DRPC_RESOURCE_EXHAUSTED` and closes new connections at once; it
+/// never grows past it. Only before the first `drpc_server_listen`
+/// (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_memory_budget(server: *const drpc_server, bytes: usize) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let s = get::<ServerObj>(server, "server")?;
+        let mut st = lock(&s);
+        if st.server.is_some() || st.shut_down {
+            return Err(Fail::code(drpc_core::Code::FailedPrecondition, "the server is already listening"));
+        }
+        st.opts.memory_budget = bytes;
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// The most one connection may hold of the server's memory budget, in
+/// bytes (> 0; default 64 MiB); past it the server stops reading that
+/// connection until its handlers read. Only before the first
+/// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_connection_memory(server: *const drpc_server, bytes: usize) -> drpc_status {
+    set_option(server, |o| {
+        if bytes == 0 {
+            return Err(Fail::bad("connection memory is 0"));
+        }
+        o.connection_buffer_budget = bytes;
+        Ok(())
+    })
+}
+
+/// Connection timeouts in milliseconds, 0 disabling each: a connection that
+/// sends no complete frame within `handshake_ms` of being accepted (default
+/// 10000), that holds no stream and sends nothing for `idle_ms` (default
+/// 300000), or whose frame takes longer than `read_ms` from its first byte to
+/// its last (default 30000) is closed. Only before the first
+/// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_timeouts(
+    server: *const drpc_server,
+    handshake_ms: u64,
+    idle_ms: u64,
+    read_ms: u64,
+) -> drpc_status {
+    set_option(server, |o| {
+        o.handshake_timeout = std::time::Duration::from_millis(handshake_ms);
+        o.idle_timeout = std::time::Duration::from_millis(idle_ms);
+        o.read_timeout = std::time::Duration::from_millis(read_ms);
+        Ok(())
+    })
+}
+
 fn register(
     server: *const drpc_server,
     rpc: *const c_char,

@@ -508,6 +508,11 @@ static void test_options_and_metadata(void) {
     CHECK_RC(drpc_conn_options_set_max_concurrent_streams(NULL, 1), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_conn_options_set_max_concurrent_streams(o, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_conn_options_set_max_concurrent_streams(o, 5), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_memory_budget(NULL, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_memory_budget(o, 32 << 20), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_connection_memory(o, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_conn_options_set_connection_memory(o, 8 << 20), DRPC_OK);
+    CHECK_RC(drpc_conn_options_set_read_timeout(o, 5000), DRPC_OK);
     drpc_conn_options_free(o);
 
     drpc_metadata *md = drpc_metadata_new();
@@ -575,6 +580,11 @@ static void test_server_errors(void) {
     CHECK_RC(drpc_server_set_max_concurrent_streams(NULL, 1), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 100), DRPC_OK);
+    CHECK_RC(drpc_server_set_memory_budget(NULL, 1), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_memory_budget(srv, 64 << 20), DRPC_OK);
+    CHECK_RC(drpc_server_set_connection_memory(srv, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_connection_memory(srv, 8 << 20), DRPC_OK);
+    CHECK_RC(drpc_server_set_timeouts(srv, 2000, 60000, 5000), DRPC_OK);
     CHECK_RC(drpc_server_listen(NULL, "127.0.0.1:0", NULL, NULL), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_listen(srv, NULL, NULL, NULL), DRPC_BAD_ARGUMENT);
     char *bound = (char *)0x1;
@@ -588,6 +598,8 @@ static void test_server_errors(void) {
     CHECK_RC(drpc_server_set_flow_control_window(srv, 0, 0), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 10), DRPC_FAILED_PRECONDITION);
     CHECK_RC(drpc_server_set_max_concurrent_streams(srv, 0), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_server_set_memory_budget(srv, 1 << 20), DRPC_FAILED_PRECONDITION);
+    CHECK_RC(drpc_server_set_timeouts(srv, 1, 1, 1), DRPC_FAILED_PRECONDITION);
     CHECK(drpc_server_active_rpcs(srv) == 0);
     CHECK_RC(drpc_server_shutdown(NULL, 0, NULL), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_server_shutdown(srv, 0, NULL), DRPC_OK);
