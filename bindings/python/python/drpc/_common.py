@@ -79,10 +79,10 @@ def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
-    timeout = float(timeout)
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{name} must be a non-negative number of seconds, got {timeout}")
-    return timeout
+    seconds = float(timeout)
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {seconds}")
+    return seconds
 
 
 def check_max_message_size(size: Any) -> Optional[int]:
@@ -123,7 +123,7 @@ def decoder(message_type: Any, what: str = "response_type") -> Decoder:
     """The function turning received bytes into `message_type` (None: bytes)."""
     if message_type is None or message_type is bytes:
         return None
-    from_string = getattr(message_type, "FromString", None)
+    from_string: object = getattr(message_type, "FromString", None)
     if from_string is None or not callable(from_string):
         raise TypeError(f"{what} must be a protobuf message class (with FromString) or None, got {message_type!r}")
     return from_string
