@@ -76,15 +76,17 @@ fn enter_python<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
 }
 
 /// Called at interpreter exit (atexit, after servers and clients were
-/// stopped): stops runtime threads from entering Python and waits up to
-/// `timeout` seconds for those inside to leave. Returns whether they all left.
+/// stopped): stops runtime threads from entering Python and new blocking
+/// waits from starting, then waits up to `timeout` seconds for runtime
+/// threads inside Python and Python threads inside a wait to leave. Returns
+/// whether they all left; finalization must not start before.
 #[pyfunction]
 #[pyo3(signature = (timeout=2.0))]
 fn _quiesce(py: Python<'_>, timeout: f64) -> bool {
     CLOSING.store(true, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.allow_threads(|| loop {
-        if IN_PYTHON.load(Ordering::SeqCst) == 0 {
+        if IN_PYTHON.load(Ordering::SeqCst) == 0 && IN_WAIT.load(Ordering::SeqCst) == 0 {
             return true;
         }
         if std::time::Instant::now() >= deadline {
@@ -157,14 +159,42 @@ fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut cx)
 }
 
+/// Python threads inside `wait` (with the GIL released, or taking it back).
+static IN_WAIT: AtomicUsize = AtomicUsize::new(0);
+
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        IN_WAIT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn exiting_err(py: Python<'_>) -> PyErr {
+    status_to_err(py, &Status::unavailable("the Python interpreter is exiting"))
+}
+
 /// Drives `fut` on the calling thread with the GIL released, in slices,
 /// checking for signals (KeyboardInterrupt) between them. On a signal the
 /// future is dropped, which cancels the call it stands for.
+///
+/// A thread taking the GIL back once the interpreter finalizes is killed
+/// with `pthread_exit`, which aborts the process when Rust frames are on its
+/// stack. So waits are counted, and refused once exit began; a wait in
+/// progress then ends (Unavailable) at its next slice, and `_quiesce` holds
+/// finalization back until every one has taken the GIL back.
 fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
+    // Both under the GIL, as `_quiesce` sets CLOSING: either it sees this
+    // wait counted, or this wait sees CLOSING.
+    IN_WAIT.fetch_add(1, Ordering::SeqCst);
+    let _counted = Waiting;
+    if CLOSING.load(Ordering::SeqCst) {
+        return Err(exiting_err(py));
+    }
     let mut fut = std::pin::pin!(fut);
     loop {
         let sliced = py.allow_threads(|| {
@@ -174,7 +204,12 @@ where
         });
         match sliced {
             Ok(v) => return Ok(v),
-            Err(_) => py.check_signals()?,
+            Err(_) => {
+                py.check_signals()?;
+                if CLOSING.load(Ordering::SeqCst) {
+                    return Err(exiting_err(py));
+                }
+            }
         }
     }
 }
@@ -932,12 +967,13 @@ impl Handlers {
         IN_SYNC_HANDLER.with(|h| h.get() == me) as usize
     }
 
-    /// Waits until the handlers have returned: the sync ones (but
-    /// `own_sync`), and the async ones too when `include_async`.
-    async fn idle(&self, own_sync: usize, include_async: bool) {
+    /// Waits until the handlers have returned: the sync ones but `own_sync`,
+    /// and, when `include_async`, the async ones but `own_async` (a handler
+    /// stopping its own server cannot wait for itself).
+    async fn idle(&self, own_sync: usize, include_async: bool, own_async: usize) {
         self.sync.at_most(own_sync).await;
         if include_async {
-            self.asynchronous.at_most(0).await;
+            self.asynchronous.at_most(own_async).await;
         }
     }
 }
@@ -1181,11 +1217,16 @@ impl NativeServer {
     fn stop_async(&self, callback: PyObject, grace: Option<f64>) -> PyResult<Task> {
         let grace = to_duration("grace", grace)?.unwrap_or(Duration::ZERO);
         let server = self.state.lock().unwrap().server.clone();
+        // Its own task: cancelling the returned Task abandons the wait, never
+        // a shutdown half done.
+        let shutdown = rt().spawn(async move {
+            if let Some(server) = server {
+                server.shutdown(grace).await;
+            }
+        });
         Ok(spawn_cb(
             async move {
-                if let Some(server) = server {
-                    server.shutdown(grace).await;
-                }
+                let _ = shutdown.await;
                 Ok(())
             },
             callback,
@@ -1193,14 +1234,15 @@ impl NativeServer {
         ))
     }
 
-    /// Blocks (GIL released) until every sync handler (and every async one,
-    /// with `include_async`) has returned, or `timeout` seconds passed;
-    /// returns whether they all returned.
-    #[pyo3(signature = (timeout=None, include_async=true))]
-    fn wait_handlers(&self, py: Python<'_>, timeout: Option<f64>, include_async: bool) -> PyResult<bool> {
+    /// Blocks (GIL released) until every sync handler (and every async one
+    /// but `own_async`, with `include_async`) has returned, or `timeout`
+    /// seconds passed; returns whether they all returned. Called from one of
+    /// this server's sync handlers, it does not wait for that one.
+    #[pyo3(signature = (timeout=None, include_async=true, own_async=0))]
+    fn wait_handlers(&self, py: Python<'_>, timeout: Option<f64>, include_async: bool, own_async: usize) -> PyResult<bool> {
         let timeout = to_duration("timeout", timeout)?;
         let handlers = self.handlers.clone();
-        let idle = handlers.idle(handlers.own_sync_handlers(), include_async);
+        let idle = handlers.idle(handlers.own_sync_handlers(), include_async, own_async);
         wait(py, async move {
             match timeout {
                 None => {
@@ -1212,14 +1254,21 @@ impl NativeServer {
         })
     }
 
-    /// `wait_handlers` in the background; `cb(bool, None)`.
-    #[pyo3(signature = (callback, timeout=None, include_async=true))]
-    fn wait_handlers_async(&self, callback: PyObject, timeout: Option<f64>, include_async: bool) -> PyResult<Task> {
+    /// `wait_handlers` in the background; `cb(bool, None)`. `own_async`:
+    /// async handlers left running (the caller's own).
+    #[pyo3(signature = (callback, timeout=None, include_async=true, own_async=0))]
+    fn wait_handlers_async(
+        &self,
+        callback: PyObject,
+        timeout: Option<f64>,
+        include_async: bool,
+        own_async: usize,
+    ) -> PyResult<Task> {
         let timeout = to_duration("timeout", timeout)?;
         let handlers = self.handlers.clone();
         Ok(spawn_cb(
             async move {
-                let idle = handlers.idle(0, include_async);
+                let idle = handlers.idle(0, include_async, own_async);
                 Ok(match timeout {
                     None => {
                         idle.await;

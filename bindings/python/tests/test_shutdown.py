@@ -25,6 +25,17 @@ def busy(seconds):
     return n
 
 
+async def stubborn_sleep(seconds):
+    """Sleeps `seconds` even if cancelled meanwhile."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        try:
+            await asyncio.sleep(end - loop.time())
+        except asyncio.CancelledError:
+            pass
+
+
 def test_stop_waits_for_a_handler_that_ignores_cancellation():
     s = drpc.Server()
     finished = threading.Event()
@@ -81,7 +92,7 @@ def test_stop_grace_then_cancel(flavour):
             try:
                 stream.recv()
                 stream.recv()  # never comes
-            except drpc.Cancelled:
+            except drpc.RpcError:  # Unavailable: the server shut down
                 busy(0.2)
                 saw_cancel.append(True)
                 raise
@@ -91,8 +102,10 @@ def test_stop_grace_then_cancel(flavour):
             try:
                 await stream.recv()
                 await stream.recv()
-            except (drpc.Cancelled, asyncio.CancelledError):
-                await asyncio.sleep(0.2)
+            except (drpc.RpcError, asyncio.CancelledError):
+                # The stream fails and the task is cancelled, in either order:
+                # a cleanup that outlasts both, which stop() must wait for.
+                await stubborn_sleep(0.2)
                 saw_cancel.append(True)
                 raise
 
@@ -339,5 +352,33 @@ def test_aio_wait_for_termination():
         await s.stop()
         assert await asyncio.wait_for(waiter, 5) is True
         assert await s.wait_for_termination(0) is True
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_aio_stop_from_inside_a_handler_does_not_deadlock():
+    async def main():
+        s = drpc.aio.Server()
+        stopped = asyncio.Event()
+
+        @s.unary("/t/StopMe")
+        async def stop_me(req, ctx):
+            try:
+                await s.stop(0)
+            except asyncio.CancelledError:
+                pass  # its own stop cancelled it (grace 0); it carries on
+            # Must not wait for this very handler.
+            await s.stop(0)
+            stopped.set()
+            return b"bye"
+
+        addr = await s.start("127.0.0.1:0")
+        async with drpc.aio.Client(addr) as c:
+            try:
+                await c.invoke("/t/StopMe", b"", timeout=10)
+            except drpc.RpcError:
+                pass
+        await asyncio.wait_for(stopped.wait(), 10)
+        assert await s.wait_for_termination(5)
 
     asyncio.run(asyncio.wait_for(main(), 30))

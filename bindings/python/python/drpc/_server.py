@@ -11,6 +11,7 @@ import functools
 import inspect
 import logging
 import threading
+import weakref
 from typing import (
     Any,
     AsyncIterator,
@@ -172,12 +173,13 @@ class _AsyncHandle:
     runtime calls ``cancel()`` (from any thread) when the RPC is cancelled.
     ``done`` is called exactly once, when the coroutine has really ended."""
 
-    __slots__ = ("_loop", "_task", "_cancelled")
+    __slots__ = ("_loop", "_task", "_cancelled", "_tasks")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, tasks: "weakref.WeakSet[asyncio.Task[Any]]") -> None:
         self._loop = loop
         self._task: Optional["asyncio.Task[Any]"] = None
         self._cancelled = False
+        self._tasks = tasks
 
     def start(self, coro: Coroutine[Any, Any, Any], rpc: str, done: Callable[[Any, Any], None]) -> None:
         def report(task: "asyncio.Task[Any]") -> None:
@@ -197,6 +199,7 @@ class _AsyncHandle:
                 done(None, Cancelled("handler cancelled"))
                 return
             self._task = self._loop.create_task(coro)
+            self._tasks.add(self._task)
             self._task.add_done_callback(report)
 
         try:
@@ -230,6 +233,16 @@ class _ServerBase:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._has_async = False
         self._addresses: List[str] = []
+        # Running async handler tasks, so a handler stopping its own server
+        # is not waited for by that stop.
+        self._handler_tasks: "weakref.WeakSet[asyncio.Task[Any]]" = weakref.WeakSet()
+
+    def _own_async_handlers(self) -> int:
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # no running loop in this thread
+            return 0
+        return 1 if current is not None and current in self._handler_tasks else 0
 
     # -- registration -------------------------------------------------------
 
@@ -405,7 +418,7 @@ class _ServerBase:
             coro.close()
             done(None, Unavailable("the server's event loop is not running"))
             return _NoHandle()
-        handle = _AsyncHandle(loop)
+        handle = _AsyncHandle(loop, self._handler_tasks)
         handle.start(coro, rpc, done)
         return handle
 
@@ -516,7 +529,7 @@ class Server(_ServerBase):
     def stop(self, grace: Optional[float] = None) -> None:
         """Stops accepting, lets running RPCs finish for up to ``grace``
         seconds (default: none), then cancels the rest (their contexts report
-        cancellation, their streams fail with Cancelled, async handlers get
+        cancellation, their streams fail with Unavailable, async handlers get
         ``CancelledError``) and closes every connection. Returns once every
         handler has returned: Python cannot stop a running function, so a
         plain-function handler that ignores cancellation is waited for (with

@@ -436,7 +436,8 @@ class Server(_ServerBase):
         await await_native(lambda cb: native.stop_async(cb, g))
         waited = 0.0
         every = 5.0
-        while not await await_native(lambda cb: native.wait_handlers_async(cb, every, True)):
+        own = self._own_async_handlers()
+        while not await await_native(lambda cb: native.wait_handlers_async(cb, every, True, own)):
             waited += every
             _log.warning(
                 "stop: still waiting for %d handler(s) to return after %.0f s", native.running_handlers(), waited
