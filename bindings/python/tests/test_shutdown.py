@@ -382,3 +382,29 @@ def test_aio_stop_from_inside_a_handler_does_not_deadlock():
         assert await s.wait_for_termination(5)
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_ctrl_c_interrupts_wait_for_termination():
+    script = textwrap.dedent(
+        """
+        import sys, drpc
+        s = drpc.Server()
+        s.unary("/t/Echo", lambda r, c: r)
+        s.start("127.0.0.1:0")
+        print("waiting", flush=True)
+        try:
+            s.wait_for_termination()
+        except KeyboardInterrupt:
+            s.stop(1)
+            print("interrupted", flush=True)
+            sys.exit(3)
+        """
+    )
+    import signal
+
+    p = subprocess.Popen([PY, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "waiting"
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 3 and "interrupted" in out, err
