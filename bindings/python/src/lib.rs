@@ -435,6 +435,21 @@ impl Dialer {
     }
 }
 
+/// The connection for a call with `opts`, whose timeout starts now and so
+/// also bounds a redial.
+async fn call_conn(dialer: &Dialer, opts: &mut CallOptions) -> Result<Conn, Status> {
+    if let Some(timeout) = opts.timeout.take() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        opts.deadline = Some(opts.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+    match opts.deadline {
+        None => dialer.conn().await,
+        Some(deadline) => tokio::time::timeout_at(deadline, dialer.conn())
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("deadline exceeded redialling {}", dialer.addr)))),
+    }
+}
+
 /// A client connection (multiplexing, or sequential: one stream at a time)
 /// that redials on the next use after it was lost.
 #[pyclass(frozen, module = "drpc._native")]
@@ -526,7 +541,10 @@ impl NativeConn {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let opts = call_options(metadata, timeout)?;
         let dialer = &*self.dialer;
-        let result = wait(py, async { dialer.conn().await?.unary(&rpc, &request, &opts).await })?;
+        let result = wait(py, async {
+            let mut opts = opts;
+            call_conn(dialer, &mut opts).await?.unary(&rpc, &request, &opts).await
+        })?;
         match result {
             Ok(b) => Ok(PyBytes::new(py, &b)),
             Err(s) => Err(status_to_err(py, &s)),
@@ -546,7 +564,10 @@ impl NativeConn {
         let opts = call_options(metadata, timeout)?;
         let dialer = self.dialer.clone();
         Ok(spawn_cb(
-            async move { dialer.conn().await?.unary(&rpc, &request, &opts).await },
+            async move {
+                let mut opts = opts;
+                call_conn(&dialer, &mut opts).await?.unary(&rpc, &request, &opts).await
+            },
             callback,
             conv_bytes,
         ))
@@ -563,7 +584,11 @@ impl NativeConn {
     ) -> PyResult<NativeStream> {
         let opts = call_options(metadata, timeout)?;
         let dialer = &*self.dialer;
-        match wait(py, async { dialer.conn().await?.stream(&rpc, &opts).await })? {
+        let opened = wait(py, async {
+            let mut opts = opts;
+            call_conn(dialer, &mut opts).await?.stream(&rpc, &opts).await
+        })?;
+        match opened {
             Ok(s) => Ok(NativeStream::new(s)),
             Err(s) => Err(status_to_err(py, &s)),
         }
@@ -580,7 +605,14 @@ impl NativeConn {
     ) -> PyResult<Task> {
         let opts = call_options(metadata, timeout)?;
         let dialer = self.dialer.clone();
-        Ok(spawn_cb(async move { dialer.conn().await?.stream(&rpc, &opts).await }, callback, conv_stream))
+        Ok(spawn_cb(
+            async move {
+                let mut opts = opts;
+                call_conn(&dialer, &mut opts).await?.stream(&rpc, &opts).await
+            },
+            callback,
+            conv_stream,
+        ))
     }
 
     /// Closes the connection (blocking until its tasks ended); calls on it

@@ -152,12 +152,13 @@ def test_aio_client_redials():
     asyncio.run(asyncio.wait_for(main(), 30))
 
 
-@pytest.fixture
-def unanswered_address():
+def unanswered(host="127.0.0.1", port=0):
     """A listening socket whose accept queue is full: the kernel drops further
-    SYNs, so connecting to it hangs like connecting to a blackholed host."""
+    SYNs, so connecting to it hangs like connecting to a blackholed host.
+    Returns the sockets to close."""
     listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
     listener.listen(0)
     host, port = listener.getsockname()
     fillers = []
@@ -174,10 +175,42 @@ def unanswered_address():
             probe.connect((host, port))
     finally:
         probe.close()
-    yield f"{host}:{port}"
-    for f in fillers:
-        f.close()
-    listener.close()
+    return f"{host}:{port}", [listener, *fillers]
+
+
+@pytest.fixture
+def unanswered_address():
+    address, sockets = unanswered()
+    yield address
+    for s in sockets:
+        s.close()
+
+
+def test_call_timeout_bounds_a_redial():
+    """A redial that gets no answer ends with the call's deadline, or else
+    after connect_timeout."""
+    server, addr = echo_server()
+    c = drpc.Client(addr, connect_timeout=1.0)
+    c.invoke("/t/Echo", b"")
+    server.stop(0)
+    host, port = addr.rsplit(":", 1)
+    _, sockets = unanswered(host, int(port))
+    try:
+        deadline = time.monotonic() + 5
+        while not c.closed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        with pytest.raises(drpc.DeadlineExceeded, match="redialling"):
+            c.invoke("/t/Echo", b"", timeout=0.3)
+        assert 0.25 < time.monotonic() - t0 < 1.0
+        t0 = time.monotonic()
+        with pytest.raises(drpc.Unavailable, match="no answer within 1"):
+            c.invoke("/t/Echo", b"")
+        assert 0.9 < time.monotonic() - t0 < 2.0
+    finally:
+        for s in sockets:
+            s.close()
+        c.close()
 
 
 def test_connect_timeout(unanswered_address):
