@@ -244,22 +244,51 @@ impl Task {
 
 type Convert<T> = fn(Python<'_>, T) -> PyResult<PyObject>;
 
+/// A Python object held by runtime code and released with the GIL held.
+///
+/// Released without it, pyo3 defers the release to whichever thread next
+/// takes the GIL, often the main thread between two slices of a blocking
+/// wait; a finalizer run there (Python code) would swallow a pending Ctrl-C
+/// as an "exception ignored" and the wait would never see it.
+struct Held(Option<PyObject>);
+
+impl Held {
+    fn new(obj: PyObject) -> Held {
+        Held(Some(obj))
+    }
+
+    fn get(&self) -> &PyObject {
+        self.0.as_ref().expect("a Held object is present until dropped")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            // At exit (None) the object is left to pyo3's deferred release.
+            enter_python(move |_py| drop(obj));
+        }
+    }
+}
+
 /// Spawns `fut` and reports its outcome to `callback(value, exc)`.
 fn spawn_cb<T, F>(fut: F, callback: PyObject, convert: Convert<T>) -> Task
 where
     F: Future<Output = Result<T, Status>> + Send + 'static,
     T: Send + 'static,
 {
+    let callback = Held::new(callback);
     let handle = rt().spawn(async move {
         let outcome = fut.await;
-        enter_python(|py| {
+        enter_python(move |py| {
             let args = match outcome.map_err(|s| status_to_err(py, &s)).and_then(|v| convert(py, v)) {
                 Ok(value) => (value, py.None()),
                 Err(err) => (py.None(), err.into_value(py).into_any()),
             };
-            if let Err(err) = callback.call1(py, args) {
+            if let Err(err) = callback.get().call1(py, args) {
                 err.write_unraisable(py, None);
             }
+            drop(callback);
         });
     });
     Task { abort: handle.abort_handle() }
@@ -1039,13 +1068,17 @@ where
 }
 
 /// A running async handler's handle (its `cancel()` cancels the coroutine),
-/// cancelled when dropped unless disarmed: the server aborts a handler that
+/// cancelled when dropped while armed: the server aborts a handler that
 /// outlives its grace period by dropping this future.
-struct CancelOnDrop(Option<PyObject>);
+struct CancelOnDrop {
+    handle: Held,
+    armed: bool,
+}
 
 impl CancelOnDrop {
     fn cancel(&mut self) {
-        if let Some(handle) = self.0.take() {
+        if std::mem::take(&mut self.armed) {
+            let handle = self.handle.get();
             enter_python(|py| {
                 if let Err(err) = handle.call_method0(py, "cancel") {
                     err.write_unraisable(py, None);
@@ -1071,7 +1104,7 @@ where
     let done = Completion { tx: Mutex::new(Some(tx)), running: Mutex::new(Some(running.enter())) };
     let handle = enter_python(|py| start(py, done).map_err(|e| err_to_status(py, e)))
         .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")))?;
-    let mut handle = CancelOnDrop(Some(handle));
+    let mut handle = CancelOnDrop { handle: Held::new(handle), armed: true };
     let cancelled = ctx.cancelled();
     tokio::pin!(cancelled);
     let outcome = tokio::select! {
@@ -1081,7 +1114,7 @@ where
             rx.await
         }
     };
-    handle.0 = None;
+    handle.armed = false;
     outcome.unwrap_or_else(|_| Err(Status::internal("handler finished without a result")))
 }
 

@@ -31,3 +31,16 @@ def test_package_sources_pass_mypy_strict():
 def test_user_code_against_installed_package_passes_mypy_strict():
     # Run from tests/typecheck so `import drpc` resolves to the installed package.
     mypy("--strict", "check_api.py", cwd=HERE / "typecheck")
+
+
+def test_extension_stub_matches_the_extension():
+    # stubtest imports the installed drpc._native and compares every name and
+    # signature with _native.pyi.
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(PACKAGE / "pyproject.toml"), "drpc._native"],
+        cwd=HERE / "typecheck",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
