@@ -57,7 +57,7 @@ impl ServerProcess {
     /// Stops it with SIGTERM; it must exit within 6 s.
     fn stop(mut self) {
         let started = std::time::Instant::now();
-        unsafe_kill(self.child.id());
+        sigterm(self.child.id());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success() || status.code().is_none(), "server exited with {status}");
@@ -69,7 +69,15 @@ impl ServerProcess {
     }
 }
 
-fn unsafe_kill(pid: u32) {
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave the server running (it holds the test's stderr).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sigterm(pid: u32) {
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
 }
 
