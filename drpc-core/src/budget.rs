@@ -1,5 +1,10 @@
 //! One memory account for everything peers can make us hold.
 //!
+//! Received bytes are charged once, where the reader takes them from its
+//! buffer, and released when the last message sliced from them is freed
+//! ([`charged`]); buffers built later (packets assembled from several
+//! frames, pending invokes, queued writes) are charged where they grow.
+//!
 //! A [`MemoryBudget`] is shared by every connection of a `Server` (or of a
 //! `Pool`); each connection has an [`Account`] inside it. Every buffer a peer
 //! can grow goes through its connection's account: the read buffer and a
@@ -229,6 +234,33 @@ impl Account {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), notified).await;
         }
     }
+}
+
+/// Received bytes that stay charged to their connection's account for as
+/// long as any slice of them is alive: the memory is released to the budget
+/// exactly when it is freed, however long the application keeps a message.
+struct Charged {
+    bytes: bytes::Bytes,
+    charge: usize,
+    account: Arc<Account>,
+}
+
+impl AsRef<[u8]> for Charged {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Charged {
+    fn drop(&mut self) {
+        self.account.release(self.charge);
+    }
+}
+
+/// `bytes`, holding `charge` bytes (already charged to `account`) until the
+/// last slice of the result is dropped.
+pub(crate) fn charged(bytes: bytes::Bytes, charge: usize, account: &Arc<Account>) -> bytes::Bytes {
+    bytes::Bytes::from_owner(Charged { bytes, charge, account: account.clone() })
 }
 
 impl Drop for Account {

@@ -203,7 +203,7 @@ impl ConnShared {
             closed: Default::default(),
             buffered: AtomicUsize::new(0),
             account,
-            clock: Clock::new(),
+            clock: Clock::default(),
             reader_output: Default::default(),
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
@@ -284,8 +284,8 @@ impl ConnShared {
     /// answer, and frames the reader itself produces, such as errors and
     /// refusals, must not pile up). A client keeps reading then: its peer's
     /// answers are what drains the server's writer.
-    /// On success the `n` bytes are charged; the caller releases them once
-    /// the frame was routed (its destination charges what it keeps).
+    /// On success the `n` bytes are charged to the account; the caller hands
+    /// the charge to the bytes it reads (`budget::charged`).
     /// Returns false once the connection has terminated.
     async fn admit(&self, n: usize) -> bool {
         let mut waited = false;
@@ -305,7 +305,7 @@ impl ConnShared {
             }
             if self.account.try_charge(n) {
                 if waited {
-                    self.clock.frame_restart();
+                    Clock::bump(&self.clock.frames);
                 }
                 return true;
             }
@@ -326,7 +326,7 @@ impl ConnShared {
         let mut reg = self.registry.lock().unwrap();
         if reg.streams.remove(&id).is_some() && reg.streams.is_empty() {
             drop(reg);
-            self.clock.idle_since.store(self.clock.now(), Ordering::Relaxed);
+            Clock::bump(&self.clock.went_idle);
         }
     }
 
@@ -633,60 +633,32 @@ enum ReadEnd {
     Failed(std::io::Error),
 }
 
-/// What the reader publishes for the connection's watchdog, cheaply
-/// (relaxed atomics, milliseconds since the connection started).
+/// What the reader publishes for the connection's watchdog: counters and
+/// flags only (relaxed atomics, no clock reads on the read path).
+#[derive(Default)]
 pub(crate) struct Clock {
-    epoch: Instant,
     got_frame: std::sync::atomic::AtomicBool,
-    last_read: std::sync::atomic::AtomicU64,
-    /// When the frame in progress started (+1; 0 when none is).
-    frame_started: std::sync::atomic::AtomicU64,
-    /// When the connection last stopped holding streams.
-    idle_since: std::sync::atomic::AtomicU64,
+    /// Reads that returned data.
+    reads: std::sync::atomic::AtomicU64,
+    /// Frames completed, or waits on our own limits (the frame in progress
+    /// is not the peer's to finish while we wait).
+    frames: std::sync::atomic::AtomicU64,
+    /// A frame has started and not finished.
+    mid_frame: std::sync::atomic::AtomicBool,
+    /// Times the connection stopped holding streams.
+    went_idle: std::sync::atomic::AtomicU64,
 }
 
 impl Clock {
-    fn new() -> Clock {
-        Clock {
-            epoch: Instant::now(),
-            got_frame: Default::default(),
-            last_read: Default::default(),
-            frame_started: Default::default(),
-            idle_since: Default::default(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
-    }
-
-    /// A frame is in progress (from now, unless one already was).
-    fn frame_pending(&self) {
-        if self.frame_started.load(Ordering::Relaxed) == 0 {
-            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
-        }
-    }
-
-    /// The frame in progress is not the peer's to finish while we wait on our
-    /// own limits: its clock restarts afterwards.
-    fn frame_restart(&self) {
-        if self.frame_started.load(Ordering::Relaxed) != 0 {
-            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
-        }
-    }
-
-    fn frame_done(&self) {
-        self.frame_started.store(0, Ordering::Relaxed);
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
     }
 }
 
 /// The connection's timeouts, enforced from outside the read path so reads
-/// carry no timer: it sleeps until the earliest deadline the reader's clock
-/// implies, re-checks, and terminates the connection when one has passed.
+/// carry no timer: it wakes every quarter of the shortest timeout, notes
+/// what changed since, and terminates the connection once a deadline has
+/// passed (within a quarter of its timeout).
 async fn watchdog(conn: Arc<ConnShared>) {
     let o = &conn.opts;
     let server = conn.role == Role::Server;
@@ -700,31 +672,41 @@ async fn watchdog(conn: Arc<ConnShared>) {
     .filter(|t| !t.is_zero())
     .collect();
     let Some(shortest) = enabled.iter().min().copied() else { return };
-    // A state change (a frame starting, the last stream ending) is seen
-    // within this, so a deadline is kept to within half its timeout.
-    let recheck = (shortest / 2).max(Duration::from_millis(10));
+    let recheck = (shortest / 4).max(Duration::from_millis(5));
     let clock = &conn.clock;
+    let started = Instant::now();
+    let (mut seen_reads, mut seen_idle) = (0, 0);
+    let mut active_at = started;
+    // When the frame in progress was first seen, and the frame count then.
+    let mut frame_seen: Option<(Instant, u64)> = None;
     loop {
         let now = Instant::now();
-        let mut next = now + recheck;
-        let mut passed = None;
-        let mut check = |deadline: Instant, why: &'static str| {
-            if now >= deadline {
-                passed.get_or_insert(why);
-            }
-            next = next.min(deadline);
+        let reads = clock.reads.load(Ordering::Relaxed);
+        let idled = clock.went_idle.load(Ordering::Relaxed);
+        if reads != seen_reads || idled != seen_idle {
+            (seen_reads, seen_idle, active_at) = (reads, idled, now);
+        }
+        let frames = clock.frames.load(Ordering::Relaxed);
+        let mid_frame = clock.mid_frame.load(Ordering::Relaxed);
+        frame_seen = match frame_seen {
+            Some((at, f)) if mid_frame && f == frames => Some((at, f)),
+            _ if mid_frame => Some((now, frames)),
+            _ => None,
         };
         let got_frame = clock.got_frame.load(Ordering::Relaxed);
-        if server && !got_frame && !o.handshake_timeout.is_zero() {
-            check(clock.epoch + o.handshake_timeout, "no frame within the handshake timeout");
+        let mut passed = None;
+        if server && !got_frame && !o.handshake_timeout.is_zero() && now >= started + o.handshake_timeout {
+            passed = Some("no frame within the handshake timeout");
         }
-        let started = clock.frame_started.load(Ordering::Relaxed);
-        if started != 0 && !o.read_timeout.is_zero() {
-            check(clock.at(started - 1) + o.read_timeout, "a frame took longer than the read timeout to arrive");
+        if let Some((at, _)) = frame_seen {
+            if !o.read_timeout.is_zero() && now >= at + o.read_timeout {
+                passed = Some("a frame took longer than the read timeout to arrive");
+            }
         }
-        if server && got_frame && !o.idle_timeout.is_zero() && started == 0 && conn.active_streams() == 0 {
-            let since = clock.last_read.load(Ordering::Relaxed).max(clock.idle_since.load(Ordering::Relaxed));
-            check(clock.at(since) + o.idle_timeout, "idle timeout");
+        if server && got_frame && !mid_frame && !o.idle_timeout.is_zero() && now >= active_at + o.idle_timeout
+            && conn.active_streams() == 0
+        {
+            passed = Some("idle timeout");
         }
         if let Some(why) = passed {
             let status = Status::unavailable(format!("connection closed: {why}"));
@@ -733,7 +715,7 @@ async fn watchdog(conn: Arc<ConnShared>) {
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep(recheck) => {}
             _ = conn.closed() => return,
         }
     }
@@ -776,81 +758,112 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
     let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
     let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
     loop {
-        // Route every complete frame in the buffer. Their copies are
-        // admitted once for the whole buffer: one budget check per read.
-        let mut admitted = 0;
-        let routed = loop {
-            let buf = &mut input.buf;
-            let (header, at, len) = match parse_header(buf, max_frame) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(protocol_error(e.to_string())),
+        // The complete frames in the buffer, taken out in one piece that
+        // stays charged until its last message is freed.
+        let (complete, pending) = complete_frames(&input.buf, max_frame).unwrap_or_else(|e| (0, Err(e)));
+        if complete > 0 {
+            let batch = match take_batch(conn, input, complete).await {
+                Some(batch) => batch,
+                None => return gone(),
             };
-            let (frame, dedicated) = if buf.len() >= at + len {
-                if admitted == 0 {
-                    admitted = buf.len();
-                    if !conn.admit(admitted).await {
-                        return gone();
-                    }
+            let mut rest = batch;
+            while !rest.is_empty() {
+                let (header, at, len) = parse_header(&rest, max_frame).expect("checked").expect("complete");
+                rest.advance(at);
+                let payload = rest.split_to(len);
+                if let Err(e) = conn.route(Frame { header, payload }, invokes) {
+                    return protocol_error(e);
                 }
-                buf.advance(at);
-                // A copy, so no message pins the read buffer: what the
-                // account counts is what is held.
-                let payload = bytes::Bytes::copy_from_slice(&buf[..len]);
-                buf.advance(len);
-                (Frame { header, payload }, 0)
-            } else if len >= DEDICATED_FRAME {
-                if !conn.admit(len).await {
-                    conn.account.release(admitted);
-                    return gone();
-                }
-                clock.frame_pending();
-                buf.advance(at);
-                match read_dedicated(rd, buf, len).await {
-                    Ok(payload) => (Frame { header, payload }, len),
-                    Err(end) => {
-                        conn.account.release(len + admitted);
-                        return read_failure(end, false);
-                    }
-                }
-            } else {
-                break Ok(()); // the rest of a small frame is still to come
-            };
-            let result = conn.route(frame, invokes);
-            // Wherever the payload went, it is charged there now.
-            conn.account.release(dedicated);
-            if let Err(e) = result {
-                break Err(protocol_error(e));
             }
             if !clock.got_frame.load(Ordering::Relaxed) {
                 clock.got_frame.store(true, Ordering::Relaxed);
             }
-            clock.frame_done();
-        };
-        conn.account.release(admitted);
-        if let Err(status) = routed {
-            return status;
+            Clock::bump(&clock.frames);
+        }
+        match pending {
+            Err(e) => return protocol_error(e),
+            Ok(Some((header, at, len))) if len >= DEDICATED_FRAME => {
+                // A large frame not yet fully here: read it into its own buffer.
+                if !conn.admit(len).await {
+                    return gone();
+                }
+                clock.mid_frame.store(true, Ordering::Relaxed);
+                input.buf.advance(at);
+                let payload = match read_dedicated(rd, &mut input.buf, len).await {
+                    Ok(payload) => crate::budget::charged(payload, len, &conn.account),
+                    Err(end) => {
+                        conn.account.release(len);
+                        return read_failure(end, false);
+                    }
+                };
+                if let Err(e) = conn.route(Frame { header, payload }, invokes) {
+                    return protocol_error(e);
+                }
+                clock.got_frame.store(true, Ordering::Relaxed);
+                Clock::bump(&clock.frames);
+                clock.mid_frame.store(false, Ordering::Relaxed);
+                continue;
+            }
+            Ok(_) => {}
         }
         let buf = &mut input.buf;
-        if buf.is_empty() {
-            clock.frame_done();
-        } else {
-            clock.frame_pending();
-        }
+        clock.mid_frame.store(!buf.is_empty(), Ordering::Relaxed);
         if buf.capacity() - buf.len() < 1024 {
             if input.charged < READ_CHUNK {
                 conn.account.charge(READ_CHUNK - input.charged);
                 input.charged = READ_CHUNK;
             }
-            // Nothing else refers to the buffer, so this moves the partial
-            // frame to the front instead of allocating.
+            // Moves the partial frame to the front (or into a new buffer
+            // when a batch still holds this one).
             buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
         }
         match read_once(rd, buf).await {
-            Ok(_) => clock.last_read.store(clock.now(), Ordering::Relaxed),
+            Ok(_) => Clock::bump(&clock.reads),
             Err(end) => return read_failure(end, buf.is_empty()),
         }
     }
+}
+
+/// The length of the complete frames at the start of `buf`, and the header of
+/// the incomplete frame after them, if any.
+type Pending = Result<Option<(crate::wire::FrameHeader, usize, usize)>, String>;
+
+fn complete_frames(buf: &[u8], max_frame: usize) -> Result<(usize, Pending), String> {
+    let mut at = 0;
+    loop {
+        match parse_header(&buf[at..], max_frame) {
+            Ok(Some((_, hlen, len))) if buf.len() - at >= hlen + len => at += hlen + len,
+            Ok(Some(parsed)) => return Ok((at, Ok(Some(parsed)))),
+            Ok(None) => return Ok((at, Ok(None))),
+            Err(e) if at == 0 => return Err(e.to_string()),
+            Err(e) => return Ok((at, Err(e.to_string()))),
+        }
+    }
+}
+
+/// Takes the first `len` bytes of the read buffer as one charged batch,
+/// once the budget admits them. A batch filling half the buffer or more
+/// takes the buffer itself (no copy; it is charged as the whole buffer and
+/// the reader charges a new one); a smaller one is copied out, so it never
+/// pins the larger buffer.
+async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<bytes::Bytes> {
+    let whole = len >= READ_CHUNK / 2 && input.charged >= READ_CHUNK;
+    let charge = if whole { input.charged } else { len };
+    if !conn.admit(charge).await {
+        return None;
+    }
+    let bytes = if whole {
+        // The batch now holds the buffer, charged above: the buffer's own
+        // charge goes, and the next read buffer is charged when reserved.
+        conn.account.release(std::mem::take(&mut input.charged));
+        input.buf.split_to(len).freeze()
+    } else {
+        let copy = bytes::Bytes::copy_from_slice(&input.buf[..len]);
+        input.buf.advance(len);
+        copy
+    };
+    // `admit` charged it; the batch returns it when its last slice is freed.
+    Some(crate::budget::charged(bytes, charge, &conn.account))
 }
 
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a

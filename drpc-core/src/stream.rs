@@ -123,8 +123,9 @@ impl StreamShared {
     /// Feeds a frame read for this stream. `Err` is a connection-scoped
     /// protocol error.
     pub(crate) fn on_frame(&self, frame: Frame) -> Result<(), String> {
+        let frame_len = frame.payload.len();
         let (result, wake) = self.update(|inner, w| {
-            let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
+            let mut pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
                 Assembled::Partial => return Ok(Vec::new()),
                 Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
                     let max = w.stream.conn.opts.max_message_size;
@@ -136,6 +137,13 @@ impl StreamShared {
                 }
                 Assembled::Packet(pkt) => pkt,
             };
+            if pkt.data.len() != frame_len {
+                // Joined from several frames into a buffer of its own (which
+                // the assembler no longer holds): charged while it lives.
+                let (account, len) = (&w.stream.conn.account, pkt.data.len());
+                account.charge(len);
+                pkt.data = crate::budget::charged(std::mem::take(&mut pkt.data), len, account);
+            }
             match inner.state.on_packet(pkt) {
                 Incoming::Ignored => Ok(Vec::new()),
                 Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
@@ -350,10 +358,11 @@ impl StreamShared {
 }
 
 impl Inner {
-    /// (unread message bytes, all memory held: those plus a packet being assembled).
+    /// (unread message bytes, the memory this stream holds itself: a packet
+    /// being assembled). Unread messages are charged by the received bytes
+    /// they are sliced from (`budget::charged`).
     fn held(&self) -> (usize, usize) {
-        let queued = self.state.queued_bytes();
-        (queued, queued + self.assembler.held())
+        (self.state.queued_bytes(), self.assembler.held())
     }
 }
 

@@ -352,4 +352,59 @@ async fn errors_a_peer_never_reads_stop_the_reader_at_the_writer_cap() {
     let used = server.memory_budget().used();
     assert!(used < 4 << 20, "the server holds {used} bytes for one connection's errors");
     serves(&addr).await;
+    drop(peer);
+    eventually("released", || server.connections() == 0 && server.memory_budget().used() == 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_returns_to_its_idle_level_after_traffic() {
+    // Every path that charges (small and large frames, multi-frame messages,
+    // streams, writes) must give it back while the connection lives: a
+    // drift would slowly close the server to everyone.
+    let (server, addr, _) = start_server(ServerOptions::default()).await;
+    let conn = Conn::connect(&addr, ConnOptions::default()).await.unwrap();
+    let round = || {
+        let conn = conn.clone();
+        async move {
+            for size in [0usize, 100, 20 << 10, 70 << 10, 300 << 10, 2 << 20] {
+                let msg = vec![7u8; size];
+                for _ in 0..20 {
+                    assert_eq!(conn.unary("/t.S/Echo", &msg, &CallOptions::new()).await.unwrap().len(), size);
+                }
+                let s = conn.stream("/t.S/Bidi", &CallOptions::new()).await.unwrap();
+                for _ in 0..10 {
+                    s.send(&msg).await.unwrap();
+                    assert_eq!(s.recv().await.unwrap().unwrap().len(), size);
+                }
+                s.close_send().await.unwrap();
+                assert!(s.recv().await.unwrap().is_none());
+            }
+            // Many small messages in flight: reads of many frames at once.
+            let s = conn.stream("/t.S/Bidi", &CallOptions::new()).await.unwrap();
+            let (tx, rx) = (&s, &s);
+            let send = async move {
+                for i in 0..3000u32 {
+                    tx.send(i.to_le_bytes().repeat(25)).await.unwrap();
+                }
+                tx.close_send().await.unwrap();
+            };
+            let recv = async move {
+                let mut n = 0;
+                while rx.recv().await.unwrap().is_some() {
+                    n += 1;
+                }
+                assert_eq!(n, 3000);
+            };
+            tokio::join!(send, recv);
+        }
+    };
+    round().await;
+    eventually("handlers done", || server.active_rpcs() == 0).await;
+    let settled = server.memory_budget().used();
+    for _ in 0..3 {
+        round().await;
+    }
+    eventually("back to the idle level", || server.memory_budget().used() <= settled).await;
+    assert!(settled < 256 << 10, "an idle connection holds {settled} bytes");
+    assert!(conn.buffered_bytes() == 0);
 }
