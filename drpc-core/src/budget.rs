@@ -1,9 +1,10 @@
 //! One memory account for everything peers can make us hold.
 //!
-//! Received bytes are charged once, where the reader takes them from its
-//! buffer, and released when the last message sliced from them is freed
-//! ([`charged`]); buffers built later (packets assembled from several
-//! frames, pending invokes, queued writes) are charged where they grow.
+//! The reader admits received bytes before it takes them from its buffer
+//! (the gate); what they become is charged where it is kept: unread
+//! messages, packets assembled from several frames, pending invokes, queued
+//! writes. A large read batch handed on without a copy stays charged as the
+//! whole buffer until its last message is freed ([`charged`]).
 //!
 //! A [`MemoryBudget`] is shared by every connection of a `Server` (or of a
 //! `Pool`); each connection has an [`Account`] inside it. Every buffer a peer

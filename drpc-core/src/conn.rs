@@ -757,18 +757,17 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
     let clock = &conn.clock;
     let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
     let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
+    let mut frames: Vec<(crate::wire::FrameHeader, usize, usize)> = Vec::new();
     loop {
-        // The complete frames in the buffer, taken out in one piece that
-        // stays charged until its last message is freed.
-        let (complete, pending) = complete_frames(&input.buf, max_frame).unwrap_or_else(|e| (0, Err(e)));
+        // The complete frames in the buffer, taken out in one piece.
+        frames.clear();
+        let (complete, pending) = complete_frames(&input.buf, max_frame, &mut frames);
         if complete > 0 {
-            let batch = match take_batch(conn, input, complete).await {
+            let mut rest = match take_batch(conn, input, complete).await {
                 Some(batch) => batch,
                 None => return gone(),
             };
-            let mut rest = batch;
-            while !rest.is_empty() {
-                let (header, at, len) = parse_header(&rest, max_frame).expect("checked").expect("complete");
+            for &(header, at, len) in &frames {
                 rest.advance(at);
                 let payload = rest.split_to(len);
                 if let Err(e) = conn.route(Frame { header, payload }, invokes) {
@@ -783,21 +782,21 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
         match pending {
             Err(e) => return protocol_error(e),
             Ok(Some((header, at, len))) if len >= DEDICATED_FRAME => {
-                // A large frame not yet fully here: read it into its own buffer.
+                // A large frame not yet fully here: read it into a buffer of
+                // its own, charged while it is read; once routed, where it
+                // went (a stream's queue, an assembler) holds the charge.
                 if !conn.admit(len).await {
                     return gone();
                 }
                 clock.mid_frame.store(true, Ordering::Relaxed);
                 input.buf.advance(at);
-                let payload = match read_dedicated(rd, &mut input.buf, len).await {
-                    Ok(payload) => crate::budget::charged(payload, len, &conn.account),
-                    Err(end) => {
-                        conn.account.release(len);
-                        return read_failure(end, false);
-                    }
-                };
-                if let Err(e) = conn.route(Frame { header, payload }, invokes) {
-                    return protocol_error(e);
+                let read = read_dedicated(rd, &mut input.buf, len).await;
+                let routed = read.map(|payload| conn.route(Frame { header, payload }, invokes));
+                conn.account.release(len);
+                match routed {
+                    Err(end) => return read_failure(end, false),
+                    Ok(Err(e)) => return protocol_error(e),
+                    Ok(Ok(())) => {}
                 }
                 clock.got_frame.store(true, Ordering::Relaxed);
                 Clock::bump(&clock.frames);
@@ -824,46 +823,54 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
     }
 }
 
-/// The length of the complete frames at the start of `buf`, and the header of
-/// the incomplete frame after them, if any.
+/// The header of an incomplete frame, or why the buffer cannot be parsed.
 type Pending = Result<Option<(crate::wire::FrameHeader, usize, usize)>, String>;
 
-fn complete_frames(buf: &[u8], max_frame: usize) -> Result<(usize, Pending), String> {
+/// The length of the complete frames at the start of `buf` (their headers,
+/// header lengths and payload lengths pushed to `frames`), and what follows.
+fn complete_frames(
+    buf: &[u8],
+    max_frame: usize,
+    frames: &mut Vec<(crate::wire::FrameHeader, usize, usize)>,
+) -> (usize, Pending) {
     let mut at = 0;
     loop {
         match parse_header(&buf[at..], max_frame) {
-            Ok(Some((_, hlen, len))) if buf.len() - at >= hlen + len => at += hlen + len,
-            Ok(Some(parsed)) => return Ok((at, Ok(Some(parsed)))),
-            Ok(None) => return Ok((at, Ok(None))),
-            Err(e) if at == 0 => return Err(e.to_string()),
-            Err(e) => return Ok((at, Err(e.to_string()))),
+            Ok(Some((header, hlen, len))) if buf.len() - at >= hlen + len => {
+                frames.push((header, hlen, len));
+                at += hlen + len;
+            }
+            Ok(parsed) => return (at, Ok(parsed)),
+            Err(e) => return (at, Err(e.to_string())),
         }
     }
 }
 
-/// Takes the first `len` bytes of the read buffer as one charged batch,
-/// once the budget admits them. A batch filling half the buffer or more
-/// takes the buffer itself (no copy; it is charged as the whole buffer and
-/// the reader charges a new one); a smaller one is copied out, so it never
-/// pins the larger buffer.
+/// Takes the first `len` bytes of the read buffer as one batch, once the
+/// budget admits them. A batch filling half the buffer or more takes the
+/// buffer itself, without a copy: it stays charged as the whole buffer until
+/// its last message is freed (`budget::charged`), and the reader charges a
+/// new buffer. A smaller batch is copied out, so no message pins the larger
+/// buffer; its admission only gates the reader, and what the frames become
+/// (queued messages, assembled packets) is charged where it is kept.
 async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<bytes::Bytes> {
     let whole = len >= READ_CHUNK / 2 && input.charged >= READ_CHUNK;
     let charge = if whole { input.charged } else { len };
     if !conn.admit(charge).await {
         return None;
     }
-    let bytes = if whole {
-        // The batch now holds the buffer, charged above: the buffer's own
+    if whole {
+        // The batch holds the buffer now, charged above; the buffer's own
         // charge goes, and the next read buffer is charged when reserved.
         conn.account.release(std::mem::take(&mut input.charged));
-        input.buf.split_to(len).freeze()
-    } else {
-        let copy = bytes::Bytes::copy_from_slice(&input.buf[..len]);
-        input.buf.advance(len);
-        copy
-    };
-    // `admit` charged it; the batch returns it when its last slice is freed.
-    Some(crate::budget::charged(bytes, charge, &conn.account))
+        let bytes = input.buf.split_to(len).freeze();
+        return Some(crate::budget::charged(bytes, charge, &conn.account));
+    }
+    let copy = bytes::Bytes::copy_from_slice(&input.buf[..len]);
+    input.buf.advance(len);
+    // Held only while routing; the destinations charge what they keep.
+    conn.account.release(charge);
+    Some(copy)
 }
 
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a

@@ -123,9 +123,8 @@ impl StreamShared {
     /// Feeds a frame read for this stream. `Err` is a connection-scoped
     /// protocol error.
     pub(crate) fn on_frame(&self, frame: Frame) -> Result<(), String> {
-        let frame_len = frame.payload.len();
         let (result, wake) = self.update(|inner, w| {
-            let mut pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
+            let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
                 Assembled::Partial => return Ok(Vec::new()),
                 Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
                     let max = w.stream.conn.opts.max_message_size;
@@ -137,13 +136,6 @@ impl StreamShared {
                 }
                 Assembled::Packet(pkt) => pkt,
             };
-            if pkt.data.len() != frame_len {
-                // Joined from several frames into a buffer of its own (which
-                // the assembler no longer holds): charged while it lives.
-                let (account, len) = (&w.stream.conn.account, pkt.data.len());
-                account.charge(len);
-                pkt.data = crate::budget::charged(std::mem::take(&mut pkt.data), len, account);
-            }
             match inner.state.on_packet(pkt) {
                 Incoming::Ignored => Ok(Vec::new()),
                 Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
@@ -358,11 +350,13 @@ impl StreamShared {
 }
 
 impl Inner {
-    /// (unread message bytes, the memory this stream holds itself: a packet
-    /// being assembled). Unread messages are charged by the received bytes
-    /// they are sliced from (`budget::charged`).
+    /// (unread message bytes, all memory held: those plus a packet being
+    /// assembled). Messages sliced from a large read batch are also charged
+    /// by the batch (`budget::charged`) until it is freed: counted twice
+    /// while unread, never less than held.
     fn held(&self) -> (usize, usize) {
-        (self.state.queued_bytes(), self.assembler.held())
+        let queued = self.state.queued_bytes();
+        (queued, queued + self.assembler.held())
     }
 }
 
