@@ -398,13 +398,15 @@ async fn the_account_returns_to_its_idle_level_after_traffic() {
             tokio::join!(send, recv);
         }
     };
-    round().await;
-    eventually("handlers done", || server.active_rpcs() == 0).await;
-    let settled = server.memory_budget().used();
-    for _ in 0..3 {
+    // Idle, a connection holds its fixed charge and at most two read
+    // buffers (one moving on with a batch until it is freed).
+    let idle_level = 8 * 1024 + 2 * 64 * 1024 + 16 * 1024;
+    for _ in 0..4 {
         round().await;
+        eventually("back to the idle level", || {
+            server.active_rpcs() == 0 && server.memory_budget().used() <= idle_level
+        })
+        .await;
     }
-    eventually("back to the idle level", || server.memory_budget().used() <= settled).await;
-    assert!(settled < 256 << 10, "an idle connection holds {settled} bytes");
     assert!(conn.buffered_bytes() == 0);
 }
