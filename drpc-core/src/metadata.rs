@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn encoded_len_is_exact() {
-        for (klen, vlen, n) in [(0, 0, 1), (1, 127, 3), (5, 128, 40), (200, 70_000, 2), (1, 2_000_000, 1)] {
+        for (klen, vlen, n) in [(0, 0, 1), (1, 127, 3), (5, 128, 40), (200, 16_384, 2), (1, 2_097_152 / if cfg!(miri) { 64 } else { 1 }, 1)] {
             let md: Metadata = (0..n).map(|i| (format!("{i:0>klen$}"), "v".repeat(vlen))).collect();
             assert_eq!(encoded_len(&md), encode(&md).len(), "key {klen} value {vlen} entries {n}");
         }
@@ -184,7 +184,7 @@ mod tests {
 
     #[test]
     fn decode_limited_stops_at_the_cost() {
-        let md: Metadata = (0..1000).map(|i| (i.to_string(), String::new())).collect();
+        let md: Metadata = (0..200).map(|i| (i.to_string(), String::new())).collect();
         let bytes = encode(&md);
         assert_eq!(decode_limited(&bytes, cost(&md)).unwrap(), Some(md.clone()));
         assert_eq!(decode_limited(&bytes, cost(&md) - 1).unwrap(), None);
