@@ -201,7 +201,7 @@ impl Conn {
         let watchdog = (deadline.is_some() || opts.cancel.is_some())
             .then(|| spawn_watchdog(self.shared(), shared.clone(), deadline, opts.cancel.clone()));
         Ok(Stream {
-            ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()) },
+            ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()), peer: None },
             client: Some(self.clone()),
             watchdog,
         })

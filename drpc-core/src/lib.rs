@@ -12,6 +12,7 @@ pub mod call;
 pub mod compress;
 pub mod metadata;
 pub mod packet;
+mod peer;
 pub mod state;
 pub mod status;
 pub mod wire;
@@ -34,10 +35,12 @@ pub use conn::{
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE, DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
+pub use peer::{Peer, TlsPeer};
 pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};
 pub use server::{Server, ServerOptions};
 pub use status::{Code, Status};
 pub use stream::{CallContext, Stream};
 pub use tasks::CancelToken;
-pub use transport::Listener;
+pub use server::HANDSHAKE_OVERHEAD;
+pub use transport::{Listener, Socket};

@@ -427,6 +427,7 @@ pub struct CallContext {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) rpc: Arc<str>,
     pub(crate) metadata: Arc<Metadata>,
+    pub(crate) peer: Option<Arc<crate::peer::Peer>>,
 }
 
 impl CallContext {
