@@ -37,9 +37,13 @@ impl TlsAcceptor {
     /// Takes a new certificate, key or client CA for the connections
     /// accepted from now on. On error the configuration in force stays.
     pub fn reload(&self, config: &ServerTlsConfig) -> Result<(), TlsError> {
-        let built = config.build()?;
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = built;
+        self.replace(config.build()?);
         Ok(())
+    }
+
+    /// [`reload`](Self::reload) with a rustls configuration built already.
+    pub fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
     fn current(&self) -> Arc<rustls::ServerConfig> {
