@@ -65,15 +65,15 @@ static uint32_t whoami(void *ud, drpc_server_call *call, const uint8_t *req, siz
              drpc_server_call_peer(call, DRPC_PEER_URI, 0) ? drpc_server_call_peer(call, DRPC_PEER_URI, 0) : "-",
              drpc_server_call_peer(call, DRPC_PEER_TLS_VERSION, 0), drpc_server_call_peer(call, DRPC_PEER_ALPN, 0),
              drpc_server_call_peer_count(call, DRPC_PEER_IP_ADDRESS), der != NULL && der_len > 100 && der[0] == 0x30);
-    return drpc_server_call_respond(call, (const uint8_t *)out, strlen(out), NULL);
+    return drpc_server_call_respond(call, (const uint8_t *)out, strlen(out));
 }
 
 static uint32_t admin(void *ud, drpc_server_call *call, const uint8_t *req, size_t len) {
     (void)ud, (void)req, (void)len;
     const char *subject = drpc_server_call_peer(call, DRPC_PEER_SUBJECT, 0);
     if (!subject || !strstr(subject, "CN=drpc-client"))
-        return drpc_server_call_fail(call, DRPC_PERMISSION_DENIED, "not an admin", NULL);
-    return drpc_server_call_respond(call, (const uint8_t *)"welcome", 7, NULL);
+        return drpc_server_call_fail(call, DRPC_PERMISSION_DENIED, "not an admin");
+    return drpc_server_call_respond(call, (const uint8_t *)"welcome", 7);
 }
 
 static drpc_server *server;
@@ -247,6 +247,7 @@ int main(int argc, char **argv) {
     CHECK_RC(drpc_tls_server_config_set_client_ca(tls, path("ca.pem"), true, true, &err), DRPC_OK);
     CHECK_RC(drpc_server_listen_tls(server, "127.0.0.1:0", tls, &addr, &err), DRPC_OK);
     drpc_tls_server_config_free(tls);
+    if (err) fprintf(stderr, "setup: %s\n", drpc_error_message(err));
     if (!addr) {
         fprintf(stderr, "listen failed: %s\n", err ? drpc_error_message(err) : "?");
         return 1;

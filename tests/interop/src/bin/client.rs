@@ -1,7 +1,8 @@
 //! drpc-interop-client: runs the cases of shared/interop/CASES.md against a server.
 //! Usage: drpc-interop-client --addr HOST:PORT --case NAME|all [--case NAME ...]
 //!        [--mode mux|sequential] [--flow-control] [--compression snappy|minlz-fastest]
-//!        [--tls-ca FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]]
+//!        [--tls-ca FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]] [--drpcmigrate]
+//! --drpcmigrate sends storj.io/drpc drpcmigrate's `DRPC!!!1` header first.
 
 use drpc_core::{Compression, Conn, ConnOptions};
 use drpc_interop::cases::{self, Client};
@@ -15,6 +16,7 @@ async fn main() {
     let mut flow_control = false;
     let mut compression = None;
     let (mut tls_ca, mut tls_server_name, mut tls_cert, mut tls_key) = (None, None, None, None);
+    let mut header = false;
     for (flag, value) in parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e)) {
         match (flag.as_str(), value) {
             ("addr", Some(v)) => addr = Some(v),
@@ -26,6 +28,7 @@ async fn main() {
                 Some(c) => compression = Some(c),
                 None => usage(&format!("unknown compression {v:?} (snappy, minlz-fastest)")),
             },
+            ("drpcmigrate", None) => header = true,
             ("tls-ca", Some(v)) => tls_ca = Some(v),
             ("tls-server-name", Some(v)) => tls_server_name = Some(v),
             ("tls-cert", Some(v)) => tls_cert = Some(v),
@@ -53,9 +56,10 @@ async fn main() {
     }
     let connected = match tls_ca {
         Some(ca) => {
-            let connector = tls_connector(&ca, tls_server_name, tls_cert, tls_key);
+            let connector = tls_connector(&ca, tls_server_name, tls_cert, tls_key).drpcmigrate_header(header);
             connector.connect(&addr, opts).await
         }
+        None if header => drpc_tls::Connector::plaintext().drpcmigrate_header(true).connect(&addr, opts).await,
         None if tls_server_name.is_none() && tls_cert.is_none() && tls_key.is_none() => Conn::connect(&addr, opts).await,
         None => usage("the --tls-* flags need --tls-ca"),
     };
@@ -104,7 +108,7 @@ fn tls_connector(ca: &str, name: Option<String>, cert: Option<String>, key: Opti
 
 fn usage(err: &str) -> ! {
     eprintln!(
-        "drpc-interop-client: {err}\nusage: drpc-interop-client --addr HOST:PORT --case NAME|all [--mode mux|sequential] [--flow-control] [--compression snappy|minlz-fastest] [--tls-ca FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]]"
+        "drpc-interop-client: {err}\nusage: drpc-interop-client --addr HOST:PORT --case NAME|all [--mode mux|sequential] [--flow-control] [--compression snappy|minlz-fastest] [--tls-ca FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]] [--drpcmigrate]"
     );
     std::process::exit(2);
 }
