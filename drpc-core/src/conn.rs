@@ -157,7 +157,8 @@ pub(crate) struct ConnShared {
     pub(crate) opts: ConnOptions,
     pub(crate) writer: Arc<Writer>,
     registry: Mutex<Registry>,
-    closed: Notify,
+    /// Cancelled once the connection has terminated.
+    closed: tokio_util::sync::CancellationToken,
     /// Received message bytes not yet read by the application.
     buffered: AtomicUsize,
     /// Everything this connection holds, inside its (maybe shared) budget.
@@ -196,7 +197,7 @@ impl ConnShared {
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
             registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
-            closed: Notify::new(),
+            closed: Default::default(),
             buffered: AtomicUsize::new(0),
             account,
             streams_gone: Notify::new(),
@@ -332,9 +333,17 @@ impl ConnShared {
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
-            self.writer.write(Lane::Data, |buf| open(buf, id, state)).map(|pos| inner.last_pos = pos)
+            self.writer.append(Lane::Data, |buf| open(buf, id, state)).map(|(pos, flusher)| {
+                inner.last_pos = pos;
+                flusher
+            })
         });
         drop(reg);
+        // Written outside the registry lock; a failed write terminates the
+        // connection through the writer task.
+        if let Ok(true) = result {
+            let _ = self.writer.flush_now();
+        }
         if let Err(status) = result {
             let status = self.stream_failure(status);
             stream.finish(End::Connection(status.clone()));
@@ -360,7 +369,7 @@ impl ConnShared {
         for s in streams {
             s.finish(End::Connection(failure.clone()));
         }
-        self.closed.notify_waiters();
+        self.closed.cancel();
         for task in self.tasks.lock().unwrap().iter() {
             task.abort();
         }
@@ -368,15 +377,7 @@ impl ConnShared {
 
     /// Resolves once the connection has terminated.
     pub(crate) async fn closed(&self) {
-        loop {
-            let notified = self.closed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.closed_status().is_some() {
-                return;
-            }
-            notified.await;
-        }
+        self.closed.cancelled().await
     }
 
     /// Terminates and waits for the connection's own tasks to end.
