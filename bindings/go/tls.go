@@ -172,7 +172,7 @@ type TLSPeer struct {
 	ServerName string // SNI the client sent
 	// The client certificate's subject ("CN=alice, O=Example") and SANs;
 	// empty without a client certificate.
-	Subject                              string
+	Subject                             string
 	DNSNames, IPAddresses, URIs, Emails []string
 	// The verified chain, leaf first (nil without a client certificate).
 	Certificates []*x509.Certificate

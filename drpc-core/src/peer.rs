@@ -21,7 +21,8 @@ pub struct TlsPeer {
     /// The verified certificate chain the peer presented, leaf first, in DER;
     /// empty when the peer sent no certificate (client certificates optional).
     pub certificates: Vec<Vec<u8>>,
-    /// The leaf certificate's subject, RFC 4514 style (`CN=alice,O=Example`).
+    /// The leaf certificate's subject, its attributes in the certificate's
+    /// order (`CN=alice, O=Example`).
     pub subject: Option<String>,
     /// The leaf certificate's DNS-name SANs.
     pub dns_names: Vec<String>,
