@@ -3,7 +3,8 @@
 # interop programs and libdrpc (needed by the C and go-cgo implementations,
 # whose programs matrix.py compiles itself), then runs matrix.py (extra
 # arguments are passed on, e.g. --only rust --only go-storj, --require python,
-# --require-all, --no-flow-control). With CI=true a missing implementation
+# --require-all, --no-flow-control, --no-tls). The tls runs use throwaway
+# certificates from drpc-tls's gen-test-certs example (built here if missing). With CI=true a missing implementation
 # fails the run (see --require-all / --allow-absent).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -11,6 +12,9 @@ root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 if [ ! -x "$target/release/drpc-interop-server" ] || [ ! -x "$target/release/drpc-interop-client" ]; then
   (cd "$root" && cargo build --release -p drpc-interop)
+fi
+if [ ! -x "$target/release/examples/gen-test-certs" ]; then
+  (cd "$root" && cargo build --release -p drpc-tls --example gen-test-certs)
 fi
 if [ ! -e "$target/release/libdrpc.so" ]; then
   (cd "$root" && cargo build --release -p drpc-ffi)
