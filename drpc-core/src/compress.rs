@@ -55,20 +55,29 @@ impl Compression {
     }
 
     /// Decompresses a payload whose decompressed size must not exceed `max`.
+    /// Under `minlz-fastest`, a block that does not start with MinLZ's zero
+    /// byte is a Snappy block, as MinLZ's block format defines (cockroachdb/drpc
+    /// sends those for messages of 4 KiB and less).
     pub fn decompress(self, data: &[u8], max: usize) -> Result<Vec<u8>, Status> {
         let corrupt = |e: String| Status::new(Code::DataLoss, format!("corrupt {} message: {e}", self.name()));
-        let len = match self {
-            Compression::Snappy => snap::raw::decompress_len(data).map_err(|e| corrupt(e.to_string()))?,
-            Compression::MinLzFastest => minlz::minlz::decompressed_len(data).map_err(|e| corrupt(e.to_string()))?,
+        let snappy_block = match self {
+            Compression::Snappy => true,
+            Compression::MinLzFastest => data.first().is_some_and(|&b| b != 0),
+        };
+        let len = if snappy_block {
+            snap::raw::decompress_len(data).map_err(|e| corrupt(e.to_string()))?
+        } else {
+            minlz::minlz::decompressed_len(data).map_err(|e| corrupt(e.to_string()))?
         };
         if len > max {
             return Err(Status::resource_exhausted(format!(
                 "decompressed message of {len} bytes exceeds the maximum of {max} bytes"
             )));
         }
-        match self {
-            Compression::Snappy => snap::raw::Decoder::new().decompress_vec(data).map_err(|e| corrupt(e.to_string())),
-            Compression::MinLzFastest => minlz::minlz::decompress(data).map_err(|e| corrupt(e.to_string())),
+        if snappy_block {
+            snap::raw::Decoder::new().decompress_vec(data).map_err(|e| corrupt(e.to_string()))
+        } else {
+            minlz::minlz::decompress(data).map_err(|e| corrupt(e.to_string()))
         }
     }
 }
