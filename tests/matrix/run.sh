@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-implementation interop matrix. Builds what is missing of the Rust
+# Cross-implementation interop matrix. Builds (cargo; a no-op when fresh) the Rust
 # interop programs and libdrpc (needed by the C and go-cgo implementations,
 # whose programs matrix.py compiles itself), then runs matrix.py (extra
 # arguments are passed on, e.g. --only rust --only go-storj, --require python,
@@ -10,13 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-if [ ! -x "$target/release/drpc-interop-server" ] || [ ! -x "$target/release/drpc-interop-client" ]; then
-  (cd "$root" && cargo build --release -p drpc-interop)
-fi
-if [ ! -x "$target/release/examples/gen-test-certs" ]; then
-  (cd "$root" && cargo build --release -p drpc-tls --example gen-test-certs)
-fi
-if [ ! -e "$target/release/libdrpc.so" ]; then
-  (cd "$root" && cargo build --release -p drpc-ffi)
-fi
+# Always through cargo (a no-op when fresh): stale programs would lack the
+# --tls-* flags of the tls runs.
+(cd "$root" && cargo build --release -p drpc-interop -p drpc-ffi && cargo build --release -p drpc-tls --example gen-test-certs)
 exec python3 "$here/matrix.py" "$@"
