@@ -153,6 +153,8 @@ pub(crate) trait Acceptor: Send + Sync {
 }
 
 pub(crate) struct ConnShared {
+    /// Unique in the process, for per-connection fairness in handler pools.
+    pub(crate) id: u64,
     pub(crate) role: Role,
     pub(crate) opts: ConnOptions,
     pub(crate) writer: Arc<Writer>,
@@ -192,7 +194,9 @@ impl ConnShared {
         let budget = opts.memory_budget.clone().unwrap_or_default();
         let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
         account.charge(CONNECTION_OVERHEAD);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let conn = Arc::new(ConnShared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),

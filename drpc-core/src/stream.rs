@@ -447,6 +447,12 @@ impl CallContext {
         self.shared.id
     }
 
+    /// An id of the call's connection, unique in this process: calls with
+    /// the same id share a connection (for per-connection fairness and logs).
+    pub fn connection_id(&self) -> u64 {
+        self.shared.conn.id
+    }
+
     /// Whether the call ended other than by completing: cancelled by either
     /// side, failed, or its connection lost.
     pub fn is_cancelled(&self) -> bool {
