@@ -108,8 +108,23 @@ where
     let reply = FrameHeader { stream_id: header.stream_id, message_id: 1, kind: Kind::ERROR, control: false, done: true };
     let mut out = Vec::new();
     put_frame(&mut out, &reply, &payload);
-    let _ = io.write_all(&out).await;
-    let _ = io.flush().await;
+    if io.write_all(&out).await.is_err() || io.shutdown().await.is_err() {
+        return;
+    }
+    // Closing with unread input would send a reset, which can discard the
+    // reply before the client reads it: read what the client still sends
+    // (briefly, and a bounded amount) before closing.
+    let mut sink = [0u8; 4096];
+    let mut drained = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        while drained < (1 << 20) {
+            match io.read(&mut sink).await {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Serves `listener` with TLS in the background: each handshake runs on its

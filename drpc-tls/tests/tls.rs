@@ -416,3 +416,24 @@ async fn shared_port_routes_by_the_drpcmigrate_header() {
     let conn = drpc_core::Conn::new(tcp, ConnOptions::default());
     conn.unary("/t/Whoami", b"", &CallOptions::new()).await.unwrap();
 }
+
+/// The "requires TLS" answer reaches every plaintext client: 200 at once,
+/// each with a large request still queued when the server answers.
+#[tokio::test]
+async fn plaintext_clients_always_get_the_tls_required_answer() {
+    let pki = pki();
+    let (_server, addr, _) = tls_server(&server_config(&pki)).await;
+    let attempts = (0..200).map(|i| {
+        let addr = addr.clone();
+        async move {
+            let conn = drpc_core::Conn::connect(&addr, ConnOptions::default()).await.unwrap();
+            // A large request, so unread input is still queued when the server answers.
+            let request = vec![i as u8; 200_000];
+            let status = conn.unary("/t/Whoami", &request, &CallOptions::new().timeout(Duration::from_secs(10))).await;
+            status.expect_err("plaintext must be refused")
+        }
+    });
+    for attempt in futures_join_all(attempts).await {
+        assert!(attempt.message().contains("requires TLS"), "{attempt}");
+    }
+}

@@ -91,7 +91,6 @@ IMPLS = [
     {
         "name": "python",
         "mux": True,
-        "tls": False,
         "server": ["{python}", "-m", "drpc.interop.server"],
         "client": ["{python}", "-m", "drpc.interop.client"],
         "probe": ["{python}", "-c", "import drpc.interop.server, drpc.interop.client"],
