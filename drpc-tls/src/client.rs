@@ -92,7 +92,72 @@ impl Connector {
                 )))
             }
         };
-        Ok(Conn::new(tls, opts))
+        Ok(Conn::new(NamedTlsErrors(tls), opts))
+    }
+}
+
+/// A client TLS stream whose I/O errors from TLS (an alert after the
+/// handshake, such as TLS 1.3's late refusal of a missing client
+/// certificate) say they are TLS errors and what they usually mean.
+struct NamedTlsErrors<S>(tokio_rustls::client::TlsStream<S>);
+
+fn name_tls_error(e: std::io::Error) -> std::io::Error {
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else { return e };
+    let hint = match tls {
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            " (the server requires a client certificate)"
+        }
+        rustls::Error::AlertReceived(
+            rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::CertificateExpired
+            | rustls::AlertDescription::CertificateUnknown,
+        ) => " (the server rejected the client certificate)",
+        _ => "",
+    };
+    std::io::Error::new(e.kind(), format!("TLS: {tls}{hint}"))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for NamedTlsErrors<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf).map_err(name_tls_error)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NamedTlsErrors<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf).map_err(name_tls_error)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs).map_err(name_tls_error)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx).map_err(name_tls_error)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx).map_err(name_tls_error)
     }
 }
 

@@ -192,7 +192,8 @@ async fn mutual_tls_identity_reaches_the_handler() {
 
     // No certificate: refused (TLS 1.3 reports it on the first read).
     let anonymous = Connector::tls(&client_config(&pki)).unwrap();
-    expect_failure(&anonymous, &addr, "CertificateRequired").await;
+    let status = expect_failure(&anonymous, &addr, "CertificateRequired").await;
+    assert!(status.message().contains("TLS: ") && status.message().contains("requires a client certificate"), "{status}");
     // A certificate from another CA: refused.
     let rogue_ca = TestCa::new("rogue CA");
     let rogue = rogue_ca.issue("drpc-client", &["client.drpc.test"], Validity::Now);
