@@ -87,7 +87,10 @@ pub struct FlowControl {
 
 impl Default for FlowControl {
     fn default() -> Self {
-        FlowControl { window: 2 << 20, grant_threshold: 512 << 10 }
+        FlowControl {
+            window: 2 << 20,
+            grant_threshold: 512 << 10,
+        }
     }
 }
 
@@ -199,11 +202,15 @@ impl ConnShared {
             opts: opts.clone(),
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
-            registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
+            registry: Mutex::new(Registry {
+                streams: HashMap::new(),
+                next_stream_id: 1,
+                closed: None,
+            }),
             closed: Default::default(),
             buffered: AtomicUsize::new(0),
             account,
-            clock: Clock::new(),
+            clock: Clock::default(),
             reader_output: Default::default(),
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
@@ -218,7 +225,10 @@ impl ConnShared {
                 conn.terminate(status);
             })
         };
-        conn.tasks.lock().unwrap().extend([reader, writer, watchdog]);
+        conn.tasks
+            .lock()
+            .unwrap()
+            .extend([reader, writer, watchdog]);
         if conn.closed_status().is_some() {
             // Terminated before its tasks were listed: stop them now.
             for task in conn.tasks.lock().unwrap().iter() {
@@ -268,7 +278,9 @@ impl ConnShared {
     /// Whether frames the reader produced are still queued behind a full writer.
     fn reader_output_stuck(&self) -> bool {
         let produced = self.reader_output.load(Ordering::Relaxed);
-        produced != 0 && self.writer.taken() < produced && self.writer.queued() >= self.opts.writer_buffer_cap
+        produced != 0
+            && self.writer.taken() < produced
+            && self.writer.queued() >= self.opts.writer_buffer_cap
     }
 
     /// Waits until the writer's data queue is under its cap.
@@ -284,8 +296,8 @@ impl ConnShared {
     /// answer, and frames the reader itself produces, such as errors and
     /// refusals, must not pile up). A client keeps reading then: its peer's
     /// answers are what drains the server's writer.
-    /// On success the `n` bytes are charged; the caller releases them once
-    /// the frame was routed (its destination charges what it keeps).
+    /// On success the `n` bytes are charged to the account; the caller hands
+    /// the charge to the bytes it reads (`budget::charged`).
     /// Returns false once the connection has terminated.
     async fn admit(&self, n: usize) -> bool {
         let mut waited = false;
@@ -305,7 +317,7 @@ impl ConnShared {
             }
             if self.account.try_charge(n) {
                 if waited {
-                    self.clock.frame_restart();
+                    Clock::bump(&self.clock.frames);
                 }
                 return true;
             }
@@ -326,7 +338,7 @@ impl ConnShared {
         let mut reg = self.registry.lock().unwrap();
         if reg.streams.remove(&id).is_some() && reg.streams.is_empty() {
             drop(reg);
-            self.clock.idle_since.store(self.clock.now(), Ordering::Relaxed);
+            Clock::bump(&self.clock.went_idle);
         }
     }
 
@@ -349,10 +361,12 @@ impl ConnShared {
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
-            self.writer.append(Lane::Data, |buf| open(buf, id, state)).map(|(pos, flusher)| {
-                inner.last_pos = pos;
-                flusher
-            })
+            self.writer
+                .append(Lane::Data, |buf| open(buf, id, state))
+                .map(|(pos, flusher)| {
+                    inner.last_pos = pos;
+                    flusher
+                })
         });
         drop(reg);
         // Written outside the registry lock; a failed write terminates the
@@ -416,7 +430,11 @@ impl ConnShared {
     fn route(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
         let h = frame.header;
         if !h.kind.is_known() {
-            return if h.control { Ok(()) } else { Err(format!("unknown frame kind {}", h.kind.0)) };
+            return if h.control {
+                Ok(())
+            } else {
+                Err(format!("unknown frame kind {}", h.kind.0))
+            };
         }
         if h.kind == Kind::WINDOW_UPDATE {
             // A malformed update is dropped, never fatal.
@@ -447,7 +465,9 @@ impl ConnShared {
     /// Writes an Error frame for a stream id that never became a stream.
     fn refuse(&self, sid: u64, status: &Status) {
         let payload = encode_error(status.code().as_u64(), status.message());
-        let written = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
+        let written = self.writer.write(Lane::Data, |buf| {
+            put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX)
+        });
         if let Ok(position) = written {
             self.reader_wrote(position);
         }
@@ -456,15 +476,27 @@ impl ConnShared {
     /// Server: collects InvokeMetadata and Invoke of a new stream id; a
     /// complete Invoke starts the stream. An oversized or over-costly invoke
     /// fails that stream only.
-    fn assemble_invoke(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
+    fn assemble_invoke(
+        self: &Arc<Self>,
+        frame: Frame,
+        invokes: &mut Invokes,
+    ) -> Result<(), String> {
         let sid = frame.header.stream_id;
         if !invokes.map.contains_key(&sid) && invokes.map.len() >= self.opts.max_pending_invokes {
-            return Err(format!("more than {} incomplete invokes", self.opts.max_pending_invokes));
+            return Err(format!(
+                "more than {} incomplete invokes",
+                self.opts.max_pending_invokes
+            ));
         }
         let limit = self.opts.max_metadata_size;
         let pending = invokes.map.entry(sid).or_insert_with(|| {
             self.account.charge(PENDING_INVOKE_OVERHEAD);
-            PendingInvoke { assembler: Assembler::new(0, limit), metadata: None, refused: None, charged: PENDING_INVOKE_OVERHEAD }
+            PendingInvoke {
+                assembler: Assembler::new(0, limit),
+                metadata: None,
+                refused: None,
+                charged: PENDING_INVOKE_OVERHEAD,
+            }
         });
         let assembled = pending.assembler.push(frame).map_err(|e| e.to_string());
         let pkt = match assembled {
@@ -480,8 +512,14 @@ impl ConnShared {
                 return Ok(());
             }
             Ok(Assembled::TooLarge { kind, .. }) => {
-                let what = if kind == Kind::INVOKE { "rpc name" } else { "invoke metadata" };
-                let status = Status::resource_exhausted(format!("{what} larger than the limit of {limit} bytes"));
+                let what = if kind == Kind::INVOKE {
+                    "rpc name"
+                } else {
+                    "invoke metadata"
+                };
+                let status = Status::resource_exhausted(format!(
+                    "{what} larger than the limit of {limit} bytes"
+                ));
                 pending.metadata = None;
                 if kind == Kind::INVOKE {
                     // The stream is over: tell the peer now, drop the rest of the name.
@@ -502,7 +540,9 @@ impl ConnShared {
         };
         if pkt.kind == Kind::INVOKE_METADATA {
             if pending.refused.is_none() {
-                match metadata::decode_limited(&pkt.data, metadata_cost_limit(limit)).map_err(|e| e.to_string()) {
+                match metadata::decode_limited(&pkt.data, metadata_cost_limit(limit))
+                    .map_err(|e| e.to_string())
+                {
                     Ok(Some(md)) => pending.metadata = Some(md),
                     Ok(None) => {
                         pending.refused = Some(Status::resource_exhausted(format!(
@@ -523,7 +563,8 @@ impl ConnShared {
             self.refuse(sid, &status);
             return Ok(());
         }
-        let rpc = String::from_utf8(pkt.data.to_vec()).map_err(|_| "rpc name is not UTF-8".to_string())?;
+        let rpc = String::from_utf8(pkt.data.to_vec())
+            .map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
         if !acceptor.accepting() {
             self.refuse(sid, &Status::unavailable("server is shutting down"));
@@ -538,7 +579,10 @@ impl ConnShared {
             }
         };
         if !self.account.has_room(crate::budget::STREAM_OVERHEAD) {
-            self.refuse(sid, &Status::resource_exhausted("server memory budget exhausted; try again later"));
+            self.refuse(
+                sid,
+                &Status::resource_exhausted("server memory budget exhausted; try again later"),
+            );
             return Ok(());
         }
         let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None, codec);
@@ -550,7 +594,8 @@ impl ConnShared {
             let limit = self.opts.max_concurrent_streams;
             if reg.streams.len() >= limit {
                 drop(reg);
-                let message = format!("too many concurrent streams: the limit is {limit} per connection");
+                let message =
+                    format!("too many concurrent streams: the limit is {limit} per connection");
                 self.refuse(sid, &Status::unavailable(message));
                 return Ok(());
             }
@@ -598,7 +643,6 @@ impl Invokes {
             account.release(pending.charged);
         }
     }
-
 }
 
 struct PendingInvoke {
@@ -633,60 +677,35 @@ enum ReadEnd {
     Failed(std::io::Error),
 }
 
-/// What the reader publishes for the connection's watchdog, cheaply
-/// (relaxed atomics, milliseconds since the connection started).
+/// What the reader publishes for the connection's watchdog: counters and
+/// flags only (relaxed atomics, no clock reads on the read path).
+#[derive(Default)]
 pub(crate) struct Clock {
-    epoch: Instant,
     got_frame: std::sync::atomic::AtomicBool,
-    last_read: std::sync::atomic::AtomicU64,
-    /// When the frame in progress started (+1; 0 when none is).
-    frame_started: std::sync::atomic::AtomicU64,
-    /// When the connection last stopped holding streams.
-    idle_since: std::sync::atomic::AtomicU64,
+    /// Reads that returned data.
+    reads: std::sync::atomic::AtomicU64,
+    /// Frames completed, or waits on our own limits (the frame in progress
+    /// is not the peer's to finish while we wait).
+    frames: std::sync::atomic::AtomicU64,
+    /// A frame has started and not finished.
+    mid_frame: std::sync::atomic::AtomicBool,
+    /// Times the connection stopped holding streams.
+    went_idle: std::sync::atomic::AtomicU64,
 }
 
 impl Clock {
-    fn new() -> Clock {
-        Clock {
-            epoch: Instant::now(),
-            got_frame: Default::default(),
-            last_read: Default::default(),
-            frame_started: Default::default(),
-            idle_since: Default::default(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.epoch + Duration::from_millis(ms)
-    }
-
-    /// A frame is in progress (from now, unless one already was).
-    fn frame_pending(&self) {
-        if self.frame_started.load(Ordering::Relaxed) == 0 {
-            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
-        }
-    }
-
-    /// The frame in progress is not the peer's to finish while we wait on our
-    /// own limits: its clock restarts afterwards.
-    fn frame_restart(&self) {
-        if self.frame_started.load(Ordering::Relaxed) != 0 {
-            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
-        }
-    }
-
-    fn frame_done(&self) {
-        self.frame_started.store(0, Ordering::Relaxed);
+    fn bump(counter: &std::sync::atomic::AtomicU64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 }
 
 /// The connection's timeouts, enforced from outside the read path so reads
-/// carry no timer: it sleeps until the earliest deadline the reader's clock
-/// implies, re-checks, and terminates the connection when one has passed.
+/// carry no timer: it wakes every quarter of the shortest timeout, notes
+/// what changed since, and terminates the connection once a deadline has
+/// passed (within a quarter of its timeout).
 async fn watchdog(conn: Arc<ConnShared>) {
     let o = &conn.opts;
     let server = conn.role == Role::Server;
@@ -699,32 +718,52 @@ async fn watchdog(conn: Arc<ConnShared>) {
     .flatten()
     .filter(|t| !t.is_zero())
     .collect();
-    let Some(shortest) = enabled.iter().min().copied() else { return };
-    // A state change (a frame starting, the last stream ending) is seen
-    // within this, so a deadline is kept to within half its timeout.
-    let recheck = (shortest / 2).max(Duration::from_millis(10));
+    let Some(shortest) = enabled.iter().min().copied() else {
+        return;
+    };
+    let recheck = (shortest / 4).max(Duration::from_millis(5));
     let clock = &conn.clock;
+    let started = Instant::now();
+    let (mut seen_reads, mut seen_idle) = (0, 0);
+    let mut active_at = started;
+    // When the frame in progress was first seen, and the frame count then.
+    let mut frame_seen: Option<(Instant, u64)> = None;
     loop {
         let now = Instant::now();
-        let mut next = now + recheck;
-        let mut passed = None;
-        let mut check = |deadline: Instant, why: &'static str| {
-            if now >= deadline {
-                passed.get_or_insert(why);
-            }
-            next = next.min(deadline);
+        let reads = clock.reads.load(Ordering::Relaxed);
+        let idled = clock.went_idle.load(Ordering::Relaxed);
+        if reads != seen_reads || idled != seen_idle {
+            (seen_reads, seen_idle, active_at) = (reads, idled, now);
+        }
+        let frames = clock.frames.load(Ordering::Relaxed);
+        let mid_frame = clock.mid_frame.load(Ordering::Relaxed);
+        frame_seen = match frame_seen {
+            Some((at, f)) if mid_frame && f == frames => Some((at, f)),
+            _ if mid_frame => Some((now, frames)),
+            _ => None,
         };
         let got_frame = clock.got_frame.load(Ordering::Relaxed);
-        if server && !got_frame && !o.handshake_timeout.is_zero() {
-            check(clock.epoch + o.handshake_timeout, "no frame within the handshake timeout");
+        let mut passed = None;
+        if server
+            && !got_frame
+            && !o.handshake_timeout.is_zero()
+            && now >= started + o.handshake_timeout
+        {
+            passed = Some("no frame within the handshake timeout");
         }
-        let started = clock.frame_started.load(Ordering::Relaxed);
-        if started != 0 && !o.read_timeout.is_zero() {
-            check(clock.at(started - 1) + o.read_timeout, "a frame took longer than the read timeout to arrive");
+        if let Some((at, _)) = frame_seen {
+            if !o.read_timeout.is_zero() && now >= at + o.read_timeout {
+                passed = Some("a frame took longer than the read timeout to arrive");
+            }
         }
-        if server && got_frame && !o.idle_timeout.is_zero() && started == 0 && conn.active_streams() == 0 {
-            let since = clock.last_read.load(Ordering::Relaxed).max(clock.idle_since.load(Ordering::Relaxed));
-            check(clock.at(since) + o.idle_timeout, "idle timeout");
+        if server
+            && got_frame
+            && !mid_frame
+            && !o.idle_timeout.is_zero()
+            && now >= active_at + o.idle_timeout
+            && conn.active_streams() == 0
+        {
+            passed = Some("idle timeout");
         }
         if let Some(why) = passed {
             let status = Status::unavailable(format!("connection closed: {why}"));
@@ -733,13 +772,16 @@ async fn watchdog(conn: Arc<ConnShared>) {
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep(recheck) => {}
             _ = conn.closed() => return,
         }
     }
 }
 
-async fn read_once<B: bytes::BufMut + ?Sized>(rd: &mut BoxRead, dst: &mut B) -> Result<usize, ReadEnd> {
+async fn read_once<B: bytes::BufMut + ?Sized>(
+    rd: &mut BoxRead,
+    dst: &mut B,
+) -> Result<usize, ReadEnd> {
     match rd.read_buf(dst).await {
         Ok(0) => Err(ReadEnd::Eof),
         Ok(n) => Ok(n),
@@ -750,7 +792,10 @@ async fn read_once<B: bytes::BufMut + ?Sized>(rd: &mut BoxRead, dst: &mut B) -> 
 /// The reader task: the single authority on transport health.
 async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     let mut invokes = Invokes::default();
-    let mut input = Input { buf: BytesMut::with_capacity(FIRST_READ_BUFFER), charged: FIRST_READ_BUFFER };
+    let mut input = Input {
+        buf: BytesMut::with_capacity(FIRST_READ_BUFFER),
+        charged: FIRST_READ_BUFFER,
+    };
     conn.account.charge(input.charged);
     let status = read_frames(&conn, &mut rd, &mut invokes, &mut input).await;
     invokes.release_all(&conn.account);
@@ -768,94 +813,147 @@ struct Input {
     charged: usize,
 }
 
-async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Invokes, input: &mut Input) -> Status {
+async fn read_frames(
+    conn: &Arc<ConnShared>,
+    rd: &mut BoxRead,
+    invokes: &mut Invokes,
+    input: &mut Input,
+) -> Status {
     // One frame may carry a whole small message; beyond this, buffering it
     // would be unbounded, so a longer frame is a connection-scoped error.
-    let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
+    let max_frame = conn
+        .opts
+        .max_message_size
+        .max(crate::wire::DEFAULT_SPLIT_SIZE);
     let clock = &conn.clock;
     let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
-    let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
+    let gone = || {
+        conn.closed_status()
+            .unwrap_or_else(|| Status::unavailable("connection closed"))
+    };
+    let mut frames: Vec<(crate::wire::FrameHeader, usize, usize)> = Vec::new();
     loop {
-        // Route every complete frame in the buffer. Their copies are
-        // admitted once for the whole buffer: one budget check per read.
-        let mut admitted = 0;
-        let routed = loop {
-            let buf = &mut input.buf;
-            let (header, at, len) = match parse_header(buf, max_frame) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(protocol_error(e.to_string())),
+        // The complete frames in the buffer, taken out in one piece.
+        frames.clear();
+        let (complete, pending) = complete_frames(&input.buf, max_frame, &mut frames);
+        if complete > 0 {
+            let mut rest = match take_batch(conn, input, complete).await {
+                Some(batch) => batch,
+                None => return gone(),
             };
-            let (frame, dedicated) = if buf.len() >= at + len {
-                if admitted == 0 {
-                    admitted = buf.len();
-                    if !conn.admit(admitted).await {
-                        return gone();
-                    }
+            for &(header, at, len) in &frames {
+                rest.advance(at);
+                let payload = rest.split_to(len);
+                if let Err(e) = conn.route(Frame { header, payload }, invokes) {
+                    return protocol_error(e);
                 }
-                buf.advance(at);
-                // A copy, so no message pins the read buffer: what the
-                // account counts is what is held.
-                let payload = bytes::Bytes::copy_from_slice(&buf[..len]);
-                buf.advance(len);
-                (Frame { header, payload }, 0)
-            } else if len >= DEDICATED_FRAME {
-                if !conn.admit(len).await {
-                    conn.account.release(admitted);
-                    return gone();
-                }
-                clock.frame_pending();
-                buf.advance(at);
-                match read_dedicated(rd, buf, len).await {
-                    Ok(payload) => (Frame { header, payload }, len),
-                    Err(end) => {
-                        conn.account.release(len + admitted);
-                        return read_failure(end, false);
-                    }
-                }
-            } else {
-                break Ok(()); // the rest of a small frame is still to come
-            };
-            let result = conn.route(frame, invokes);
-            // Wherever the payload went, it is charged there now.
-            conn.account.release(dedicated);
-            if let Err(e) = result {
-                break Err(protocol_error(e));
             }
             if !clock.got_frame.load(Ordering::Relaxed) {
                 clock.got_frame.store(true, Ordering::Relaxed);
             }
-            clock.frame_done();
-        };
-        conn.account.release(admitted);
-        if let Err(status) = routed {
-            return status;
+            Clock::bump(&clock.frames);
+        }
+        match pending {
+            Err(e) => return protocol_error(e),
+            Ok(Some((header, at, len))) if len >= DEDICATED_FRAME => {
+                // A large frame not yet fully here: read it into a buffer of
+                // its own, charged while it is read; once routed, where it
+                // went (a stream's queue, an assembler) holds the charge.
+                if !conn.admit(len).await {
+                    return gone();
+                }
+                clock.mid_frame.store(true, Ordering::Relaxed);
+                input.buf.advance(at);
+                let read = read_dedicated(rd, &mut input.buf, len).await;
+                let routed = read.map(|payload| conn.route(Frame { header, payload }, invokes));
+                conn.account.release(len);
+                match routed {
+                    Err(end) => return read_failure(end, false),
+                    Ok(Err(e)) => return protocol_error(e),
+                    Ok(Ok(())) => {}
+                }
+                clock.got_frame.store(true, Ordering::Relaxed);
+                Clock::bump(&clock.frames);
+                clock.mid_frame.store(false, Ordering::Relaxed);
+                continue;
+            }
+            Ok(_) => {}
         }
         let buf = &mut input.buf;
-        if buf.is_empty() {
-            clock.frame_done();
-        } else {
-            clock.frame_pending();
-        }
+        clock.mid_frame.store(!buf.is_empty(), Ordering::Relaxed);
         if buf.capacity() - buf.len() < 1024 {
             if input.charged < READ_CHUNK {
                 conn.account.charge(READ_CHUNK - input.charged);
                 input.charged = READ_CHUNK;
             }
-            // Nothing else refers to the buffer, so this moves the partial
-            // frame to the front instead of allocating.
+            // Moves the partial frame to the front (or into a new buffer
+            // when a batch still holds this one).
             buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
         }
         match read_once(rd, buf).await {
-            Ok(_) => clock.last_read.store(clock.now(), Ordering::Relaxed),
+            Ok(_) => Clock::bump(&clock.reads),
             Err(end) => return read_failure(end, buf.is_empty()),
         }
     }
 }
 
+/// The header of an incomplete frame, or why the buffer cannot be parsed.
+type Pending = Result<Option<(crate::wire::FrameHeader, usize, usize)>, String>;
+
+/// The length of the complete frames at the start of `buf` (their headers,
+/// header lengths and payload lengths pushed to `frames`), and what follows.
+fn complete_frames(
+    buf: &[u8],
+    max_frame: usize,
+    frames: &mut Vec<(crate::wire::FrameHeader, usize, usize)>,
+) -> (usize, Pending) {
+    let mut at = 0;
+    loop {
+        match parse_header(&buf[at..], max_frame) {
+            Ok(Some((header, hlen, len))) if buf.len() - at >= hlen + len => {
+                frames.push((header, hlen, len));
+                at += hlen + len;
+            }
+            Ok(parsed) => return (at, Ok(parsed)),
+            Err(e) => return (at, Err(e.to_string())),
+        }
+    }
+}
+
+/// Takes the first `len` bytes of the read buffer as one batch, once the
+/// budget admits them. A batch filling half the buffer or more takes the
+/// buffer itself, without a copy: it stays charged as the whole buffer until
+/// its last message is freed (`budget::charged`), and the reader charges a
+/// new buffer. A smaller batch is copied out, so no message pins the larger
+/// buffer; its admission only gates the reader, and what the frames become
+/// (queued messages, assembled packets) is charged where it is kept.
+async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<bytes::Bytes> {
+    let whole = len >= READ_CHUNK / 2 && input.charged >= READ_CHUNK;
+    let charge = if whole { input.charged } else { len };
+    if !conn.admit(charge).await {
+        return None;
+    }
+    if whole {
+        // The batch holds the buffer now, charged above; the buffer's own
+        // charge goes, and the next read buffer is charged when reserved.
+        conn.account.release(std::mem::take(&mut input.charged));
+        let bytes = input.buf.split_to(len).freeze();
+        return Some(crate::budget::charged(bytes, charge, &conn.account));
+    }
+    let copy = bytes::Bytes::copy_from_slice(&input.buf[..len]);
+    input.buf.advance(len);
+    // Held only while routing; the destinations charge what they keep.
+    conn.account.release(charge);
+    Some(copy)
+}
+
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a
 /// buffer of its own (no copy of the bulk, one allocation).
-async fn read_dedicated(rd: &mut BoxRead, buf: &mut BytesMut, len: usize) -> Result<bytes::Bytes, ReadEnd> {
+async fn read_dedicated(
+    rd: &mut BoxRead,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<bytes::Bytes, ReadEnd> {
     let mut payload = BytesMut::with_capacity(len);
     payload.extend_from_slice(buf);
     buf.clear();
@@ -870,7 +968,9 @@ async fn read_dedicated(rd: &mut BoxRead, buf: &mut BytesMut, len: usize) -> Res
 fn read_failure(end: ReadEnd, at_frame_boundary: bool) -> Status {
     match end {
         ReadEnd::Eof if at_frame_boundary => Status::unavailable("connection closed by the remote"),
-        ReadEnd::Eof => Status::unavailable("connection closed by the remote in the middle of a frame"),
+        ReadEnd::Eof => {
+            Status::unavailable("connection closed by the remote in the middle of a frame")
+        }
         ReadEnd::Failed(e) => Status::unavailable(format!("read failed: {e}")),
     }
 }

@@ -27,12 +27,13 @@ mod tasks;
 mod transport;
 mod writer;
 
-pub use client::{CallOptions, Conn};
 pub use budget::{MemoryBudget, DEFAULT_MEMORY_BUDGET};
+pub use client::{CallOptions, Conn};
 pub use compress::Compression;
 pub use conn::{
-    ConnOptions, FlowControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE, DEFAULT_READ_TIMEOUT,
+    ConnOptions, FlowControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE,
+    DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
 pub use peer::{Peer, TlsPeer};

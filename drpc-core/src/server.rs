@@ -35,7 +35,10 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { conn: ConnOptions::default(), memory_budget: DEFAULT_MEMORY_BUDGET }
+        ServerOptions {
+            conn: ConnOptions::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
     }
 }
 
@@ -205,8 +208,17 @@ impl Server {
     }
 
     fn start_conn(&self, rd: BoxRead, wr: BoxWrite, peer: Option<Arc<Peer>>) -> (Arc<ConnShared>, u64) {
-        let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor { server: Arc::downgrade(&self.inner), peer });
-        let conn = ConnShared::start_split(rd, wr, Role::Server, self.inner.opts.conn.clone(), Some(acceptor));
+        let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor {
+            server: Arc::downgrade(&self.inner),
+            peer,
+        });
+        let conn = ConnShared::start_split(
+            rd,
+            wr,
+            Role::Server,
+            self.inner.opts.conn.clone(),
+            Some(acceptor),
+        );
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         self.inner.conns.lock().unwrap().insert(id, conn.clone());
         let inner = self.inner.clone();
@@ -215,7 +227,9 @@ impl Server {
         self.inner.conn_tasks.spawn(async move {
             watched.closed().await;
             inner.conns.lock().unwrap().remove(&id);
-            watched.close(Status::unavailable("connection closed")).await;
+            watched
+                .close(Status::unavailable("connection closed"))
+                .await;
         });
         (conn, id)
     }
@@ -227,7 +241,13 @@ impl Server {
 
     /// Received message bytes not yet read by handlers, over all connections.
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.conns.lock().unwrap().values().map(|c| c.buffered()).sum()
+        self.inner
+            .conns
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.buffered())
+            .sum()
     }
 
     /// The memory budget shared by every connection of this server.
@@ -250,17 +270,28 @@ impl Server {
         inner.draining.store(true, Ordering::SeqCst);
         inner.accept_tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_millis(100), inner.accept_tasks.idle()).await;
-        if tokio::time::timeout(grace, inner.handlers.idle()).await.is_err() {
-            tracing::info!(remaining = inner.handlers.len(), "grace period over, canceling RPCs");
-            self.close_all(Status::unavailable("server shut down")).await;
+        if tokio::time::timeout(grace, inner.handlers.idle())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                remaining = inner.handlers.len(),
+                "grace period over, canceling RPCs"
+            );
+            self.close_all(Status::unavailable("server shut down"))
+                .await;
             // Handlers have seen Canceled; give them a moment, then stop them.
-            if tokio::time::timeout(Duration::from_millis(300), inner.handlers.idle()).await.is_err() {
+            if tokio::time::timeout(Duration::from_millis(300), inner.handlers.idle())
+                .await
+                .is_err()
+            {
                 inner.handlers.abort_all();
             }
         }
         let rest = async {
             inner.handlers.idle().await;
-            self.close_all(Status::unavailable("server shut down")).await;
+            self.close_all(Status::unavailable("server shut down"))
+                .await;
             inner.conn_tasks.idle().await;
         };
         if tokio::time::timeout_at(hard_deadline, rest).await.is_err() {
@@ -276,7 +307,8 @@ impl Server {
 
     /// Flushes every connection at once (200 ms at most), then closes them all.
     async fn close_all(&self, status: Status) {
-        let conns: Vec<Arc<ConnShared>> = self.inner.conns.lock().unwrap().values().cloned().collect();
+        let conns: Vec<Arc<ConnShared>> =
+            self.inner.conns.lock().unwrap().values().cloned().collect();
         let mut closing = tokio::task::JoinSet::new();
         for conn in conns {
             let status = status.clone();
@@ -299,17 +331,28 @@ struct ConnAcceptor {
 
 impl Acceptor for ConnAcceptor {
     fn accepting(&self) -> bool {
-        self.server.upgrade().is_some_and(|s| !s.draining.load(Ordering::SeqCst))
+        self.server
+            .upgrade()
+            .is_some_and(|s| !s.draining.load(Ordering::SeqCst))
     }
 
     fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
-        let Some(server) = self.server.upgrade() else { return };
-        let Some(handler) = server.router.get(&rpc).cloned() else {
-            stream.refuse(&Status::unimplemented(format!("unknown rpc: {}", shorten(&rpc, 256))));
+        let Some(server) = self.server.upgrade() else {
             return;
         };
-        let ctx =
-            CallContext { shared: stream, rpc: rpc.into(), metadata: Arc::new(metadata), peer: self.peer.clone() };
+        let Some(handler) = server.router.get(&rpc).cloned() else {
+            stream.refuse(&Status::unimplemented(format!(
+                "unknown rpc: {}",
+                shorten(&rpc, 256)
+            )));
+            return;
+        };
+        let ctx = CallContext {
+            shared: stream,
+            rpc: rpc.into(),
+            metadata: Arc::new(metadata),
+            peer: self.peer.clone(),
+        };
         server.handlers.spawn(run_handler(handler, ctx));
     }
 }
@@ -322,14 +365,26 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
             Handler::Unary(f) => {
                 let data = match shared_recv(&ctx).await {
                     Ok(Some(data)) => data,
-                    Ok(None) => return Err(Status::invalid_argument("unary call without a request message")),
+                    Ok(None) => {
+                        return Err(Status::invalid_argument(
+                            "unary call without a request message",
+                        ))
+                    }
                     Err(status) => return Err(status),
                 };
-                let response = f(Request { data, context: ctx.clone() }).await?;
+                let response = f(Request {
+                    data,
+                    context: ctx.clone(),
+                })
+                .await?;
                 ctx.shared.send_last(&response).await
             }
             Handler::Stream(f) => {
-                let stream = Stream { ctx, keep_alive: None, watchdog: None };
+                let stream = Stream {
+                    ctx,
+                    keep_alive: None,
+                    watchdog: None,
+                };
                 f(stream).await
             }
         }
