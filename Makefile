@@ -9,9 +9,15 @@ PREFIX ?= /usr/local
 
 .PHONY: demo test test-rust test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
 
-## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
+## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection
+## (`make demo TLS=1`: the same over mutual TLS, with an identity check in the handlers).
+TLS ?= 0
 demo:
+ifeq ($(TLS),1)
+	$(CARGO) run --release -p drpc-tls --example demo-tls
+else
 	$(CARGO) run --release -p drpc-core --example demo
+endif
 
 ## Every test: lint, Rust, interop, C, Python, the code generators, Go, and the cross-implementation matrix.
 test: lint test-rust test-miri test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke

@@ -38,6 +38,7 @@ def cmd(kind):
     """argv prefix of a contender program, before 'server'/'client'."""
     return {
         "drpc-rs": [RUST, "drpc"],
+        "drpc-tls": [RUST, "drpc-tls"],
         "c": [CBIN],
         "py": [VENV_PY, PYBENCH, "drpc"],
         "storj": [GO, "storj"],
@@ -59,6 +60,8 @@ CONTENDERS = [
     ("grpcio (Python)", "grpcio", "grpcio"),
 ]
 C_TO_RUST = ("C ABI client -> drpc-rs server", "drpc-rs", "c")
+# drpc-rs over TLS 1.3 (rustls), unary latency only, next to plaintext.
+TLS = ("drpc-rs over TLS (Rust API)", "drpc-tls", "drpc-tls")
 RAW_TCP = ("raw TCP loopback", "tcp", "tcp")
 SHORT = {
     "drpc-rs (Rust API)": "drpc-rs",
@@ -233,7 +236,7 @@ class Bench:
         self.measure(srv, RAW_TCP[0], "tcp", "stream", ["--size", MIB])
         self.measure(srv, RAW_TCP[0], "tcp", "unary_lat", ["--size", 0])
         srv.stop()
-        for name, skind, ckind in CONTENDERS + [C_TO_RUST]:
+        for name, skind, ckind in CONTENDERS + [C_TO_RUST, TLS]:
             try:
                 srv = Server(skind, self.log(name + "-server"))
             except Exception as e:
@@ -242,7 +245,7 @@ class Bench:
                 continue
             for size in (0, KIB):
                 self.measure(srv, name, ckind, "unary_lat", ["--size", size])
-            if (name, skind, ckind) == C_TO_RUST:
+            if (name, skind, ckind) in (C_TO_RUST, TLS):
                 srv.stop()
                 continue
             for conc in o.concurrency:
@@ -480,7 +483,7 @@ def report(b, opts):
     L.append("")
     L.append("| contender | 0 B p50 | 0 B p99 | 1 KiB p50 | 1 KiB p99 |")
     L.append("|---|---|---|---|---|")
-    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], RAW_TCP[0]]:
+    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], TLS[0], RAW_TCP[0]]:
         a, k = b.get(name, "unary_lat", size=0), b.get(name, "unary_lat", size=KIB)
         if a or k:
             L.append("| %s | %s | %s | %s | %s |" % (name, fmt_ms(a, "p50_us"), fmt_ms(a, "p99_us"),

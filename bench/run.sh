@@ -26,7 +26,12 @@ fi
 step "cargo build --release -p drpc-ffi (libdrpc.so)"
 (cd "$root" && cargo build --release -q -p drpc-ffi)
 
-step "cargo build --release (bench/rust: drpc-rs, tonic, raw TCP)"
+step "cargo build --release -p drpc-tls --example gen-test-certs (certificates of the TLS run)"
+(cd "$root" && cargo build --release -q -p drpc-tls --example gen-test-certs)
+export DRPC_BENCH_CERTS="$build/certs"
+rm -rf "$DRPC_BENCH_CERTS" && "$root/target/release/examples/gen-test-certs" "$DRPC_BENCH_CERTS"
+
+step "cargo build --release (bench/rust: drpc-rs, drpc-rs over TLS, tonic, raw TCP)"
 cargo build --release -q --manifest-path "$here/rust/Cargo.toml"
 
 step "go build (bench/go: storj.io/drpc, grpc-go)"

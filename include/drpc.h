@@ -122,6 +122,40 @@ typedef uint32_t drpc_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What `drpc_server_call_peer` and `drpc_stream_peer` return.
+enum drpc_peer_field
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // `ip:port` (TCP) or `unix:...`; one value.
+    DRPC_PEER_ADDR = 0,
+    // The verified client certificate's subject, e.g. `CN=alice, O=Example`;
+    // none without TLS or without a client certificate.
+    DRPC_PEER_SUBJECT = 1,
+    // DNS-name SANs of the client certificate.
+    DRPC_PEER_DNS_NAME = 2,
+    // IP-address SANs, as text.
+    DRPC_PEER_IP_ADDRESS = 3,
+    // URI SANs (SPIFFE ids, ...).
+    DRPC_PEER_URI = 4,
+    // E-mail SANs.
+    DRPC_PEER_EMAIL = 5,
+    // `TLSv1.3` or `TLSv1.2`; none without TLS.
+    DRPC_PEER_TLS_VERSION = 6,
+    // The negotiated ALPN protocol (`drpc`), if any.
+    DRPC_PEER_ALPN = 7,
+    // The server name the client asked for (SNI), if any.
+    DRPC_PEER_SERVER_NAME = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_peer_field drpc_peer_field;
+#else
+typedef uint32_t drpc_peer_field;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A received message: an immutable byte buffer owned by the caller, to be
 // released with `drpc_buffer_free`. May be read from any thread.
 typedef struct drpc_buffer drpc_buffer;
@@ -169,6 +203,14 @@ typedef struct drpc_server_call drpc_server_call;
 // Thread-safe: one thread may send while another receives, and
 // `drpc_stream_cancel` may be called from any thread at any time.
 typedef struct drpc_stream drpc_stream;
+
+// A client's trusted CA, server name and (for mutual TLS) certificate.
+// Released with `drpc_tls_client_config_free`.
+typedef struct drpc_tls_client_config drpc_tls_client_config;
+
+// A server's TLS certificate, key and client verification. Released with
+// `drpc_tls_server_config_free`; only read by the calls that take it.
+typedef struct drpc_tls_server_config drpc_tls_server_config;
 
 // Completion callback of `drpc_conn_unary_async`, called exactly once per
 // started call with the caller's `userdata`, the call's handle (the one
@@ -844,6 +886,82 @@ drpc_status drpc_stream_finish(const drpc_stream *stream, uint64_t code, const c
 // callbacks. NULL is a no-op, and so is a blocking handler's stream (the
 // library frees those after the handler returns).
 void drpc_stream_free(drpc_stream *stream);
+
+// A server TLS configuration from a PEM certificate chain (leaf first) and
+// its PEM private key, given as NUL-terminated text or, if `from_files`,
+// as paths of PEM files. Checks the key matches the certificate. On
+// success `*config_out` is a new handle; on failure NULL and
+// `DRPC_INVALID_ARGUMENT` naming the problem. Never blocks (but reads files).
+drpc_status drpc_tls_server_config_new(const char *cert, const char *key, bool from_files, drpc_tls_server_config **config_out, drpc_error **err_out);
+
+// Mutual TLS: verifies client certificates against the CA certificates in
+// `ca` (PEM text, or a PEM file's path if `from_file`); clients must
+// present one if `required`, else they may (calls then show whether they
+// did). Never blocks.
+drpc_status drpc_tls_server_config_set_client_ca(const drpc_tls_server_config *config, const char *ca, bool from_file, bool required, drpc_error **err_out);
+
+// Releases a server TLS configuration (servers using it keep their copy).
+// NULL is fine.
+void drpc_tls_server_config_free(drpc_tls_server_config *config);
+
+// A client TLS configuration trusting the CA certificates in `ca` (PEM
+// text, or a PEM file's path if `from_file`), or the system's roots if
+// `ca` is NULL. On failure `*config_out` is NULL. Never blocks.
+drpc_status drpc_tls_client_config_new(const char *ca, bool from_file, drpc_tls_client_config **config_out, drpc_error **err_out);
+
+// The name the server's certificate must carry (and SNI), instead of the
+// host of the dialed address. Never blocks.
+drpc_status drpc_tls_client_config_set_server_name(const drpc_tls_client_config *config, const char *name, drpc_error **err_out);
+
+// Mutual TLS: the client certificate chain and key to present (PEM text,
+// or PEM files' paths if `from_files`). Never blocks.
+drpc_status drpc_tls_client_config_set_identity(const drpc_tls_client_config *config, const char *cert, const char *key, bool from_files, drpc_error **err_out);
+
+// Releases a client TLS configuration (connections made keep theirs).
+// NULL is fine.
+void drpc_tls_client_config_free(drpc_tls_client_config *config);
+
+// `drpc_conn_dial` over TLS with `tls`. A handshake failure (untrusted
+// certificate, name mismatch, plaintext server, ...) is `DRPC_UNAVAILABLE`
+// with the TLS reason in the message. Blocks until connected.
+drpc_status drpc_conn_dial_tls(const char *addr, const drpc_tls_client_config *tls, const drpc_conn_options *opts, drpc_conn **conn_out, drpc_error **err_out);
+
+// `drpc_server_listen` with TLS: every connection accepted on `addr` runs
+// the TLS handshake (on its own task, within the server's handshake
+// timeout) with the configuration in force at that moment; see
+// `drpc_server_reload_tls`. Blocks briefly (bind only).
+drpc_status drpc_server_listen_tls(const drpc_server *server, const char *addr, const drpc_tls_server_config *tls, char **bound_out, drpc_error **err_out);
+
+// Takes a new certificate, key or client CA on every TLS address of the
+// server, for the connections accepted from now on (established ones keep
+// theirs). On error nothing changes. Never blocks (but reads no files:
+// the configuration has them already).
+drpc_status drpc_server_reload_tls(const drpc_server *server, const drpc_tls_server_config *tls, drpc_error **err_out);
+
+// Value `index` of `field` of the peer of a server call, NUL-terminated and
+// owned by the call (valid while the call handle is); NULL when there is
+// no such value (plaintext connection, no client certificate, index past
+// the end) or `call` is invalid. Count them with `drpc_server_call_peer_count`.
+// Authorization belongs here: a mutual-TLS client's subject and SANs are
+// verified against the server's client CA. Never blocks; thread-safe.
+const char *drpc_server_call_peer(const drpc_server_call *call, drpc_peer_field field, size_t index);
+
+// How many values `field` of the call's peer has (0 if `call` is invalid).
+size_t drpc_server_call_peer_count(const drpc_server_call *call, drpc_peer_field field);
+
+// Certificate `index` (0 is the leaf) of the verified chain the call's
+// peer presented, in DER, owned by the call; `*len_out` is its length (0
+// and NULL returned past the end or without TLS). `len_out` may be NULL.
+const uint8_t *drpc_server_call_peer_certificate(const drpc_server_call *call, size_t index, size_t *len_out);
+
+// `drpc_server_call_peer` for a server stream (NULL for client streams).
+const char *drpc_stream_peer(const drpc_stream *stream, drpc_peer_field field, size_t index);
+
+// `drpc_server_call_peer_count` for a server stream.
+size_t drpc_stream_peer_count(const drpc_stream *stream, drpc_peer_field field);
+
+// `drpc_server_call_peer_certificate` for a server stream.
+const uint8_t *drpc_stream_peer_certificate(const drpc_stream *stream, size_t index, size_t *len_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -77,28 +77,52 @@ type Conn struct {
 // Dial connects to addr ("host:port" or "unix:/path"). ctx bounds the
 // connect only.
 func Dial(ctx context.Context, addr string, opts ...DialOption) (*Conn, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+	return dial(ctx, addr, opts, func(caddr *C.char, o *C.drpc_conn_options, c **C.drpc_conn, cerr **C.drpc_error) C.drpc_status {
+		return C.drpc_conn_dial(caddr, o, c, cerr)
+	})
+}
+
+// dial runs connect (which owns its other resources and is called exactly
+// once) on a goroutine, so ctx can abandon the wait.
+func dial(ctx context.Context, addr string, opts []DialOption,
+	connect func(*C.char, *C.drpc_conn_options, **C.drpc_conn, **C.drpc_error) C.drpc_status) (*Conn, error) {
 	o := C.drpc_conn_options_new()
-	defer C.drpc_conn_options_free(o)
-	for i, opt := range opts {
-		if st := opt(o); st != C.DRPC_OK {
-			return nil, &Error{Code: Code(st), WireCode: uint64(InvalidArgument),
-				Message: fmt.Sprintf("drpc: dial option %d: invalid value", i)}
-		}
-	}
 	caddr := cString(addr)
-	defer C.free(unsafe.Pointer(caddr))
+	release := func() {
+		C.drpc_conn_options_free(o)
+		C.free(unsafe.Pointer(caddr))
+	}
 	type result struct {
 		c   *C.drpc_conn
 		err error
 	}
-	done := make(chan result, 1)
-	go func() {
+	fail := func(err error) (*Conn, error) {
+		// connect still owns what it holds: run it to release that, then drop its result.
 		var c *C.drpc_conn
 		var cerr *C.drpc_error
-		if st := C.drpc_conn_dial(caddr, o, &c, &cerr); st != C.DRPC_OK {
+		if st := connect(nil, o, &c, &cerr); st != C.DRPC_OK {
+			C.drpc_error_free(cerr)
+		} else {
+			C.drpc_conn_free(c)
+		}
+		release()
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
+	}
+	for i, opt := range opts {
+		if st := opt(o); st != C.DRPC_OK {
+			return fail(&Error{Code: Code(st), WireCode: uint64(InvalidArgument),
+				Message: fmt.Sprintf("drpc: dial option %d: invalid value", i)})
+		}
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer release()
+		var c *C.drpc_conn
+		var cerr *C.drpc_error
+		if st := connect(caddr, o, &c, &cerr); st != C.DRPC_OK {
 			done <- result{nil, takeError(st, cerr)}
 			return
 		}

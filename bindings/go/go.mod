@@ -1,6 +1,6 @@
 module drpc-rs/bindings/go
 
-go 1.24
+go 1.25
 
 require (
 	drpc-rs/tests/go v0.0.0-00010101000000-000000000000

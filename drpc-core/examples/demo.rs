@@ -35,9 +35,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let conn = conn.clone();
         tokio::spawn(async move {
             let request = format!("request {i}");
-            let response = conn.unary("/demo.Echo/Unary", request.as_bytes(), &CallOptions::new()).await?;
+            let response = conn
+                .unary("/demo.Echo/Unary", request.as_bytes(), &CallOptions::new())
+                .await?;
             if response != request.as_bytes() {
-                return Err(Status::internal(format!("call {i} got another call's response")));
+                return Err(Status::internal(format!(
+                    "call {i} got another call's response"
+                )));
             }
             Ok(())
         })
@@ -51,7 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 stream.send(msg.as_bytes()).await?;
                 match stream.recv().await? {
                     Some(echo) if echo == msg.as_bytes() => {}
-                    other => return Err(Status::internal(format!("stream {s}: unexpected {other:?}"))),
+                    other => {
+                        return Err(Status::internal(format!(
+                            "stream {s}: unexpected {other:?}"
+                        )))
+                    }
                 }
             }
             stream.close_send().await?;

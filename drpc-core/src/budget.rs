@@ -113,7 +113,10 @@ impl Default for MemoryBudget {
 
 impl std::fmt::Debug for MemoryBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryBudget").field("limit", &self.limit()).field("used", &self.used()).finish()
+        f.debug_struct("MemoryBudget")
+            .field("limit", &self.limit())
+            .field("used", &self.used())
+            .finish()
     }
 }
 
@@ -128,7 +131,11 @@ pub(crate) struct Account {
 impl Account {
     pub(crate) fn new(budget: MemoryBudget, share: usize) -> Account {
         budget.inner.accounts.fetch_add(1, Ordering::Relaxed);
-        Account { budget, held: AtomicUsize::new(0), share: share.max(1) }
+        Account {
+            budget,
+            held: AtomicUsize::new(0),
+            share: share.max(1),
+        }
     }
 
     /// Bytes this connection holds.
@@ -172,21 +179,29 @@ impl Account {
         if held + n > self.share && held > 0 {
             return None;
         }
-        Some(if held + n <= self.budget.guaranteed() { self.budget.limit() } else { self.budget.bulk_limit() })
+        Some(if held + n <= self.budget.guaranteed() {
+            self.budget.limit()
+        } else {
+            self.budget.bulk_limit()
+        })
     }
 
     /// Whether this connection may grow by `n` bytes now.
     pub(crate) fn has_room(&self, n: usize) -> bool {
         let used = self.budget.used();
         // A single item larger than the budget still passes alone.
-        self.ceiling(n).is_some_and(|ceiling| (used == 0 && self.held() == 0) || used.saturating_add(n) <= ceiling)
+        self.ceiling(n).is_some_and(|ceiling| {
+            (used == 0 && self.held() == 0) || used.saturating_add(n) <= ceiling
+        })
     }
 
     /// Charges `n` bytes if this connection may grow by them now; the check
     /// and the charge are one atomic step, so racing connections cannot
     /// together pass the limit.
     pub(crate) fn try_charge(&self, n: usize) -> bool {
-        let Some(ceiling) = self.ceiling(n) else { return false };
+        let Some(ceiling) = self.ceiling(n) else {
+            return false;
+        };
         let used = &self.budget.inner.used;
         let alone = self.held() == 0;
         let mut current = used.load(Ordering::Relaxed);
@@ -194,7 +209,12 @@ impl Account {
             if !(alone && current == 0) && current.saturating_add(n) > ceiling {
                 return false;
             }
-            match used.compare_exchange_weak(current, current + n, Ordering::Relaxed, Ordering::Relaxed) {
+            match used.compare_exchange_weak(
+                current,
+                current + n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => current = now,
             }
@@ -263,7 +283,11 @@ impl Drop for Charged {
 /// `bytes`, holding `charge` bytes (already charged to `account`) until the
 /// last slice of the result is dropped.
 pub(crate) fn charged(bytes: bytes::Bytes, charge: usize, account: &Arc<Account>) -> bytes::Bytes {
-    bytes::Bytes::from_owner(Charged { bytes, charge, account: account.clone() })
+    bytes::Bytes::from_owner(Charged {
+        bytes,
+        charge,
+        account: account.clone(),
+    })
 }
 
 impl Drop for Account {
@@ -314,19 +338,28 @@ mod tests {
         big.charge(7 << 20); // the bulk limit
         assert!(!big.has_room(1), "a large holder stops at the bulk limit");
         let small = Account::new(budget.clone(), 64 << 20);
-        assert!(small.has_room(4096), "a new connection may still grow a little");
+        assert!(
+            small.has_room(4096),
+            "a new connection may still grow a little"
+        );
         small.charge(budget.guaranteed());
         assert!(!small.has_room(1));
         drop(big);
         assert!(small.has_room(1));
         drop(small);
-        assert_eq!(budget.used(), 0, "accounts return what they hold when dropped");
+        assert_eq!(
+            budget.used(),
+            0,
+            "accounts return what they hold when dropped"
+        );
     }
 
     #[test]
     fn never_past_the_limit() {
         let budget = MemoryBudget::new(1 << 20);
-        let accounts: Vec<Account> = (0..16).map(|_| Account::new(budget.clone(), usize::MAX)).collect();
+        let accounts: Vec<Account> = (0..16)
+            .map(|_| Account::new(budget.clone(), usize::MAX))
+            .collect();
         for a in &accounts {
             while a.has_room(1000) {
                 a.charge(1000);
@@ -338,7 +371,9 @@ mod tests {
     #[test]
     fn racing_charges_never_pass_the_limit() {
         let budget = MemoryBudget::new(4 << 20);
-        let accounts: Vec<Arc<Account>> = (0..8).map(|_| Arc::new(Account::new(budget.clone(), usize::MAX))).collect();
+        let accounts: Vec<Arc<Account>> = (0..8)
+            .map(|_| Arc::new(Account::new(budget.clone(), usize::MAX)))
+            .collect();
         let threads: Vec<_> = accounts
             .iter()
             .cloned()
@@ -347,7 +382,12 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert!(budget.used() <= budget.limit(), "{} > {}", budget.used(), budget.limit());
+        assert!(
+            budget.used() <= budget.limit(),
+            "{} > {}",
+            budget.used(),
+            budget.limit()
+        );
     }
 
     #[tokio::test]
@@ -362,6 +402,9 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert!(!waiter.is_finished());
         a.release(1000);
-        tokio::time::timeout(std::time::Duration::from_secs(1), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -18,19 +18,36 @@ use std::sync::Arc;
 /// (one address of a [`Pool`]).
 pub trait Channel: Clone + Send + Sync + 'static {
     /// A unary call with raw message bytes.
-    fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions)
-        -> impl Future<Output = Result<Bytes, Status>> + Send;
+    fn unary(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Bytes, Status>> + Send;
 
     /// Opens a streaming call.
-    fn stream(&self, rpc: &str, opts: &CallOptions) -> impl Future<Output = Result<Stream, Status>> + Send;
+    fn stream(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Stream, Status>> + Send;
 }
 
 impl Channel for Conn {
-    fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> impl Future<Output = Result<Bytes, Status>> + Send {
+    fn unary(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Bytes, Status>> + Send {
         Conn::unary(self, rpc, request, opts)
     }
 
-    fn stream(&self, rpc: &str, opts: &CallOptions) -> impl Future<Output = Result<Stream, Status>> + Send {
+    fn stream(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Stream, Status>> + Send {
         Conn::stream(self, rpc, opts)
     }
 }
@@ -45,7 +62,10 @@ pub struct PoolChannel {
 impl Pool {
     /// A [`Channel`] calling `addr` through this pool.
     pub fn channel(&self, addr: impl Into<String>) -> PoolChannel {
-        PoolChannel { pool: self.clone(), addr: addr.into().into() }
+        PoolChannel {
+            pool: self.clone(),
+            addr: addr.into().into(),
+        }
     }
 }
 
@@ -61,16 +81,27 @@ impl PoolChannel {
 
 impl std::fmt::Debug for PoolChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolChannel").field("addr", &self.addr).finish()
+        f.debug_struct("PoolChannel")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
 impl Channel for PoolChannel {
-    fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> impl Future<Output = Result<Bytes, Status>> + Send {
+    fn unary(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Bytes, Status>> + Send {
         self.pool.unary(&self.addr, rpc, request, opts)
     }
 
-    fn stream(&self, rpc: &str, opts: &CallOptions) -> impl Future<Output = Result<Stream, Status>> + Send {
+    fn stream(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+    ) -> impl Future<Output = Result<Stream, Status>> + Send {
         self.pool.stream(&self.addr, rpc, opts)
     }
 }
@@ -101,7 +132,11 @@ impl<T: prost::Message> SendStream<T> {
 
 impl<T> SendStream<T> {
     fn new(stream: Arc<Stream>) -> SendStream<T> {
-        SendStream { stream, closed: AtomicBool::new(false), _message: PhantomData }
+        SendStream {
+            stream,
+            closed: AtomicBool::new(false),
+            _message: PhantomData,
+        }
     }
 
     /// Cancels the whole call, both halves (a Cancel frame tells the server).
@@ -170,13 +205,17 @@ impl<T: prost::Message + Default> ResponseReceiver<T> {
     /// complete, so [`SendStream::close_send`] first.
     pub async fn recv(self) -> Result<T, Status> {
         let Some(response) = self.stream.recv_msg::<T>().await? else {
-            return Err(Status::internal("the server ended the call without a response"));
+            return Err(Status::internal(
+                "the server ended the call without a response",
+            ));
         };
         match self.stream.recv().await? {
             None => Ok(response),
             Some(_) => {
                 self.stream.cancel();
-                Err(Status::internal("the server sent more than one response to a client-streaming call"))
+                Err(Status::internal(
+                    "the server sent more than one response to a client-streaming call",
+                ))
             }
         }
     }
@@ -195,7 +234,9 @@ impl<T> ResponseReceiver<T> {
 
 impl<T> std::fmt::Debug for ResponseReceiver<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("ResponseReceiver").field(&self.stream).finish()
+        f.debug_tuple("ResponseReceiver")
+            .field(&self.stream)
+            .finish()
     }
 }
 
@@ -227,7 +268,12 @@ impl<T> std::fmt::Debug for ResponseSender<T> {
 }
 
 /// A typed unary call.
-pub async fn unary<C, Req, Resp>(channel: &C, rpc: &str, request: &Req, opts: &CallOptions) -> Result<Resp, Status>
+pub async fn unary<C, Req, Resp>(
+    channel: &C,
+    rpc: &str,
+    request: &Req,
+    opts: &CallOptions,
+) -> Result<Resp, Status>
 where
     C: Channel,
     Req: prost::Message,
@@ -252,7 +298,10 @@ where
     let stream = channel.stream(rpc, opts).await?;
     stream.send_msg(request).await?;
     stream.close_send().await?;
-    Ok(RecvStream { stream: Arc::new(stream), _message: PhantomData })
+    Ok(RecvStream {
+        stream: Arc::new(stream),
+        _message: PhantomData,
+    })
 }
 
 /// A typed client-streaming call: the request half and the one response.
@@ -266,7 +315,13 @@ where
 {
     let stream = Arc::new(channel.stream(rpc, opts).await?);
     let sender = SendStream::new(stream.clone());
-    Ok((sender, ResponseReceiver { stream, _message: PhantomData }))
+    Ok((
+        sender,
+        ResponseReceiver {
+            stream,
+            _message: PhantomData,
+        },
+    ))
 }
 
 /// A typed bidi-streaming call: the request and response halves, usable from
@@ -281,7 +336,13 @@ where
 {
     let stream = Arc::new(channel.stream(rpc, opts).await?);
     let sender = SendStream::new(stream.clone());
-    Ok((sender, RecvStream { stream, _message: PhantomData }))
+    Ok((
+        sender,
+        RecvStream {
+            stream,
+            _message: PhantomData,
+        },
+    ))
 }
 
 impl Router {
@@ -296,7 +357,14 @@ impl Router {
         self.server_streaming(rpc, move |request: Req, stream: Stream| {
             let ctx = stream.context().clone();
             let stream = Arc::new(stream);
-            f(request, ResponseSender { stream, _message: PhantomData }, ctx)
+            f(
+                request,
+                ResponseSender {
+                    stream,
+                    _message: PhantomData,
+                },
+                ctx,
+            )
         })
     }
 
@@ -312,7 +380,13 @@ impl Router {
         self.client_streaming(rpc, move |stream: Stream| {
             let ctx = stream.context().clone();
             let stream = Arc::new(stream);
-            f(RecvStream { stream, _message: PhantomData }, ctx)
+            f(
+                RecvStream {
+                    stream,
+                    _message: PhantomData,
+                },
+                ctx,
+            )
         })
     }
 
@@ -327,8 +401,18 @@ impl Router {
         self.bidi(rpc, move |stream: Stream| {
             let ctx = stream.context().clone();
             let stream = Arc::new(stream);
-            let sender = ResponseSender { stream: stream.clone(), _message: PhantomData };
-            f(RecvStream { stream, _message: PhantomData }, sender, ctx)
+            let sender = ResponseSender {
+                stream: stream.clone(),
+                _message: PhantomData,
+            };
+            f(
+                RecvStream {
+                    stream,
+                    _message: PhantomData,
+                },
+                sender,
+                ctx,
+            )
         })
     }
 
@@ -429,7 +513,11 @@ mod tests {
     fn rpc_kind_round_trips_its_flags() {
         for (client, server) in [(false, false), (false, true), (true, false), (true, true)] {
             let kind = RpcKind::new(client, server);
-            assert_eq!((kind.client_streaming(), kind.server_streaming()), (client, server), "{kind:?}");
+            assert_eq!(
+                (kind.client_streaming(), kind.server_streaming()),
+                (client, server),
+                "{kind:?}"
+            );
         }
     }
 
@@ -442,7 +530,11 @@ mod tests {
             input_type: "kv.GetRequest",
             output_type: "kv.GetResponse",
         }];
-        let service = ServiceDescriptor { name: "kv.KV", package: "kv", methods: METHODS };
+        let service = ServiceDescriptor {
+            name: "kv.KV",
+            package: "kv",
+            methods: METHODS,
+        };
         assert_eq!(service.method("Get").map(|m| m.rpc), Some("/kv.KV/Get"));
         assert_eq!(service.by_rpc("/kv.KV/Get").map(|m| m.name), Some("Get"));
         assert!(service.method("Put").is_none() && service.by_rpc("/kv.KV/Put").is_none());

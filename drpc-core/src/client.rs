@@ -8,9 +8,9 @@ use crate::metadata::{self, Metadata};
 use crate::state::End;
 use crate::status::Status;
 use crate::stream::{CallContext, Stream, StreamShared};
-use crate::CancelToken;
 use crate::transport;
 use crate::wire::{put_packet, Kind};
+use crate::CancelToken;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +52,8 @@ impl CallOptions {
     /// Compresses the call's messages both ways (`snappy` or `minlz-fastest`);
     /// sets the `drpc-compression` invoke metadata.
     pub fn compression(mut self, codec: Compression) -> Self {
-        self.metadata.insert(compress::METADATA_KEY.to_string(), codec.name().to_string());
+        self.metadata
+            .insert(compress::METADATA_KEY.to_string(), codec.name().to_string());
         self
     }
 
@@ -94,7 +95,8 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.shared.terminate(Status::unavailable("connection closed"));
+        self.shared
+            .terminate(Status::unavailable("connection closed"));
     }
 }
 
@@ -116,11 +118,21 @@ impl Conn {
         Conn::from_parts(Box::new(rd), Box::new(wr), opts)
     }
 
-    fn from_parts(rd: crate::conn::BoxRead, wr: crate::writer::BoxWrite, opts: ConnOptions) -> Conn {
-        let limit = if opts.sequential { 1 } else { opts.max_concurrent_streams.max(1) };
+    fn from_parts(
+        rd: crate::conn::BoxRead,
+        wr: crate::writer::BoxWrite,
+        opts: ConnOptions,
+    ) -> Conn {
+        let limit = if opts.sequential {
+            1
+        } else {
+            opts.max_concurrent_streams.max(1)
+        };
         let slots = Arc::new(Semaphore::new(limit));
         let shared = ConnShared::start_split(rd, wr, Role::Client, opts, None);
-        Conn { owner: Arc::new(Owner { shared, slots }) }
+        Conn {
+            owner: Arc::new(Owner { shared, slots }),
+        }
     }
 
     fn shared(&self) -> &Arc<ConnShared> {
@@ -128,7 +140,12 @@ impl Conn {
     }
 
     /// A unary call with raw message bytes.
-    pub async fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
+    pub async fn unary(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> Result<Bytes, Status> {
         let deadline = opts.effective_deadline(Instant::now());
         self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
@@ -146,20 +163,40 @@ impl Conn {
             self.shared().writer_room().await;
             let md = metadata::encode(&opts.metadata);
             let split = self.shared().opts.split_size;
-            let stream = self.shared().open_stream(permit, codec, |buf, sid, state| {
-                if !md.is_empty() {
-                    put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
-                }
-                put_packet(buf, sid, state.take_message_id(), Kind::INVOKE, false, rpc.as_bytes(), split);
-                let mid = state.begin_send().expect("a new stream can send");
-                put_packet(buf, sid, mid, Kind::MESSAGE, false, request, split);
-                let close = state.close_send().expect("a new stream can close");
-                put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
-            })?;
+            let stream = self
+                .shared()
+                .open_stream(permit, codec, |buf, sid, state| {
+                    if !md.is_empty() {
+                        put_packet(
+                            buf,
+                            sid,
+                            state.take_message_id(),
+                            Kind::INVOKE_METADATA,
+                            false,
+                            &md,
+                            split,
+                        );
+                    }
+                    put_packet(
+                        buf,
+                        sid,
+                        state.take_message_id(),
+                        Kind::INVOKE,
+                        false,
+                        rpc.as_bytes(),
+                        split,
+                    );
+                    let mid = state.begin_send().expect("a new stream can send");
+                    put_packet(buf, sid, mid, Kind::MESSAGE, false, request, split);
+                    let close = state.close_send().expect("a new stream can close");
+                    put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
+                })?;
             let guard = CancelOnDrop(&stream);
             let result = match stream.recv().await {
                 Ok(Some(response)) => Ok(response),
-                Ok(None) => Err(Status::internal("the server ended the call without a response")),
+                Ok(None) => Err(Status::internal(
+                    "the server ended the call without a response",
+                )),
                 Err(status) => Err(status),
             };
             // Done either way; frames still in flight for it are dropped.
@@ -171,7 +208,12 @@ impl Conn {
     }
 
     /// A unary call with protobuf messages.
-    pub async fn invoke<Req, Resp>(&self, rpc: &str, request: &Req, opts: &CallOptions) -> Result<Resp, Status>
+    pub async fn invoke<Req, Resp>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        opts: &CallOptions,
+    ) -> Result<Resp, Status>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -192,16 +234,37 @@ impl Conn {
             let split = self.shared().opts.split_size;
             self.shared().open_stream(permit, codec, |buf, sid, state| {
                 if !md.is_empty() {
-                    put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
+                    put_packet(
+                        buf,
+                        sid,
+                        state.take_message_id(),
+                        Kind::INVOKE_METADATA,
+                        false,
+                        &md,
+                        split,
+                    );
                 }
-                put_packet(buf, sid, state.take_message_id(), Kind::INVOKE, false, rpc.as_bytes(), split);
+                put_packet(
+                    buf,
+                    sid,
+                    state.take_message_id(),
+                    Kind::INVOKE,
+                    false,
+                    rpc.as_bytes(),
+                    split,
+                );
             })
         };
         let shared = with_limits(open, deadline, opts.cancel.as_ref()).await?;
         let watchdog = (deadline.is_some() || opts.cancel.is_some())
             .then(|| spawn_watchdog(self.shared(), shared.clone(), deadline, opts.cancel.clone()));
         Ok(Stream {
-            ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()) },
+            ctx: CallContext {
+                shared,
+                rpc: rpc.into(),
+                metadata: Arc::new(opts.metadata.clone()),
+                peer: None,
+            },
             keep_alive: Some(self.owner.clone()),
             watchdog,
         })
@@ -209,7 +272,12 @@ impl Conn {
 
     /// A call whose deadline or cancellation is already done fails before it
     /// uses a stream id.
-    fn check_start(&self, rpc: &str, opts: &CallOptions, deadline: Option<Instant>) -> Result<(), Status> {
+    fn check_start(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+        deadline: Option<Instant>,
+    ) -> Result<(), Status> {
         if opts.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(canceled());
         }
@@ -253,7 +321,9 @@ impl Conn {
     /// Closes the connection: every call on it fails with Unavailable, and the
     /// connection's tasks have ended when this returns.
     pub async fn close(&self) {
-        self.shared().close(Status::unavailable("connection closed")).await;
+        self.shared()
+            .close(Status::unavailable("connection closed"))
+            .await;
     }
 
     /// Whether this is the only handle left: no clone, and no stream opened

@@ -87,7 +87,10 @@ pub struct FlowControl {
 
 impl Default for FlowControl {
     fn default() -> Self {
-        FlowControl { window: 2 << 20, grant_threshold: 512 << 10 }
+        FlowControl {
+            window: 2 << 20,
+            grant_threshold: 512 << 10,
+        }
     }
 }
 
@@ -199,7 +202,11 @@ impl ConnShared {
             opts: opts.clone(),
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
-            registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
+            registry: Mutex::new(Registry {
+                streams: HashMap::new(),
+                next_stream_id: 1,
+                closed: None,
+            }),
             closed: Default::default(),
             buffered: AtomicUsize::new(0),
             account,
@@ -218,7 +225,10 @@ impl ConnShared {
                 conn.terminate(status);
             })
         };
-        conn.tasks.lock().unwrap().extend([reader, writer, watchdog]);
+        conn.tasks
+            .lock()
+            .unwrap()
+            .extend([reader, writer, watchdog]);
         if conn.closed_status().is_some() {
             // Terminated before its tasks were listed: stop them now.
             for task in conn.tasks.lock().unwrap().iter() {
@@ -268,7 +278,9 @@ impl ConnShared {
     /// Whether frames the reader produced are still queued behind a full writer.
     fn reader_output_stuck(&self) -> bool {
         let produced = self.reader_output.load(Ordering::Relaxed);
-        produced != 0 && self.writer.taken() < produced && self.writer.queued() >= self.opts.writer_buffer_cap
+        produced != 0
+            && self.writer.taken() < produced
+            && self.writer.queued() >= self.opts.writer_buffer_cap
     }
 
     /// Waits until the writer's data queue is under its cap.
@@ -349,10 +361,12 @@ impl ConnShared {
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
-            self.writer.append(Lane::Data, |buf| open(buf, id, state)).map(|(pos, flusher)| {
-                inner.last_pos = pos;
-                flusher
-            })
+            self.writer
+                .append(Lane::Data, |buf| open(buf, id, state))
+                .map(|(pos, flusher)| {
+                    inner.last_pos = pos;
+                    flusher
+                })
         });
         drop(reg);
         // Written outside the registry lock; a failed write terminates the
@@ -416,7 +430,11 @@ impl ConnShared {
     fn route(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
         let h = frame.header;
         if !h.kind.is_known() {
-            return if h.control { Ok(()) } else { Err(format!("unknown frame kind {}", h.kind.0)) };
+            return if h.control {
+                Ok(())
+            } else {
+                Err(format!("unknown frame kind {}", h.kind.0))
+            };
         }
         if h.kind == Kind::WINDOW_UPDATE {
             // A malformed update is dropped, never fatal.
@@ -447,7 +465,9 @@ impl ConnShared {
     /// Writes an Error frame for a stream id that never became a stream.
     fn refuse(&self, sid: u64, status: &Status) {
         let payload = encode_error(status.code().as_u64(), status.message());
-        let written = self.writer.write(Lane::Data, |buf| put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX));
+        let written = self.writer.write(Lane::Data, |buf| {
+            put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX)
+        });
         if let Ok(position) = written {
             self.reader_wrote(position);
         }
@@ -456,15 +476,27 @@ impl ConnShared {
     /// Server: collects InvokeMetadata and Invoke of a new stream id; a
     /// complete Invoke starts the stream. An oversized or over-costly invoke
     /// fails that stream only.
-    fn assemble_invoke(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
+    fn assemble_invoke(
+        self: &Arc<Self>,
+        frame: Frame,
+        invokes: &mut Invokes,
+    ) -> Result<(), String> {
         let sid = frame.header.stream_id;
         if !invokes.map.contains_key(&sid) && invokes.map.len() >= self.opts.max_pending_invokes {
-            return Err(format!("more than {} incomplete invokes", self.opts.max_pending_invokes));
+            return Err(format!(
+                "more than {} incomplete invokes",
+                self.opts.max_pending_invokes
+            ));
         }
         let limit = self.opts.max_metadata_size;
         let pending = invokes.map.entry(sid).or_insert_with(|| {
             self.account.charge(PENDING_INVOKE_OVERHEAD);
-            PendingInvoke { assembler: Assembler::new(0, limit), metadata: None, refused: None, charged: PENDING_INVOKE_OVERHEAD }
+            PendingInvoke {
+                assembler: Assembler::new(0, limit),
+                metadata: None,
+                refused: None,
+                charged: PENDING_INVOKE_OVERHEAD,
+            }
         });
         let assembled = pending.assembler.push(frame).map_err(|e| e.to_string());
         let pkt = match assembled {
@@ -480,8 +512,14 @@ impl ConnShared {
                 return Ok(());
             }
             Ok(Assembled::TooLarge { kind, .. }) => {
-                let what = if kind == Kind::INVOKE { "rpc name" } else { "invoke metadata" };
-                let status = Status::resource_exhausted(format!("{what} larger than the limit of {limit} bytes"));
+                let what = if kind == Kind::INVOKE {
+                    "rpc name"
+                } else {
+                    "invoke metadata"
+                };
+                let status = Status::resource_exhausted(format!(
+                    "{what} larger than the limit of {limit} bytes"
+                ));
                 pending.metadata = None;
                 if kind == Kind::INVOKE {
                     // The stream is over: tell the peer now, drop the rest of the name.
@@ -502,7 +540,9 @@ impl ConnShared {
         };
         if pkt.kind == Kind::INVOKE_METADATA {
             if pending.refused.is_none() {
-                match metadata::decode_limited(&pkt.data, metadata_cost_limit(limit)).map_err(|e| e.to_string()) {
+                match metadata::decode_limited(&pkt.data, metadata_cost_limit(limit))
+                    .map_err(|e| e.to_string())
+                {
                     Ok(Some(md)) => pending.metadata = Some(md),
                     Ok(None) => {
                         pending.refused = Some(Status::resource_exhausted(format!(
@@ -523,7 +563,8 @@ impl ConnShared {
             self.refuse(sid, &status);
             return Ok(());
         }
-        let rpc = String::from_utf8(pkt.data.to_vec()).map_err(|_| "rpc name is not UTF-8".to_string())?;
+        let rpc = String::from_utf8(pkt.data.to_vec())
+            .map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
         if !acceptor.accepting() {
             self.refuse(sid, &Status::unavailable("server is shutting down"));
@@ -538,7 +579,10 @@ impl ConnShared {
             }
         };
         if !self.account.has_room(crate::budget::STREAM_OVERHEAD) {
-            self.refuse(sid, &Status::resource_exhausted("server memory budget exhausted; try again later"));
+            self.refuse(
+                sid,
+                &Status::resource_exhausted("server memory budget exhausted; try again later"),
+            );
             return Ok(());
         }
         let stream = StreamShared::new(sid, self.clone(), pkt.message_id, None, codec);
@@ -550,7 +594,8 @@ impl ConnShared {
             let limit = self.opts.max_concurrent_streams;
             if reg.streams.len() >= limit {
                 drop(reg);
-                let message = format!("too many concurrent streams: the limit is {limit} per connection");
+                let message =
+                    format!("too many concurrent streams: the limit is {limit} per connection");
                 self.refuse(sid, &Status::unavailable(message));
                 return Ok(());
             }
@@ -598,7 +643,6 @@ impl Invokes {
             account.release(pending.charged);
         }
     }
-
 }
 
 struct PendingInvoke {
@@ -651,7 +695,10 @@ pub(crate) struct Clock {
 
 impl Clock {
     fn bump(counter: &std::sync::atomic::AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -671,7 +718,9 @@ async fn watchdog(conn: Arc<ConnShared>) {
     .flatten()
     .filter(|t| !t.is_zero())
     .collect();
-    let Some(shortest) = enabled.iter().min().copied() else { return };
+    let Some(shortest) = enabled.iter().min().copied() else {
+        return;
+    };
     let recheck = (shortest / 4).max(Duration::from_millis(5));
     let clock = &conn.clock;
     let started = Instant::now();
@@ -695,7 +744,11 @@ async fn watchdog(conn: Arc<ConnShared>) {
         };
         let got_frame = clock.got_frame.load(Ordering::Relaxed);
         let mut passed = None;
-        if server && !got_frame && !o.handshake_timeout.is_zero() && now >= started + o.handshake_timeout {
+        if server
+            && !got_frame
+            && !o.handshake_timeout.is_zero()
+            && now >= started + o.handshake_timeout
+        {
             passed = Some("no frame within the handshake timeout");
         }
         if let Some((at, _)) = frame_seen {
@@ -703,7 +756,11 @@ async fn watchdog(conn: Arc<ConnShared>) {
                 passed = Some("a frame took longer than the read timeout to arrive");
             }
         }
-        if server && got_frame && !mid_frame && !o.idle_timeout.is_zero() && now >= active_at + o.idle_timeout
+        if server
+            && got_frame
+            && !mid_frame
+            && !o.idle_timeout.is_zero()
+            && now >= active_at + o.idle_timeout
             && conn.active_streams() == 0
         {
             passed = Some("idle timeout");
@@ -721,7 +778,10 @@ async fn watchdog(conn: Arc<ConnShared>) {
     }
 }
 
-async fn read_once<B: bytes::BufMut + ?Sized>(rd: &mut BoxRead, dst: &mut B) -> Result<usize, ReadEnd> {
+async fn read_once<B: bytes::BufMut + ?Sized>(
+    rd: &mut BoxRead,
+    dst: &mut B,
+) -> Result<usize, ReadEnd> {
     match rd.read_buf(dst).await {
         Ok(0) => Err(ReadEnd::Eof),
         Ok(n) => Ok(n),
@@ -732,7 +792,10 @@ async fn read_once<B: bytes::BufMut + ?Sized>(rd: &mut BoxRead, dst: &mut B) -> 
 /// The reader task: the single authority on transport health.
 async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     let mut invokes = Invokes::default();
-    let mut input = Input { buf: BytesMut::with_capacity(FIRST_READ_BUFFER), charged: FIRST_READ_BUFFER };
+    let mut input = Input {
+        buf: BytesMut::with_capacity(FIRST_READ_BUFFER),
+        charged: FIRST_READ_BUFFER,
+    };
     conn.account.charge(input.charged);
     let status = read_frames(&conn, &mut rd, &mut invokes, &mut input).await;
     invokes.release_all(&conn.account);
@@ -750,13 +813,24 @@ struct Input {
     charged: usize,
 }
 
-async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Invokes, input: &mut Input) -> Status {
+async fn read_frames(
+    conn: &Arc<ConnShared>,
+    rd: &mut BoxRead,
+    invokes: &mut Invokes,
+    input: &mut Input,
+) -> Status {
     // One frame may carry a whole small message; beyond this, buffering it
     // would be unbounded, so a longer frame is a connection-scoped error.
-    let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
+    let max_frame = conn
+        .opts
+        .max_message_size
+        .max(crate::wire::DEFAULT_SPLIT_SIZE);
     let clock = &conn.clock;
     let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
-    let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
+    let gone = || {
+        conn.closed_status()
+            .unwrap_or_else(|| Status::unavailable("connection closed"))
+    };
     let mut frames: Vec<(crate::wire::FrameHeader, usize, usize)> = Vec::new();
     loop {
         // The complete frames in the buffer, taken out in one piece.
@@ -875,7 +949,11 @@ async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<
 
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a
 /// buffer of its own (no copy of the bulk, one allocation).
-async fn read_dedicated(rd: &mut BoxRead, buf: &mut BytesMut, len: usize) -> Result<bytes::Bytes, ReadEnd> {
+async fn read_dedicated(
+    rd: &mut BoxRead,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<bytes::Bytes, ReadEnd> {
     let mut payload = BytesMut::with_capacity(len);
     payload.extend_from_slice(buf);
     buf.clear();
@@ -890,7 +968,9 @@ async fn read_dedicated(rd: &mut BoxRead, buf: &mut BytesMut, len: usize) -> Res
 fn read_failure(end: ReadEnd, at_frame_boundary: bool) -> Status {
     match end {
         ReadEnd::Eof if at_frame_boundary => Status::unavailable("connection closed by the remote"),
-        ReadEnd::Eof => Status::unavailable("connection closed by the remote in the middle of a frame"),
+        ReadEnd::Eof => {
+            Status::unavailable("connection closed by the remote in the middle of a frame")
+        }
         ReadEnd::Failed(e) => Status::unavailable(format!("read failed: {e}")),
     }
 }

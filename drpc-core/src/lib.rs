@@ -12,6 +12,7 @@ pub mod call;
 pub mod compress;
 pub mod metadata;
 pub mod packet;
+mod peer;
 pub mod state;
 pub mod status;
 pub mod wire;
@@ -26,14 +27,16 @@ mod tasks;
 mod transport;
 mod writer;
 
-pub use client::{CallOptions, Conn};
 pub use budget::{MemoryBudget, DEFAULT_MEMORY_BUDGET};
+pub use client::{CallOptions, Conn};
 pub use compress::Compression;
 pub use conn::{
-    ConnOptions, FlowControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONCURRENT_STREAMS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE, DEFAULT_READ_TIMEOUT,
+    ConnOptions, FlowControl, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_METADATA_SIZE,
+    DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
+pub use peer::{Peer, TlsPeer};
 pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};
 pub use server::{Server, ServerOptions};
@@ -42,4 +45,5 @@ pub use stream::{CallContext, Stream};
 /// A cancellation signal shared by clones (tokio-util's `CancellationToken`):
 /// cancelling it cancels every call it was given to.
 pub use tokio_util::sync::CancellationToken as CancelToken;
-pub use transport::Listener;
+pub use server::HANDSHAKE_OVERHEAD;
+pub use transport::{Listener, Socket};

@@ -50,7 +50,9 @@ const ENTRY_OVERHEAD: usize = 96;
 
 /// What decoded metadata costs in memory, approximately.
 pub fn cost(md: &Metadata) -> usize {
-    md.iter().map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD).sum()
+    md.iter()
+        .map(|(k, v)| k.len() + v.len() + ENTRY_OVERHEAD)
+        .sum()
 }
 
 /// Decodes metadata unless it would cost more than `max_cost` bytes of
@@ -88,7 +90,10 @@ pub fn decode(buf: &[u8]) -> Result<Metadata, MetadataError> {
 }
 
 /// Decodes, asking `admit` before keeping each entry; `Ok(None)` once it refuses.
-fn decode_with(mut buf: &[u8], mut admit: impl FnMut(&[u8], &[u8]) -> bool) -> Result<Option<Metadata>, MetadataError> {
+fn decode_with(
+    mut buf: &[u8],
+    mut admit: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<Option<Metadata>, MetadataError> {
     let mut md = Metadata::new();
     while !buf.is_empty() {
         let (field, data, rest) = next_field(buf)?;
@@ -161,7 +166,10 @@ mod tests {
     #[test]
     fn encodes_entries_as_the_spec_says() {
         let md = Metadata::from([("k".to_string(), "vv".to_string())]);
-        assert_eq!(encode(&md), [0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, b'v', b'v']);
+        assert_eq!(
+            encode(&md),
+            [0x0a, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, b'v', b'v']
+        );
         assert!(encode(&Metadata::new()).is_empty());
     }
 
@@ -176,9 +184,21 @@ mod tests {
 
     #[test]
     fn encoded_len_is_exact() {
-        for (klen, vlen, n) in [(0, 0, 1), (1, 127, 3), (5, 128, 40), (200, 16_384, 2), (1, 2_097_152 / if cfg!(miri) { 64 } else { 1 }, 1)] {
-            let md: Metadata = (0..n).map(|i| (format!("{i:0>klen$}"), "v".repeat(vlen))).collect();
-            assert_eq!(encoded_len(&md), encode(&md).len(), "key {klen} value {vlen} entries {n}");
+        for (klen, vlen, n) in [
+            (0, 0, 1),
+            (1, 127, 3),
+            (5, 128, 40),
+            (200, 16_384, 2),
+            (1, 2_097_152 / if cfg!(miri) { 64 } else { 1 }, 1),
+        ] {
+            let md: Metadata = (0..n)
+                .map(|i| (format!("{i:0>klen$}"), "v".repeat(vlen)))
+                .collect();
+            assert_eq!(
+                encoded_len(&md),
+                encode(&md).len(),
+                "key {klen} value {vlen} entries {n}"
+            );
         }
     }
 
@@ -201,6 +221,9 @@ mod tests {
         with_unknown.extend_from_slice(&bytes);
         assert_eq!(decode(&with_unknown).unwrap(), md);
         assert!(decode(&[0x0a, 0x02, 0x0a, 0x05]).is_err());
-        assert!(decode(&[0x0a, 0x03, 0x0a, 0x01, 0xff]).is_err(), "non-UTF-8 key");
+        assert!(
+            decode(&[0x0a, 0x03, 0x0a, 0x01, 0xff]).is_err(),
+            "non-UTF-8 key"
+        );
     }
 }

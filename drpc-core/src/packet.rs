@@ -21,7 +21,10 @@ pub enum Assembled {
     Partial,
     Packet(Packet),
     /// The packet grew past the size limit; its remaining frames are dropped.
-    TooLarge { message_id: u64, kind: Kind },
+    TooLarge {
+        message_id: u64,
+        kind: Kind,
+    },
 }
 
 /// A frame sequence no well-behaved peer sends; connection-scoped.
@@ -30,7 +33,11 @@ pub enum AssemblyError {
     /// A frame's message id is lower than (or repeats) one already completed.
     MessageIdWentBack { got: u64, current: u64 },
     /// Frames of one packet changed kind midway.
-    KindChanged { message_id: u64, from: Kind, to: Kind },
+    KindChanged {
+        message_id: u64,
+        from: Kind,
+        to: Kind,
+    },
 }
 
 impl std::fmt::Display for AssemblyError {
@@ -39,7 +46,11 @@ impl std::fmt::Display for AssemblyError {
             AssemblyError::MessageIdWentBack { got, current } => {
                 write!(f, "message id {got} is not after message id {current}")
             }
-            AssemblyError::KindChanged { message_id, from, to } => {
+            AssemblyError::KindChanged {
+                message_id,
+                from,
+                to,
+            } => {
                 write!(f, "packet {message_id} changed kind from {from} to {to}")
             }
         }
@@ -96,7 +107,10 @@ impl Assembler {
     pub fn push(&mut self, frame: Frame) -> Result<Assembled, AssemblyError> {
         let h = frame.header;
         if h.message_id < self.current || (h.message_id == self.current && !self.in_progress) {
-            return Err(AssemblyError::MessageIdWentBack { got: h.message_id, current: self.current });
+            return Err(AssemblyError::MessageIdWentBack {
+                got: h.message_id,
+                current: self.current,
+            });
         }
         if h.message_id > self.current || !self.in_progress {
             // A newer packet supersedes whatever was partly assembled.
@@ -107,7 +121,11 @@ impl Assembler {
             self.control = h.control;
             self.buf = BytesMut::new();
         } else if h.kind != self.kind {
-            return Err(AssemblyError::KindChanged { message_id: h.message_id, from: self.kind, to: h.kind });
+            return Err(AssemblyError::KindChanged {
+                message_id: h.message_id,
+                from: self.kind,
+                to: h.kind,
+            });
         }
         self.control |= h.control;
         if self.discarding {
@@ -118,7 +136,10 @@ impl Assembler {
             self.discarding = true;
             self.in_progress = !h.done;
             self.buf = BytesMut::new();
-            return Ok(Assembled::TooLarge { message_id: h.message_id, kind: h.kind });
+            return Ok(Assembled::TooLarge {
+                message_id: h.message_id,
+                kind: h.kind,
+            });
         }
         if !h.done {
             self.buf.extend_from_slice(&frame.payload);
@@ -132,7 +153,12 @@ impl Assembler {
             self.buf.extend_from_slice(&frame.payload);
             std::mem::take(&mut self.buf).freeze()
         };
-        Ok(Assembled::Packet(Packet { message_id: h.message_id, kind: self.kind, control: self.control, data }))
+        Ok(Assembled::Packet(Packet {
+            message_id: h.message_id,
+            kind: self.kind,
+            control: self.control,
+            data,
+        }))
     }
 }
 
@@ -143,7 +169,13 @@ mod tests {
 
     fn frame(mid: u64, kind: Kind, done: bool, data: &'static [u8]) -> Frame {
         Frame {
-            header: FrameHeader { stream_id: 1, message_id: mid, kind, control: false, done },
+            header: FrameHeader {
+                stream_id: 1,
+                message_id: mid,
+                kind,
+                control: false,
+                done,
+            },
             payload: Bytes::from_static(data),
         }
     }
@@ -158,10 +190,16 @@ mod tests {
     #[test]
     fn joins_split_frames() {
         let mut a = Assembler::new(0, 100);
-        assert_eq!(a.push(frame(1, Kind::MESSAGE, false, b"ab")).unwrap(), Assembled::Partial);
+        assert_eq!(
+            a.push(frame(1, Kind::MESSAGE, false, b"ab")).unwrap(),
+            Assembled::Partial
+        );
         assert_eq!(a.buffered(), 2);
         let p = packet(a.push(frame(1, Kind::MESSAGE, true, b"cd")).unwrap());
-        assert_eq!((p.message_id, p.kind, &p.data[..]), (1, Kind::MESSAGE, &b"abcd"[..]));
+        assert_eq!(
+            (p.message_id, p.kind, &p.data[..]),
+            (1, Kind::MESSAGE, &b"abcd"[..])
+        );
         let p = packet(a.push(frame(2, Kind::CLOSE_SEND, true, b"")).unwrap());
         assert_eq!(p.kind, Kind::CLOSE_SEND);
     }
@@ -177,13 +215,25 @@ mod tests {
     #[test]
     fn rejects_going_back_and_kind_changes() {
         let mut a = Assembler::new(2, 100);
-        assert!(matches!(a.push(frame(2, Kind::MESSAGE, true, b"")), Err(AssemblyError::MessageIdWentBack { .. })));
-        assert!(matches!(a.push(frame(1, Kind::MESSAGE, true, b"")), Err(AssemblyError::MessageIdWentBack { .. })));
+        assert!(matches!(
+            a.push(frame(2, Kind::MESSAGE, true, b"")),
+            Err(AssemblyError::MessageIdWentBack { .. })
+        ));
+        assert!(matches!(
+            a.push(frame(1, Kind::MESSAGE, true, b"")),
+            Err(AssemblyError::MessageIdWentBack { .. })
+        ));
         a.push(frame(3, Kind::MESSAGE, false, b"x")).unwrap();
-        assert!(matches!(a.push(frame(3, Kind::ERROR, true, b"")), Err(AssemblyError::KindChanged { .. })));
+        assert!(matches!(
+            a.push(frame(3, Kind::ERROR, true, b"")),
+            Err(AssemblyError::KindChanged { .. })
+        ));
         let mut a = Assembler::new(0, 100);
         packet(a.push(frame(1, Kind::MESSAGE, true, b"x")).unwrap());
-        assert!(a.push(frame(1, Kind::MESSAGE, true, b"x")).is_err(), "a finished id cannot repeat");
+        assert!(
+            a.push(frame(1, Kind::MESSAGE, true, b"x")).is_err(),
+            "a finished id cannot repeat"
+        );
     }
 
     #[test]
@@ -192,10 +242,16 @@ mod tests {
         a.push(frame(1, Kind::MESSAGE, false, b"abc")).unwrap();
         assert_eq!(
             a.push(frame(1, Kind::MESSAGE, false, b"de")).unwrap(),
-            Assembled::TooLarge { message_id: 1, kind: Kind::MESSAGE }
+            Assembled::TooLarge {
+                message_id: 1,
+                kind: Kind::MESSAGE
+            }
         );
         assert_eq!(a.buffered(), 0);
-        assert_eq!(a.push(frame(1, Kind::MESSAGE, true, b"f")).unwrap(), Assembled::Partial);
+        assert_eq!(
+            a.push(frame(1, Kind::MESSAGE, true, b"f")).unwrap(),
+            Assembled::Partial
+        );
         let p = packet(a.push(frame(2, Kind::MESSAGE, true, b"ok")).unwrap());
         assert_eq!(&p.data[..], b"ok");
     }

@@ -43,7 +43,11 @@ impl PoolOptions {
     /// A pool for sequential peers (`storj.io/drpc`): one stream per
     /// connection, concurrency from up to `max_conns` connections.
     pub fn sequential(max_conns: usize) -> PoolOptions {
-        PoolOptions { max_streams_per_conn: 1, max_conns_per_addr: max_conns, ..PoolOptions::default() }
+        PoolOptions {
+            max_streams_per_conn: 1,
+            max_conns_per_addr: max_conns,
+            ..PoolOptions::default()
+        }
     }
 }
 
@@ -82,8 +86,14 @@ impl Pool {
     /// when the pool is dropped). Must be called inside a tokio runtime.
     pub fn new(mut opts: PoolOptions) -> Pool {
         // One budget for every connection the pool dials, unless given one.
-        opts.conn.memory_budget.get_or_insert_with(crate::MemoryBudget::default);
-        let inner = Arc::new(PoolInner { opts, addrs: Mutex::default(), dialled: tokio::sync::Notify::new() });
+        opts.conn
+            .memory_budget
+            .get_or_insert_with(crate::MemoryBudget::default);
+        let inner = Arc::new(PoolInner {
+            opts,
+            addrs: Mutex::default(),
+            dialled: tokio::sync::Notify::new(),
+        });
         let weak = Arc::downgrade(&inner);
         let period = (inner.opts.idle_timeout / 2).max(Duration::from_millis(10));
         tokio::spawn(reap(weak, period));
@@ -112,7 +122,10 @@ impl Pool {
                     let slots = addrs.entry(addr.to_string()).or_default();
                     slots.dialing -= 1;
                     if let Ok(conn) = &result {
-                        slots.conns.push(Entry { conn: conn.clone(), last_used: Instant::now() });
+                        slots.conns.push(Entry {
+                            conn: conn.clone(),
+                            last_used: Instant::now(),
+                        });
                     }
                     drop(addrs);
                     self.inner.dialled.notify_waiters();
@@ -126,7 +139,10 @@ impl Pool {
         let mut addrs = self.inner.addrs.lock().unwrap();
         let slots = addrs.entry(addr.to_string()).or_default();
         slots.conns.retain(|e| !e.conn.is_closed());
-        let best = slots.conns.iter_mut().max_by_key(|e| e.conn.available_streams());
+        let best = slots
+            .conns
+            .iter_mut()
+            .max_by_key(|e| e.conn.available_streams());
         if let Some(entry) = best {
             if entry.conn.available_streams() > 0 {
                 entry.last_used = Instant::now();
@@ -137,7 +153,11 @@ impl Pool {
             slots.dialing += 1;
             return Pick::Dial;
         }
-        match slots.conns.iter_mut().max_by_key(|e| e.conn.available_streams()) {
+        match slots
+            .conns
+            .iter_mut()
+            .max_by_key(|e| e.conn.available_streams())
+        {
             Some(entry) => {
                 entry.last_used = Instant::now();
                 Pick::Use(entry.conn.clone())
@@ -146,11 +166,23 @@ impl Pool {
         }
     }
 
-    pub async fn unary(&self, addr: &str, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
+    pub async fn unary(
+        &self,
+        addr: &str,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+    ) -> Result<Bytes, Status> {
         self.get(addr).await?.unary(rpc, request, opts).await
     }
 
-    pub async fn invoke<Req, Resp>(&self, addr: &str, rpc: &str, request: &Req, opts: &CallOptions) -> Result<Resp, Status>
+    pub async fn invoke<Req, Resp>(
+        &self,
+        addr: &str,
+        rpc: &str,
+        request: &Req,
+        opts: &CallOptions,
+    ) -> Result<Resp, Status>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -158,7 +190,12 @@ impl Pool {
         self.get(addr).await?.invoke(rpc, request, opts).await
     }
 
-    pub async fn stream(&self, addr: &str, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
+    pub async fn stream(
+        &self,
+        addr: &str,
+        rpc: &str,
+        opts: &CallOptions,
+    ) -> Result<Stream, Status> {
         self.get(addr).await?.stream(rpc, opts).await
     }
 
@@ -180,7 +217,10 @@ impl Pool {
     pub async fn close(&self) {
         let conns: Vec<Conn> = {
             let mut addrs = self.inner.addrs.lock().unwrap();
-            addrs.drain().flat_map(|(_, s)| s.conns.into_iter().map(|e| e.conn)).collect()
+            addrs
+                .drain()
+                .flat_map(|(_, s)| s.conns.into_iter().map(|e| e.conn))
+                .collect()
         };
         for conn in conns {
             conn.close().await;
@@ -195,7 +235,8 @@ impl PoolInner {
         let mut addrs = self.addrs.lock().unwrap();
         for slots in addrs.values_mut() {
             slots.conns.retain(|e| {
-                let expired = e.conn.active_streams() == 0 && now.duration_since(e.last_used) >= self.opts.idle_timeout;
+                let expired = e.conn.active_streams() == 0
+                    && now.duration_since(e.last_used) >= self.opts.idle_timeout;
                 if expired || e.conn.is_closed() {
                     idle.push(e.conn.clone());
                     false

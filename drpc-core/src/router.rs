@@ -102,7 +102,11 @@ impl Router {
             async move {
                 let req = match stream.recv_msg::<Req>().await? {
                     Some(req) => req,
-                    None => return Err(Status::invalid_argument("server-streaming call without a request")),
+                    None => {
+                        return Err(Status::invalid_argument(
+                            "server-streaming call without a request",
+                        ))
+                    }
                 };
                 f(req, stream).await
             }

@@ -2,17 +2,19 @@
 //! runs every RPC on its own task, turns handler errors and panics into Error
 //! frames, and shuts down gracefully.
 
-use crate::budget::{MemoryBudget, CONNECTION_OVERHEAD, DEFAULT_MEMORY_BUDGET};
+use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, DEFAULT_MEMORY_BUDGET};
 use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
 use crate::metadata::Metadata;
+use crate::peer::Peer;
 use crate::router::{Handler, Request, Router};
 use crate::state::End;
 use crate::status::Status;
 use crate::stream::{CallContext, Stream, StreamShared};
 use crate::tasks::{CatchUnwind, TaskSet};
-use crate::transport::Listener;
+use crate::transport::{Listener, Socket};
 use crate::writer::BoxWrite;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,7 +35,10 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { conn: ConnOptions::default(), memory_budget: DEFAULT_MEMORY_BUDGET }
+        ServerOptions {
+            conn: ConnOptions::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
     }
 }
 
@@ -93,9 +98,9 @@ impl Server {
         self.inner.accept_tasks.spawn(async move {
             loop {
                 match listener.accept().await {
-                    Ok((rd, wr)) => {
+                    Ok((rd, wr, addr)) => {
                         if server.admits_connection() {
-                            server.serve_parts(rd, wr);
+                            server.start_conn(rd, wr, Some(Arc::new(Peer { addr: Some(addr), tls: None })));
                         } else {
                             // Closing it at once is the clearest answer a peer can get.
                             tracing::warn!("memory budget exhausted: refusing a connection");
@@ -111,13 +116,86 @@ impl Server {
         });
     }
 
+    /// Serves a bound listener in the background until `shutdown`, passing
+    /// every accepted connection through `handshake` first (TLS, a protocol
+    /// switch, ...). Each handshake runs on its own task, so a stalled one
+    /// never holds up accepting; it has `conn.handshake_timeout` to finish
+    /// (then the connection is closed) and counts [`HANDSHAKE_OVERHEAD`]
+    /// bytes against the memory budget while it runs, so connections are
+    /// refused once the budget cannot take one more. The handshake returns
+    /// the byte stream to run DRPC over and the peer (it may add TLS
+    /// identity), `Ok(None)` when it handed the connection elsewhere, or an
+    /// error (logged with the peer's address; the connection is dropped).
+    pub fn serve_with<H, Fut, T>(&self, listener: Listener, handshake: H)
+    where
+        H: Fn(Socket, Peer) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<Option<(T, Peer)>>> + Send + 'static,
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let server = self.clone();
+        let handshake = Arc::new(handshake);
+        self.inner.accept_tasks.spawn(async move {
+            loop {
+                match listener.accept_socket().await {
+                    Ok((socket, addr)) => {
+                        if !server.admits_connection() {
+                            tracing::warn!("memory budget exhausted: refusing a connection");
+                            continue;
+                        }
+                        let account = Account::new(server.inner.budget.clone(), HANDSHAKE_OVERHEAD);
+                        account.charge(HANDSHAKE_OVERHEAD);
+                        let peer = Peer { addr: Some(addr.clone()), tls: None };
+                        let running = handshake(socket, peer);
+                        let server = server.clone();
+                        server.inner.accept_tasks.clone().spawn(async move {
+                            let limit = server.inner.opts.conn.handshake_timeout;
+                            let outcome = if limit.is_zero() {
+                                Ok(running.await)
+                            } else {
+                                tokio::time::timeout(limit, running).await
+                            };
+                            drop(account);
+                            match outcome {
+                                Ok(Ok(Some((io, peer)))) => {
+                                    if server.inner.draining.load(Ordering::SeqCst) {
+                                        return;
+                                    }
+                                    let (rd, wr) = tokio::io::split(io);
+                                    server.start_conn(Box::new(rd), Box::new(wr), Some(Arc::new(peer)));
+                                }
+                                Ok(Ok(None)) => {}
+                                Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "handshake failed"),
+                                Err(_) => {
+                                    tracing::info!(peer = %addr, timeout = ?limit, "handshake timed out: closing")
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+
     /// Serves one connection over any transport; resolves when it closes.
     pub async fn serve_transport<T>(&self, io: T)
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
+        self.serve_connection(io, Peer::default()).await
+    }
+
+    /// Serves one connection over any transport, whose calls see `peer` as
+    /// their [`CallContext::peer`]; resolves when it closes.
+    pub async fn serve_connection<T>(&self, io: T, peer: Peer)
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let (rd, wr) = tokio::io::split(io);
-        let (conn, id) = self.start_conn(Box::new(rd), Box::new(wr));
+        let (conn, id) = self.start_conn(Box::new(rd), Box::new(wr), Some(Arc::new(peer)));
         conn.closed().await;
         self.inner.conns.lock().unwrap().remove(&id);
         conn.close(Status::unavailable("connection closed")).await;
@@ -129,13 +207,18 @@ impl Server {
         budget.used().saturating_add(2 * CONNECTION_OVERHEAD) <= budget.limit()
     }
 
-    fn serve_parts(&self, rd: BoxRead, wr: BoxWrite) {
-        self.start_conn(rd, wr);
-    }
-
-    fn start_conn(&self, rd: BoxRead, wr: BoxWrite) -> (Arc<ConnShared>, u64) {
-        let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor { server: Arc::downgrade(&self.inner) });
-        let conn = ConnShared::start_split(rd, wr, Role::Server, self.inner.opts.conn.clone(), Some(acceptor));
+    fn start_conn(&self, rd: BoxRead, wr: BoxWrite, peer: Option<Arc<Peer>>) -> (Arc<ConnShared>, u64) {
+        let acceptor: Arc<dyn Acceptor> = Arc::new(ConnAcceptor {
+            server: Arc::downgrade(&self.inner),
+            peer,
+        });
+        let conn = ConnShared::start_split(
+            rd,
+            wr,
+            Role::Server,
+            self.inner.opts.conn.clone(),
+            Some(acceptor),
+        );
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         self.inner.conns.lock().unwrap().insert(id, conn.clone());
         let inner = self.inner.clone();
@@ -144,7 +227,9 @@ impl Server {
         self.inner.conn_tasks.spawn(async move {
             watched.closed().await;
             inner.conns.lock().unwrap().remove(&id);
-            watched.close(Status::unavailable("connection closed")).await;
+            watched
+                .close(Status::unavailable("connection closed"))
+                .await;
         });
         (conn, id)
     }
@@ -156,7 +241,13 @@ impl Server {
 
     /// Received message bytes not yet read by handlers, over all connections.
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.conns.lock().unwrap().values().map(|c| c.buffered()).sum()
+        self.inner
+            .conns
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.buffered())
+            .sum()
     }
 
     /// The memory budget shared by every connection of this server.
@@ -179,17 +270,28 @@ impl Server {
         inner.draining.store(true, Ordering::SeqCst);
         inner.accept_tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_millis(100), inner.accept_tasks.idle()).await;
-        if tokio::time::timeout(grace, inner.handlers.idle()).await.is_err() {
-            tracing::info!(remaining = inner.handlers.len(), "grace period over, canceling RPCs");
-            self.close_all(Status::unavailable("server shut down")).await;
+        if tokio::time::timeout(grace, inner.handlers.idle())
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                remaining = inner.handlers.len(),
+                "grace period over, canceling RPCs"
+            );
+            self.close_all(Status::unavailable("server shut down"))
+                .await;
             // Handlers have seen Canceled; give them a moment, then stop them.
-            if tokio::time::timeout(Duration::from_millis(300), inner.handlers.idle()).await.is_err() {
+            if tokio::time::timeout(Duration::from_millis(300), inner.handlers.idle())
+                .await
+                .is_err()
+            {
                 inner.handlers.abort_all();
             }
         }
         let rest = async {
             inner.handlers.idle().await;
-            self.close_all(Status::unavailable("server shut down")).await;
+            self.close_all(Status::unavailable("server shut down"))
+                .await;
             inner.conn_tasks.idle().await;
         };
         if tokio::time::timeout_at(hard_deadline, rest).await.is_err() {
@@ -205,7 +307,8 @@ impl Server {
 
     /// Flushes every connection at once (200 ms at most), then closes them all.
     async fn close_all(&self, status: Status) {
-        let conns: Vec<Arc<ConnShared>> = self.inner.conns.lock().unwrap().values().cloned().collect();
+        let conns: Vec<Arc<ConnShared>> =
+            self.inner.conns.lock().unwrap().values().cloned().collect();
         let mut closing = tokio::task::JoinSet::new();
         for conn in conns {
             let status = status.clone();
@@ -218,22 +321,38 @@ impl Server {
     }
 }
 
+/// Memory a TLS (or other) handshake in progress is counted as holding.
+pub const HANDSHAKE_OVERHEAD: usize = 32 << 10;
+
 struct ConnAcceptor {
     server: std::sync::Weak<ServerInner>,
+    peer: Option<Arc<Peer>>,
 }
 
 impl Acceptor for ConnAcceptor {
     fn accepting(&self) -> bool {
-        self.server.upgrade().is_some_and(|s| !s.draining.load(Ordering::SeqCst))
+        self.server
+            .upgrade()
+            .is_some_and(|s| !s.draining.load(Ordering::SeqCst))
     }
 
     fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
-        let Some(server) = self.server.upgrade() else { return };
-        let Some(handler) = server.router.get(&rpc).cloned() else {
-            stream.refuse(&Status::unimplemented(format!("unknown rpc: {}", shorten(&rpc, 256))));
+        let Some(server) = self.server.upgrade() else {
             return;
         };
-        let ctx = CallContext { shared: stream, rpc: rpc.into(), metadata: Arc::new(metadata) };
+        let Some(handler) = server.router.get(&rpc).cloned() else {
+            stream.refuse(&Status::unimplemented(format!(
+                "unknown rpc: {}",
+                shorten(&rpc, 256)
+            )));
+            return;
+        };
+        let ctx = CallContext {
+            shared: stream,
+            rpc: rpc.into(),
+            metadata: Arc::new(metadata),
+            peer: self.peer.clone(),
+        };
         server.handlers.spawn(run_handler(handler, ctx));
     }
 }
@@ -246,14 +365,26 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
             Handler::Unary(f) => {
                 let data = match shared_recv(&ctx).await {
                     Ok(Some(data)) => data,
-                    Ok(None) => return Err(Status::invalid_argument("unary call without a request message")),
+                    Ok(None) => {
+                        return Err(Status::invalid_argument(
+                            "unary call without a request message",
+                        ))
+                    }
                     Err(status) => return Err(status),
                 };
-                let response = f(Request { data, context: ctx.clone() }).await?;
+                let response = f(Request {
+                    data,
+                    context: ctx.clone(),
+                })
+                .await?;
                 ctx.shared.send_last(&response).await
             }
             Handler::Stream(f) => {
-                let stream = Stream { ctx, keep_alive: None, watchdog: None };
+                let stream = Stream {
+                    ctx,
+                    keep_alive: None,
+                    watchdog: None,
+                };
                 f(stream).await
             }
         }

@@ -130,7 +130,9 @@ impl StreamState {
     pub fn on_window_update(&mut self, delta: u64) -> bool {
         match &mut self.flow {
             Some(f) => {
-                f.send_credit = f.send_credit.saturating_add(delta.min(i64::MAX as u64) as i64);
+                f.send_credit = f
+                    .send_credit
+                    .saturating_add(delta.min(i64::MAX as u64) as i64);
                 f.send_credit >= 0
             }
             None => false,
@@ -200,7 +202,9 @@ impl StreamState {
                 Incoming::Ended
             }
             Kind::CANCEL => {
-                self.end = Some(End::Remote(Status::canceled("stream canceled by the remote")));
+                self.end = Some(End::Remote(Status::canceled(
+                    "stream canceled by the remote",
+                )));
                 Incoming::Ended
             }
             Kind::CLOSE => {
@@ -252,10 +256,14 @@ impl StreamState {
         match &self.end {
             Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Err(s.clone()),
             Some(End::RemoteClosed) => Err(Status::canceled("the remote closed the stream")),
-            Some(End::Done) => Err(Status::new(Code::FailedPrecondition, "the stream is finished")),
-            None if self.send_closed => {
-                Err(Status::new(Code::FailedPrecondition, "send after close_send"))
-            }
+            Some(End::Done) => Err(Status::new(
+                Code::FailedPrecondition,
+                "the stream is finished",
+            )),
+            None if self.send_closed => Err(Status::new(
+                Code::FailedPrecondition,
+                "send after close_send",
+            )),
             None => Ok(self.take_message_id()),
         }
     }
@@ -310,7 +318,12 @@ mod tests {
     use crate::wire::encode_error;
 
     fn pkt(kind: Kind, data: &[u8]) -> Packet {
-        Packet { message_id: 1, kind, control: kind == Kind::CANCEL, data: Bytes::copy_from_slice(data) }
+        Packet {
+            message_id: 1,
+            kind,
+            control: kind == Kind::CANCEL,
+            data: Bytes::copy_from_slice(data),
+        }
     }
 
     #[test]
@@ -331,7 +344,10 @@ mod tests {
     fn remote_error_is_delivered_after_queued_messages() {
         let mut s = StreamState::new(1);
         s.on_packet(pkt(Kind::MESSAGE, b"a"));
-        assert_eq!(s.on_packet(pkt(Kind::ERROR, &encode_error(5, "nope"))), Incoming::Ended);
+        assert_eq!(
+            s.on_packet(pkt(Kind::ERROR, &encode_error(5, "nope"))),
+            Incoming::Ended
+        );
         assert_eq!(s.recv(), Recv::Message(Bytes::from_static(b"a")));
         assert_eq!(s.recv(), Recv::Failed(Status::new(Code::NotFound, "nope")));
         assert_eq!(s.begin_send().unwrap_err().code(), Code::NotFound);
@@ -353,7 +369,10 @@ mod tests {
     fn remote_cancel_and_close() {
         let mut s = StreamState::new(1);
         assert_eq!(s.on_packet(pkt(Kind::CANCEL, b"")), Incoming::Ended);
-        assert_eq!(s.recv(), Recv::Failed(Status::canceled("stream canceled by the remote")));
+        assert_eq!(
+            s.recv(),
+            Recv::Failed(Status::canceled("stream canceled by the remote"))
+        );
         let mut s = StreamState::new(1);
         s.on_packet(pkt(Kind::MESSAGE, b"x"));
         assert_eq!(s.on_packet(pkt(Kind::CLOSE, b"")), Incoming::Ended);
@@ -365,8 +384,14 @@ mod tests {
     #[test]
     fn protocol_errors_and_control_kinds() {
         let mut s = StreamState::new(1);
-        assert!(matches!(s.on_packet(pkt(Kind::INVOKE, b"/x")), Incoming::ProtocolError(_)));
-        assert!(matches!(s.on_packet(pkt(Kind(30), b"")), Incoming::ProtocolError(_)));
+        assert!(matches!(
+            s.on_packet(pkt(Kind::INVOKE, b"/x")),
+            Incoming::ProtocolError(_)
+        ));
+        assert!(matches!(
+            s.on_packet(pkt(Kind(30), b"")),
+            Incoming::ProtocolError(_)
+        ));
         let mut control = pkt(Kind(30), b"");
         control.control = true;
         assert_eq!(s.on_packet(control), Incoming::Ignored);
@@ -388,7 +413,11 @@ mod tests {
         }
         assert!(matches!(s.recv(), Recv::Message(_)));
         assert!(matches!(s.recv(), Recv::Message(_)));
-        assert_eq!(s.take_grant(), None, "30 consumed is under the threshold of 40");
+        assert_eq!(
+            s.take_grant(),
+            None,
+            "30 consumed is under the threshold of 40"
+        );
         assert!(matches!(s.recv(), Recv::Message(_)));
         assert_eq!(s.take_grant(), Some(45));
         assert_eq!(s.take_grant(), None);
@@ -398,7 +427,11 @@ mod tests {
     fn flow_control_overrun_is_detected() {
         let mut s = StreamState::new(1).with_flow(Flow::new(100, 40, 50));
         assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 99])), Incoming::Queued);
-        assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 50])), Incoming::Queued, "window + one message");
+        assert_eq!(
+            s.on_packet(pkt(Kind::MESSAGE, &[0; 50])),
+            Incoming::Queued,
+            "window + one message"
+        );
         assert_eq!(s.on_packet(pkt(Kind::MESSAGE, &[0; 2])), Incoming::Overrun);
     }
 
@@ -414,7 +447,10 @@ mod tests {
     #[test]
     fn half_close_then_recv_end() {
         let mut s = StreamState::new(1);
-        assert_eq!(s.on_packet(pkt(Kind::CLOSE_SEND, b"")), Incoming::RecvClosed);
+        assert_eq!(
+            s.on_packet(pkt(Kind::CLOSE_SEND, b"")),
+            Incoming::RecvClosed
+        );
         assert_eq!(s.recv(), Recv::End);
         assert_eq!(s.on_packet(pkt(Kind::MESSAGE, b"late")), Incoming::Ignored);
         assert_eq!(s.begin_send(), Ok(1));

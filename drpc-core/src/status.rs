@@ -102,7 +102,11 @@ pub struct Status {
 
 impl Status {
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status { code, wire_code: code.as_u64(), message: message.into() }
+        Status {
+            code,
+            wire_code: code.as_u64(),
+            message: message.into(),
+        }
     }
 
     /// The status a remote Error frame stands for: code 0 becomes Unknown
@@ -112,7 +116,11 @@ impl Status {
             0 => Code::Unknown,
             c => Code::from_u64(c),
         };
-        Status { code, wire_code, message: message.into() }
+        Status {
+            code,
+            wire_code,
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> Code {
@@ -183,6 +191,9 @@ mod tests {
         assert_eq!(s.wire_code(), 0);
         let s = Status::from_wire(1234, "custom");
         assert_eq!((s.code(), s.wire_code()), (Code::Unknown, 1234));
-        assert_eq!(Status::new(Code::NotFound, "x").to_string(), "drpc NOT_FOUND: x");
+        assert_eq!(
+            Status::new(Code::NotFound, "x").to_string(),
+            "drpc NOT_FOUND: x"
+        );
     }
 }

@@ -90,7 +90,10 @@ impl StreamShared {
         let (result, retire, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
             let before = inner.held();
-            let mut writing = Writing { stream: self, flusher: false };
+            let mut writing = Writing {
+                stream: self,
+                flusher: false,
+            };
             let result = f(&mut inner, &mut writing);
             flusher = writing.flusher;
             let after = inner.held();
@@ -123,34 +126,47 @@ impl StreamShared {
     /// Feeds a frame read for this stream. `Err` is a connection-scoped
     /// protocol error.
     pub(crate) fn on_frame(&self, frame: Frame) -> Result<(), String> {
-        let (result, wake) = self.update(|inner, w| {
-            let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
-                Assembled::Partial => return Ok(Vec::new()),
-                Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
-                    let max = w.stream.conn.opts.max_message_size;
-                    w.fail(inner, Status::resource_exhausted(format!("message larger than the maximum of {max} bytes")));
-                    return Ok(Vec::new());
+        let (result, wake) = self
+            .update(|inner, w| {
+                let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
+                    Assembled::Partial => return Ok(Vec::new()),
+                    Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
+                        let max = w.stream.conn.opts.max_message_size;
+                        w.fail(
+                            inner,
+                            Status::resource_exhausted(format!(
+                                "message larger than the maximum of {max} bytes"
+                            )),
+                        );
+                        return Ok(Vec::new());
+                    }
+                    Assembled::TooLarge { kind, .. } => {
+                        return Err(format!(
+                            "{kind} packet larger than the maximum message size"
+                        ))
+                    }
+                    Assembled::Packet(pkt) => pkt,
+                };
+                match inner.state.on_packet(pkt) {
+                    Incoming::Ignored => Ok(Vec::new()),
+                    Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
+                        let mut wake = std::mem::take(&mut inner.recv_wakers);
+                        wake.append(&mut inner.send_wakers);
+                        Ok(wake)
+                    }
+                    Incoming::Overrun => {
+                        w.fail(
+                            inner,
+                            Status::resource_exhausted(
+                                "the remote sent more than its flow-control window",
+                            ),
+                        );
+                        Ok(Vec::new())
+                    }
+                    Incoming::ProtocolError(e) => Err(e),
                 }
-                Assembled::TooLarge { kind, .. } => {
-                    return Err(format!("{kind} packet larger than the maximum message size"))
-                }
-                Assembled::Packet(pkt) => pkt,
-            };
-            match inner.state.on_packet(pkt) {
-                Incoming::Ignored => Ok(Vec::new()),
-                Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
-                    let mut wake = std::mem::take(&mut inner.recv_wakers);
-                    wake.append(&mut inner.send_wakers);
-                    Ok(wake)
-                }
-                Incoming::Overrun => {
-                    w.fail(inner, Status::resource_exhausted("the remote sent more than its flow-control window"));
-                    Ok(Vec::new())
-                }
-                Incoming::ProtocolError(e) => Err(e),
-            }
-        })
-        .map_or_else(|e| (Err(e), Vec::new()), |wake| (Ok(()), wake));
+            })
+            .map_or_else(|e| (Err(e), Vec::new()), |wake| (Ok(()), wake));
         wake_all(wake);
         result
     }
@@ -171,13 +187,15 @@ impl StreamShared {
     pub(crate) async fn recv(&self) -> Result<Option<Bytes>, Status> {
         let received = self.recv_wire().await?;
         match (received, self.codec) {
-            (Some(data), Some(codec)) => match codec.decompress(&data, self.conn.opts.max_message_size) {
-                Ok(plain) => Ok(Some(Bytes::from(plain))),
-                Err(status) => {
-                    self.update(|inner, w| w.fail(inner, status.clone()));
-                    Err(status)
+            (Some(data), Some(codec)) => {
+                match codec.decompress(&data, self.conn.opts.max_message_size) {
+                    Ok(plain) => Ok(Some(Bytes::from(plain))),
+                    Err(status) => {
+                        self.update(|inner, w| w.fail(inner, status.clone()));
+                        Err(status)
+                    }
                 }
-            },
+            }
             (received, _) => Ok(received),
         }
     }
@@ -207,7 +225,9 @@ impl StreamShared {
     fn check_size(&self, len: usize) -> Result<(), Status> {
         let max = self.conn.opts.max_message_size;
         if len > max {
-            return Err(Status::resource_exhausted(format!("message of {len} bytes exceeds the maximum of {max} bytes")));
+            return Err(Status::resource_exhausted(format!(
+                "message of {len} bytes exceeds the maximum of {max} bytes"
+            )));
         }
         Ok(())
     }
@@ -293,9 +313,13 @@ impl StreamShared {
                 let lane = if w.stream.conn.opts.sequential {
                     Lane::Data // a sequential peer rejects frames out of id order
                 } else {
-                    Lane::Control { after: inner.last_pos }
+                    Lane::Control {
+                        after: inner.last_pos,
+                    }
                 };
-                let _ = w.write(inner, lane, |buf| put_packet(buf, sid, mid, Kind::CANCEL, true, &[], 1));
+                let _ = w.write(inner, lane, |buf| {
+                    put_packet(buf, sid, mid, Kind::CANCEL, true, &[], 1)
+                });
             }
         })
     }
@@ -332,7 +356,9 @@ impl StreamShared {
     /// The end reason, once the stream ended for any reason but success.
     pub(crate) fn failure(&self) -> Option<Status> {
         match self.inner.lock().unwrap().state.end() {
-            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Some(s.clone()),
+            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => {
+                Some(s.clone())
+            }
             Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
             _ => None,
         }
@@ -364,7 +390,9 @@ impl Drop for StreamShared {
     fn drop(&mut self) {
         let (queued, held) = self.inner.get_mut().map(|i| i.held()).unwrap_or((0, 0));
         self.conn.account_buffered(queued, 0);
-        self.conn.account.release(held + crate::budget::STREAM_OVERHEAD);
+        self.conn
+            .account
+            .release(held + crate::budget::STREAM_OVERHEAD);
     }
 }
 
@@ -378,7 +406,12 @@ pub(crate) struct Writing<'a> {
 }
 
 impl Writing<'_> {
-    fn write(&mut self, inner: &mut Inner, lane: Lane, encode: impl FnOnce(&mut bytes::BytesMut)) -> Result<(), Status> {
+    fn write(
+        &mut self,
+        inner: &mut Inner,
+        lane: Lane,
+        encode: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), Status> {
         match self.stream.conn.writer.append(lane, encode) {
             Ok((position, flusher)) => {
                 self.flusher |= flusher;
@@ -396,9 +429,17 @@ impl Writing<'_> {
         }
     }
 
-    fn packet(&mut self, inner: &mut Inner, mid: u64, kind: Kind, data: &[u8]) -> Result<(), Status> {
+    fn packet(
+        &mut self,
+        inner: &mut Inner,
+        mid: u64,
+        kind: Kind,
+        data: &[u8],
+    ) -> Result<(), Status> {
         let (sid, split) = (self.stream.id, self.stream.conn.opts.split_size);
-        self.write(inner, Lane::Data, |buf| put_packet(buf, sid, mid, kind, false, data, split))
+        self.write(inner, Lane::Data, |buf| {
+            put_packet(buf, sid, mid, kind, false, data, split)
+        })
     }
 
     fn error(&mut self, inner: &mut Inner, status: &Status) {
@@ -422,7 +463,17 @@ impl Writing<'_> {
         let mut payload = Vec::with_capacity(10);
         put_varint(&mut payload, delta);
         let _ = self.write(inner, Lane::Control { after: 0 }, |buf| {
-            put_frame(buf, &FrameHeader { stream_id: sid, message_id: 0, kind: Kind::WINDOW_UPDATE, control: true, done: true }, &payload)
+            put_frame(
+                buf,
+                &FrameHeader {
+                    stream_id: sid,
+                    message_id: 0,
+                    kind: Kind::WINDOW_UPDATE,
+                    control: true,
+                    done: true,
+                },
+                &payload,
+            )
         });
     }
 }
@@ -434,6 +485,7 @@ pub struct CallContext {
     pub(crate) shared: Arc<StreamShared>,
     pub(crate) rpc: Arc<str>,
     pub(crate) metadata: Arc<Metadata>,
+    pub(crate) peer: Option<Arc<crate::peer::Peer>>,
 }
 
 impl CallContext {
@@ -556,14 +608,18 @@ impl Drop for Stream {
             w.abort();
         }
         if self.keep_alive.is_some() && self.ctx.shared.conn.role == Role::Client {
-            self.ctx.shared.cancel(Status::canceled("stream dropped before it finished"));
+            self.ctx
+                .shared
+                .cancel(Status::canceled("stream dropped before it finished"));
         }
     }
 }
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream").field("id", &self.id()).field("rpc", &self.ctx.rpc()).finish()
+        f.debug_struct("Stream")
+            .field("id", &self.id())
+            .field("rpc", &self.ctx.rpc())
+            .finish()
     }
 }
-

@@ -56,9 +56,16 @@ impl TaskSet {
         let mut inner = self.inner.lock().unwrap();
         let id = inner.next_id;
         inner.next_id += 1;
-        let member = Member { set: Some(self.clone()), id };
+        let member = Member {
+            set: Some(self.clone()),
+            id,
+        };
         // The lock is held across spawn so the member cannot leave before it joined.
-        let handle = tokio::spawn(Tracked { fut: Box::pin(fut), _member: member }).abort_handle();
+        let handle = tokio::spawn(Tracked {
+            fut: Box::pin(fut),
+            _member: member,
+        })
+        .abort_handle();
         inner.tasks.insert(id, handle.clone());
         handle
     }
@@ -81,7 +88,8 @@ impl TaskSet {
     }
 
     pub(crate) fn abort_all(&self) {
-        let handles: Vec<AbortHandle> = self.inner.lock().unwrap().tasks.values().cloned().collect();
+        let handles: Vec<AbortHandle> =
+            self.inner.lock().unwrap().tasks.values().cloned().collect();
         for h in handles {
             h.abort();
         }
@@ -148,7 +156,9 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(set.len(), 1);
         set.abort_all();
-        tokio::time::timeout(std::time::Duration::from_secs(1), set.idle()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), set.idle())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

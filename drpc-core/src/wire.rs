@@ -61,7 +61,10 @@ impl fmt::Display for WireError {
         match self {
             WireError::VarintTooLong => f.write_str("varint longer than 10 bytes"),
             WireError::FrameTooLarge { len, max } => {
-                write!(f, "frame payload of {len} bytes exceeds the maximum of {max}")
+                write!(
+                    f,
+                    "frame payload of {len} bytes exceeds the maximum of {max}"
+                )
             }
         }
     }
@@ -134,7 +137,9 @@ pub fn parse_header(
     buf: &[u8],
     max_payload: usize,
 ) -> Result<Option<(FrameHeader, usize, usize)>, WireError> {
-    let Some(&control) = buf.first() else { return Ok(None) };
+    let Some(&control) = buf.first() else {
+        return Ok(None);
+    };
     let mut at = 1;
     let next = |at: &mut usize| -> Result<Option<u64>, WireError> {
         Ok(read_varint(&buf[*at..])?.map(|(v, n)| {
@@ -142,11 +147,20 @@ pub fn parse_header(
             v
         }))
     };
-    let Some(stream_id) = next(&mut at)? else { return Ok(None) };
-    let Some(message_id) = next(&mut at)? else { return Ok(None) };
-    let Some(len) = next(&mut at)? else { return Ok(None) };
+    let Some(stream_id) = next(&mut at)? else {
+        return Ok(None);
+    };
+    let Some(message_id) = next(&mut at)? else {
+        return Ok(None);
+    };
+    let Some(len) = next(&mut at)? else {
+        return Ok(None);
+    };
     if len > max_payload as u64 {
-        return Err(WireError::FrameTooLarge { len, max: max_payload });
+        return Err(WireError::FrameTooLarge {
+            len,
+            max: max_payload,
+        });
     }
     let header = FrameHeader {
         stream_id,
@@ -190,8 +204,13 @@ pub fn put_packet(
     loop {
         let n = rest.len().min(split);
         let (chunk, tail) = rest.split_at(n);
-        let header =
-            FrameHeader { stream_id, message_id, kind, control, done: tail.is_empty() };
+        let header = FrameHeader {
+            stream_id,
+            message_id,
+            kind,
+            control,
+            done: tail.is_empty(),
+        };
         put_frame(buf, &header, chunk);
         if tail.is_empty() {
             return;
@@ -239,12 +258,21 @@ mod tests {
             control: true,
             done: true,
         };
-        assert_eq!(frame_bytes(h, &delta), [0x91, 0x07, 0x00, 0x03, 0x80, 0x80, 0x08]);
+        assert_eq!(
+            frame_bytes(h, &delta),
+            [0x91, 0x07, 0x00, 0x03, 0x80, 0x80, 0x08]
+        );
     }
 
     #[test]
     fn control_byte_layout() {
-        let h = |kind, control, done| FrameHeader { stream_id: 1, message_id: 1, kind, control, done };
+        let h = |kind, control, done| FrameHeader {
+            stream_id: 1,
+            message_id: 1,
+            kind,
+            control,
+            done,
+        };
         assert_eq!(h(Kind::INVOKE, false, true).control_byte(), 0b0000_0011);
         assert_eq!(h(Kind::MESSAGE, false, false).control_byte(), 0b0000_0100);
         assert_eq!(h(Kind::CANCEL, true, true).control_byte(), 0b1000_1001);
@@ -254,15 +282,37 @@ mod tests {
 
     #[test]
     fn invoke_frame_bytes() {
-        let h = FrameHeader { stream_id: 1, message_id: 1, kind: Kind::INVOKE, control: false, done: true };
+        let h = FrameHeader {
+            stream_id: 1,
+            message_id: 1,
+            kind: Kind::INVOKE,
+            control: false,
+            done: true,
+        };
         assert_eq!(frame_bytes(h, b"/a.B/C"), b"\x03\x01\x01\x06/a.B/C");
-        let h = FrameHeader { stream_id: 300, message_id: 2, kind: Kind::CLOSE_SEND, control: false, done: true };
+        let h = FrameHeader {
+            stream_id: 300,
+            message_id: 2,
+            kind: Kind::CLOSE_SEND,
+            control: false,
+            done: true,
+        };
         assert_eq!(frame_bytes(h, b""), [0x0d, 0xac, 0x02, 0x02, 0x00]);
     }
 
     #[test]
     fn varints_round_trip_and_reject_overlong() {
-        for x in [0u64, 1, 127, 128, 300, 16383, 16384, u32::MAX as u64, u64::MAX] {
+        for x in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16383,
+            16384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut v = Vec::new();
             put_varint(&mut v, x);
             assert_eq!(v.len(), varint_len(x));
@@ -281,12 +331,18 @@ mod tests {
     fn parse_needs_whole_header_and_bounds_payload() {
         let bytes = b"\x05\x01\x02\x03abc";
         let (h, at, len) = parse_header(bytes, 10).unwrap().unwrap();
-        assert_eq!((h.kind, h.stream_id, h.message_id, h.done, h.control), (Kind::MESSAGE, 1, 2, true, false));
+        assert_eq!(
+            (h.kind, h.stream_id, h.message_id, h.done, h.control),
+            (Kind::MESSAGE, 1, 2, true, false)
+        );
         assert_eq!((at, len), (4, 3));
         for cut in 0..4 {
             assert_eq!(parse_header(&bytes[..cut], 10).unwrap(), None);
         }
-        assert_eq!(parse_header(bytes, 2), Err(WireError::FrameTooLarge { len: 3, max: 2 }));
+        assert_eq!(
+            parse_header(bytes, 2),
+            Err(WireError::FrameTooLarge { len: 3, max: 2 })
+        );
         let mut overlong = vec![0x05];
         overlong.extend_from_slice(&[0x80; 11]);
         assert_eq!(parse_header(&overlong, 10), Err(WireError::VarintTooLong));
@@ -313,6 +369,9 @@ mod tests {
         assert_eq!(&p[8..], b"test status message");
         assert_eq!(decode_error(&p), (2, "test status message".to_string()));
         assert_eq!(decode_error(b"short"), (0, "short".to_string()));
-        assert_eq!(decode_error(&encode_error(u64::MAX, "")), (u64::MAX, String::new()));
+        assert_eq!(
+            decode_error(&encode_error(u64::MAX, "")),
+            (u64::MAX, String::new())
+        );
     }
 }

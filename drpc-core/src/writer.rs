@@ -72,7 +72,9 @@ pub(crate) enum Lane {
     /// Ahead of queued data, unless a frame of the same stream appended at or
     /// before `after` (a data position) is still queued, so a stream's own
     /// frames never overtake each other.
-    Control { after: u64 },
+    Control {
+        after: u64,
+    },
 }
 
 impl Writer {
@@ -86,7 +88,12 @@ impl Writer {
                 flushing: false,
                 closed: None,
             }),
-            io: Mutex::new(Io { transport: Some(transport), pending: BytesMut::new(), batch: 0, unflushed: false }),
+            io: Mutex::new(Io {
+                transport: Some(transport),
+                pending: BytesMut::new(),
+                batch: 0,
+                unflushed: false,
+            }),
             task_wake: Notify::new(),
             drained: Notify::new(),
             room: Notify::new(),
@@ -99,7 +106,11 @@ impl Writer {
     /// the data position after them. Never waits: callers that must respect
     /// the cap wait in `room` first. A closed writer returns its failure.
     /// May write to the transport: callers holding a lock use `append`.
-    pub(crate) fn write(&self, lane: Lane, encode: impl FnOnce(&mut BytesMut)) -> Result<u64, Status> {
+    pub(crate) fn write(
+        &self,
+        lane: Lane,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<u64, Status> {
         let (position, flusher) = self.append(lane, encode)?;
         if flusher {
             self.flush_now()?;
@@ -110,7 +121,11 @@ impl Writer {
     /// Appends frames with `encode` without writing anything: returns the
     /// data position after them, and whether the caller took the flusher
     /// role, in which case it must call `flush_now` once it holds no lock.
-    pub(crate) fn append(&self, lane: Lane, encode: impl FnOnce(&mut BytesMut)) -> Result<(u64, bool), Status> {
+    pub(crate) fn append(
+        &self,
+        lane: Lane,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<(u64, bool), Status> {
         let mut q = self.queue.lock().unwrap();
         if let Some(status) = &q.closed {
             return Err(status.clone());
@@ -175,7 +190,9 @@ impl Writer {
             if io.pending.is_empty() {
                 self.account.release(std::mem::take(&mut io.batch));
                 let mut q = self.queue.lock().unwrap();
-                if q.closed.is_some() || (q.data.is_empty() && q.control.is_empty() && !io.unflushed) {
+                if q.closed.is_some()
+                    || (q.data.is_empty() && q.control.is_empty() && !io.unflushed)
+                {
                     q.flushing = false;
                     drop(q);
                     self.drained.notify_waiters();
@@ -208,7 +225,9 @@ impl Writer {
                 continue;
             }
             match transport.poll_write(cx, &io.pending) {
-                Poll::Ready(Ok(0)) => return self.fail(Status::unavailable("connection closed while writing")),
+                Poll::Ready(Ok(0)) => {
+                    return self.fail(Status::unavailable("connection closed while writing"))
+                }
                 Poll::Ready(Ok(n)) => {
                     io.pending.advance(n);
                     io.unflushed = true;
@@ -263,7 +282,8 @@ impl Writer {
             notified.as_mut().enable();
             {
                 let q = self.queue.lock().unwrap();
-                if q.closed.is_some() || (!q.flushing && q.data.is_empty() && q.control.is_empty()) {
+                if q.closed.is_some() || (!q.flushing && q.data.is_empty() && q.control.is_empty())
+                {
                     return;
                 }
             }

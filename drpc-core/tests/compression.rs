@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use drpc_core::wire::{decode_error, Kind};
-use drpc_core::{metadata, CallOptions, Code, Compression, Conn, ConnOptions, Metadata, ServerOptions};
+use drpc_core::{
+    metadata, CallOptions, Code, Compression, Conn, ConnOptions, Metadata, ServerOptions,
+};
 
 #[tokio::test]
 async fn both_codecs_work_both_ways_for_unary_and_streams() {
@@ -18,12 +20,19 @@ async fn both_codecs_work_both_ways_for_unary_and_streams() {
         let s = conn.stream("/t.S/Bidi", &opts).await.unwrap();
         for i in 0..3 {
             s.send(&body[i..]).await.unwrap();
-            assert_eq!(s.recv().await.unwrap().unwrap(), body[i..], "{codec:?} stream");
+            assert_eq!(
+                s.recv().await.unwrap().unwrap(),
+                body[i..],
+                "{codec:?} stream"
+            );
         }
         s.close_send().await.unwrap();
         assert_eq!(s.recv().await.unwrap(), None);
     }
-    eventually("released", || server.active_rpcs() == 0 && conn.active_streams() == 0).await;
+    eventually("released", || {
+        server.active_rpcs() == 0 && conn.active_streams() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -33,14 +42,28 @@ async fn the_server_answers_compressed_on_the_wire() {
     let md = Metadata::from([("drpc-compression".to_string(), "snappy".to_string())]);
     let plain = vec![b'z'; 10_000];
     let packed = Compression::Snappy.compress(&plain).unwrap();
-    let mut out = frame(1, 1, Kind::INVOKE_METADATA, false, true, &metadata::encode(&md));
+    let mut out = frame(
+        1,
+        1,
+        Kind::INVOKE_METADATA,
+        false,
+        true,
+        &metadata::encode(&md),
+    );
     out.extend(frame(1, 2, Kind::INVOKE, false, true, b"/t.S/Echo"));
     out.extend(frame(1, 3, Kind::MESSAGE, false, true, &packed));
     peer.send(&out).await;
     let (h, p) = peer.read_frame().await.unwrap();
     assert_eq!(h.kind, Kind::MESSAGE);
-    assert!(p.len() < 1000, "response travels compressed ({} bytes)", p.len());
-    assert_eq!(Compression::Snappy.decompress(&p, usize::MAX).unwrap(), plain);
+    assert!(
+        p.len() < 1000,
+        "response travels compressed ({} bytes)",
+        p.len()
+    );
+    assert_eq!(
+        Compression::Snappy.decompress(&p, usize::MAX).unwrap(),
+        plain
+    );
 }
 
 #[tokio::test]
@@ -48,7 +71,14 @@ async fn an_unknown_codec_fails_that_stream_with_unimplemented() {
     let (server, addr, _) = start_server(ServerOptions::default()).await;
     let mut peer = RawPeer::connect(&addr).await;
     let md = Metadata::from([("drpc-compression".to_string(), "brotli".to_string())]);
-    let mut out = frame(1, 1, Kind::INVOKE_METADATA, false, true, &metadata::encode(&md));
+    let mut out = frame(
+        1,
+        1,
+        Kind::INVOKE_METADATA,
+        false,
+        true,
+        &metadata::encode(&md),
+    );
     out.extend(frame(1, 2, Kind::INVOKE, false, true, b"/t.S/Echo"));
     out.extend(frame(1, 3, Kind::MESSAGE, false, true, b"x"));
     peer.send(&out).await;
@@ -63,9 +93,22 @@ async fn an_unknown_codec_fails_that_stream_with_unimplemented() {
 
     // The client refuses an unknown codec before using a stream id.
     let conn = Conn::connect(&addr, ConnOptions::default()).await.unwrap();
-    let e = conn.unary("/t.S/Echo", b"", &CallOptions::new().metadata("drpc-compression", "lz4")).await.unwrap_err();
+    let e = conn
+        .unary(
+            "/t.S/Echo",
+            b"",
+            &CallOptions::new().metadata("drpc-compression", "lz4"),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert_eq!(conn.stream("/t.S/Bidi", &CallOptions::new()).await.unwrap().id(), 1);
+    assert_eq!(
+        conn.stream("/t.S/Bidi", &CallOptions::new())
+            .await
+            .unwrap()
+            .id(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -73,9 +116,23 @@ async fn corrupt_compressed_data_fails_the_stream_only() {
     let (_server, addr, _) = start_server(ServerOptions::default()).await;
     let mut peer = RawPeer::connect(&addr).await;
     let md = Metadata::from([("drpc-compression".to_string(), "minlz-fastest".to_string())]);
-    let mut out = frame(1, 1, Kind::INVOKE_METADATA, false, true, &metadata::encode(&md));
+    let mut out = frame(
+        1,
+        1,
+        Kind::INVOKE_METADATA,
+        false,
+        true,
+        &metadata::encode(&md),
+    );
     out.extend(frame(1, 2, Kind::INVOKE, false, true, b"/t.S/Echo"));
-    out.extend(frame(1, 3, Kind::MESSAGE, false, true, b"\xff\xff\xff\xff\x0fnot minlz"));
+    out.extend(frame(
+        1,
+        3,
+        Kind::MESSAGE,
+        false,
+        true,
+        b"\xff\xff\xff\xff\x0fnot minlz",
+    ));
     peer.send(&out).await;
     let (h, p) = peer.read_frame().await.unwrap();
     assert_eq!((h.stream_id, h.kind), (1, Kind::ERROR));

@@ -30,7 +30,14 @@ struct Faulty<T> {
 
 impl<T> Faulty<T> {
     fn new(inner: T, seed: u64, break_after: Option<u64>) -> Faulty<T> {
-        Faulty { inner, rng: Arc::new(Mutex::new(Rng::new(seed))), break_after, moved: 0, read_stall: None, write_stall: None }
+        Faulty {
+            inner,
+            rng: Arc::new(Mutex::new(Rng::new(seed))),
+            break_after,
+            moved: 0,
+            read_stall: None,
+            write_stall: None,
+        }
     }
 
     fn broken(&self) -> bool {
@@ -43,7 +50,11 @@ impl<T> Faulty<T> {
             let mut rng = self.rng.lock().unwrap();
             rng.chance(5).then(|| rng.below(5))
         };
-        let stall = if write { &mut self.write_stall } else { &mut self.read_stall };
+        let stall = if write {
+            &mut self.write_stall
+        } else {
+            &mut self.read_stall
+        };
         if let (None, Some(ms)) = (&stall, start) {
             *stall = Some(Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
         }
@@ -59,7 +70,11 @@ impl<T> Faulty<T> {
     /// How many bytes of `len` this operation may move (often one).
     fn allowance(&mut self, len: usize) -> usize {
         let mut rng = self.rng.lock().unwrap();
-        let mut n = if rng.chance(30) { 1 } else { 1 + rng.below(len as u64) as usize };
+        let mut n = if rng.chance(30) {
+            1
+        } else {
+            1 + rng.below(len as u64) as usize
+        };
         if let Some(b) = self.break_after {
             n = n.min((b - self.moved.min(b)) as usize).max(1);
         }
@@ -70,9 +85,16 @@ impl<T> Faulty<T> {
 use std::future::Future;
 
 impl<T: AsyncRead + Unpin> AsyncRead for Faulty<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.broken() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "injected fault")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "injected fault",
+            )));
         }
         if self.maybe_stall(cx, false).is_pending() {
             return Poll::Pending;
@@ -93,9 +115,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Faulty<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Faulty<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.broken() {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "injected fault")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "injected fault",
+            )));
         }
         if self.maybe_stall(cx, true).is_pending() {
             return Poll::Pending;
@@ -138,7 +167,11 @@ async fn run_seed(seed: u64, break_after: Option<u64>) {
     let (a, b) = tokio::io::duplex(64 << 10);
     let serving = tokio::spawn({
         let server = server.clone();
-        async move { server.serve_transport(Faulty::new(b, seed ^ 0xABCD, break_after)).await }
+        async move {
+            server
+                .serve_transport(Faulty::new(b, seed ^ 0xABCD, break_after))
+                .await
+        }
     });
     let conn = Conn::new(Faulty::new(a, seed, break_after), ConnOptions::default());
     let mut rng = Rng::new(seed);
@@ -165,7 +198,10 @@ async fn run_seed(seed: u64, break_after: Option<u64>) {
                         s.send(&msg).await?;
                         match s.recv().await? {
                             Some(echo) if echo == msg => {}
-                            other => panic!("seed {seed}: call {i} got foreign data ({:?} bytes)", other.map(|o| o.len())),
+                            other => panic!(
+                                "seed {seed}: call {i} got foreign data ({:?} bytes)",
+                                other.map(|o| o.len())
+                            ),
                         }
                     }
                     s.close_send().await?;
@@ -175,15 +211,28 @@ async fn run_seed(seed: u64, break_after: Option<u64>) {
                 .await
             } else {
                 conn.unary("/f.S/Echo", &payload, &opts).await.map(|echo| {
-                    assert!(echo == payload, "seed {seed}: call {i} got another call's data");
+                    assert!(
+                        echo == payload,
+                        "seed {seed}: call {i} got another call's data"
+                    );
                 })
             };
-            assert!(started.elapsed() < deadline + Duration::from_secs(1), "seed {seed}: call {i} overran its deadline");
+            assert!(
+                started.elapsed() < deadline + Duration::from_secs(1),
+                "seed {seed}: call {i} overran its deadline"
+            );
             if let Err(e) = &outcome {
-                let ok = matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Canceled);
+                let ok = matches!(
+                    e.code(),
+                    Code::Unavailable | Code::DeadlineExceeded | Code::Canceled
+                );
                 assert!(ok, "seed {seed}: call {i} failed with unexpected {e}");
                 if break_after.is_none() && !cancel_early {
-                    assert_ne!(e.code(), Code::Unavailable, "seed {seed}: healthy transport lost: {e}");
+                    assert_ne!(
+                        e.code(),
+                        Code::Unavailable,
+                        "seed {seed}: healthy transport lost: {e}"
+                    );
                 }
             }
             outcome.is_ok()
@@ -194,13 +243,23 @@ async fn run_seed(seed: u64, break_after: Option<u64>) {
         succeeded += c.await.unwrap() as usize;
     }
     if break_after.is_none() {
-        assert!(succeeded >= 30, "seed {seed}: only {succeeded} calls succeeded on a slow but healthy transport");
+        assert!(
+            succeeded >= 30,
+            "seed {seed}: only {succeeded} calls succeeded on a slow but healthy transport"
+        );
     }
     conn.close().await;
-    tokio::time::timeout(Duration::from_secs(3), serving).await.expect("server connection ended").unwrap();
+    tokio::time::timeout(Duration::from_secs(3), serving)
+        .await
+        .expect("server connection ended")
+        .unwrap();
     assert_eq!(conn.active_streams(), 0, "seed {seed}: client streams left");
     eventually("server handlers gone", || server.active_rpcs() == 0).await;
-    assert_eq!(server.connections(), 0, "seed {seed}: server connection left");
+    assert_eq!(
+        server.connections(),
+        0,
+        "seed {seed}: server connection left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,10 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use drpc_core::wire::{decode_error, put_varint, Kind};
-use drpc_core::{CallOptions, Code, Conn, ConnOptions, FlowControl, Router, Server, ServerOptions, Status, Stream};
+use drpc_core::{
+    CallOptions, Code, Conn, ConnOptions, FlowControl, Router, Server, ServerOptions, Status,
+    Stream,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +35,17 @@ async fn flood_server(opts: ConnOptions) -> (Server, String, Arc<AtomicUsize>) {
                 Ok(())
             }
         })
-        .unary_raw("/f.S/Echo", |req| async move { Ok::<Bytes, Status>(req.data) });
-    let server = Server::with_options(router, ServerOptions { conn: opts, ..ServerOptions::default() });
+        .unary_raw(
+            "/f.S/Echo",
+            |req| async move { Ok::<Bytes, Status>(req.data) },
+        );
+    let server = Server::with_options(
+        router,
+        ServerOptions {
+            conn: opts,
+            ..ServerOptions::default()
+        },
+    );
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     (server, addr, sent)
 }
@@ -44,28 +56,50 @@ async fn a_reader_that_never_reads_holds_at_most_window_plus_one_message() {
     let window = FlowControl::default().window as usize;
     let (server, addr, sent) = flood_server(opts.clone()).await;
     let conn = Conn::connect(&addr, opts).await.unwrap();
-    let slow = conn.stream("/f.S/Flood", &CallOptions::new()).await.unwrap();
+    let slow = conn
+        .stream("/f.S/Flood", &CallOptions::new())
+        .await
+        .unwrap();
     slow.send([10u8]).await.unwrap(); // asks for 1,000 x 64 KiB = 62.5 MiB
     slow.close_send().await.unwrap();
 
     // Other calls on the same connection run at full speed meanwhile.
     let start = Instant::now();
     for i in 0..300u32 {
-        let r = conn.unary("/f.S/Echo", &i.to_be_bytes(), &CallOptions::new()).await.unwrap();
+        let r = conn
+            .unary("/f.S/Echo", &i.to_be_bytes(), &CallOptions::new())
+            .await
+            .unwrap();
         assert_eq!(&r[..], &i.to_be_bytes());
     }
-    assert!(start.elapsed() < Duration::from_secs(5), "other streams were slowed: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "other streams were slowed: {:?}",
+        start.elapsed()
+    );
 
     // The sender is blocked on credit: what it sent fits the window (+1 message).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let held = conn.buffered_bytes();
-    assert!(held <= window + CHUNK, "client holds {held} bytes for the unread stream");
-    assert!(sent.load(Ordering::SeqCst) * CHUNK <= window + CHUNK, "server sent past its credit");
-    assert!(held >= window / 2, "the stream should have used its window: {held}");
+    assert!(
+        held <= window + CHUNK,
+        "client holds {held} bytes for the unread stream"
+    );
+    assert!(
+        sent.load(Ordering::SeqCst) * CHUNK <= window + CHUNK,
+        "server sent past its credit"
+    );
+    assert!(
+        held >= window / 2,
+        "the stream should have used its window: {held}"
+    );
 
     // Cancelling unblocks the sender and frees the memory.
     slow.cancel();
-    eventually("server handler unblocked and finished", || server.active_rpcs() == 0).await;
+    eventually("server handler unblocked and finished", || {
+        server.active_rpcs() == 0
+    })
+    .await;
     eventually("buffer released", || conn.buffered_bytes() == 0).await;
     assert!(sent.load(Ordering::SeqCst) < 1000);
 }
@@ -75,7 +109,10 @@ async fn reading_grants_credit_and_the_whole_stream_arrives() {
     let opts = ConnOptions::default().with_flow_control();
     let (_server, addr, sent) = flood_server(opts.clone()).await;
     let conn = Conn::connect(&addr, opts).await.unwrap();
-    let s = conn.stream("/f.S/Flood", &CallOptions::new()).await.unwrap();
+    let s = conn
+        .stream("/f.S/Flood", &CallOptions::new())
+        .await
+        .unwrap();
     s.send([1u8]).await.unwrap(); // 100 x 64 KiB = 6.25 MiB, three windows' worth
     s.close_send().await.unwrap();
     let mut got = 0;
@@ -94,10 +131,20 @@ async fn a_blocked_client_sender_unblocks_on_cancel() {
         Ok(())
     });
     let opts = ConnOptions::default().with_flow_control();
-    let server = Server::with_options(router, ServerOptions { conn: opts.clone(), ..ServerOptions::default() });
+    let server = Server::with_options(
+        router,
+        ServerOptions {
+            conn: opts.clone(),
+            ..ServerOptions::default()
+        },
+    );
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let conn = Conn::connect(&addr, opts).await.unwrap();
-    let s = Arc::new(conn.stream("/f.S/Ignore", &CallOptions::new()).await.unwrap());
+    let s = Arc::new(
+        conn.stream("/f.S/Ignore", &CallOptions::new())
+            .await
+            .unwrap(),
+    );
     let sender = {
         let s = s.clone();
         tokio::spawn(async move {
@@ -112,29 +159,53 @@ async fn a_blocked_client_sender_unblocks_on_cancel() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!sender.is_finished(), "the sender should be blocked on credit");
+    assert!(
+        !sender.is_finished(),
+        "the sender should be blocked on credit"
+    );
     assert!(s.send_credit().unwrap() < 0);
     s.cancel();
-    let (n, e) = tokio::time::timeout(Duration::from_secs(2), sender).await.unwrap().unwrap();
+    let (n, e) = tokio::time::timeout(Duration::from_secs(2), sender)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.code(), Code::Canceled);
-    assert!(n * CHUNK <= (2 << 20) + CHUNK, "sent {n} chunks past the window");
+    assert!(
+        n * CHUNK <= (2 << 20) + CHUNK,
+        "sent {n} chunks past the window"
+    );
     eventually("server released", || server.active_rpcs() == 0).await;
 }
 
 #[tokio::test]
 async fn a_peer_overrunning_its_window_gets_resource_exhausted() {
     let opts = ConnOptions {
-        flow_control: Some(FlowControl { window: 1000, grant_threshold: 500 }),
+        flow_control: Some(FlowControl {
+            window: 1000,
+            grant_threshold: 500,
+        }),
         max_message_size: 1000,
         ..ConnOptions::default()
     };
     let router = Router::new()
         .stream_raw("/f.S/Never", |stream: Stream| async move {
             stream.context().cancelled().await;
-            Err(stream.context().failure().unwrap_or_else(|| Status::canceled("canceled")))
+            Err(stream
+                .context()
+                .failure()
+                .unwrap_or_else(|| Status::canceled("canceled")))
         })
-        .unary_raw("/f.S/Echo", |req| async move { Ok::<Bytes, Status>(req.data) });
-    let server = Server::with_options(router, ServerOptions { conn: opts, ..ServerOptions::default() });
+        .unary_raw(
+            "/f.S/Echo",
+            |req| async move { Ok::<Bytes, Status>(req.data) },
+        );
+    let server = Server::with_options(
+        router,
+        ServerOptions {
+            conn: opts,
+            ..ServerOptions::default()
+        },
+    );
     let addr = server.listen("127.0.0.1:0").await.unwrap();
     let mut peer = RawPeer::connect(&addr).await;
     let mut out = frame(1, 1, Kind::INVOKE, false, true, b"/f.S/Never");
@@ -143,7 +214,10 @@ async fn a_peer_overrunning_its_window_gets_resource_exhausted() {
     }
     peer.send(&out).await;
     let (h, p) = peer.read_frame().await.unwrap();
-    assert_eq!((h.stream_id, h.kind, decode_error(&p).0), (1, Kind::ERROR, 8));
+    assert_eq!(
+        (h.stream_id, h.kind, decode_error(&p).0),
+        (1, Kind::ERROR, 8)
+    );
     peer.unary(3, "/f.S/Echo", b"still here").await;
     let (h, p) = peer.read_frame().await.unwrap();
     assert_eq!((h.stream_id, &p[..]), (3, &b"still here"[..]));
@@ -152,7 +226,11 @@ async fn a_peer_overrunning_its_window_gets_resource_exhausted() {
 
 #[tokio::test]
 async fn malformed_window_updates_are_dropped_not_fatal() {
-    let (_server, addr, _) = start_server(ServerOptions { conn: ConnOptions::default().with_flow_control(), ..ServerOptions::default() }).await;
+    let (_server, addr, _) = start_server(ServerOptions {
+        conn: ConnOptions::default().with_flow_control(),
+        ..ServerOptions::default()
+    })
+    .await;
     let mut peer = RawPeer::connect(&addr).await;
     let mut big = Vec::new();
     put_varint(&mut big, 1 << 20);
@@ -171,8 +249,15 @@ async fn malformed_window_updates_are_dropped_not_fatal() {
 
 #[tokio::test]
 async fn server_refuses_streams_over_its_limit_with_unavailable() {
-    let opts = ConnOptions { max_concurrent_streams: 2, ..ConnOptions::default() };
-    let (server, addr, seen) = start_server(ServerOptions { conn: opts, ..ServerOptions::default() }).await;
+    let opts = ConnOptions {
+        max_concurrent_streams: 2,
+        ..ConnOptions::default()
+    };
+    let (server, addr, seen) = start_server(ServerOptions {
+        conn: opts,
+        ..ServerOptions::default()
+    })
+    .await;
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Sleep", b"").await;
     peer.unary(3, "/t.S/Sleep", b"").await;
@@ -193,9 +278,24 @@ async fn server_refuses_streams_over_its_limit_with_unavailable() {
 #[tokio::test]
 async fn client_queues_calls_over_its_stream_limit_and_deadlines_still_apply() {
     let (_server, addr, _) = start_server(ServerOptions::default()).await;
-    let conn = Conn::connect(&addr, ConnOptions { max_concurrent_streams: 1, ..ConnOptions::default() }).await.unwrap();
+    let conn = Conn::connect(
+        &addr,
+        ConnOptions {
+            max_concurrent_streams: 1,
+            ..ConnOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     let open = conn.stream("/t.S/Bidi", &CallOptions::new()).await.unwrap();
-    let e = conn.unary("/t.S/Echo", b"", &CallOptions::new().timeout(Duration::from_millis(50))).await.unwrap_err();
+    let e = conn
+        .unary(
+            "/t.S/Echo",
+            b"",
+            &CallOptions::new().timeout(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded);
     let queued = {
         let conn = conn.clone();
@@ -212,15 +312,27 @@ async fn client_queues_calls_over_its_stream_limit_and_deadlines_still_apply() {
 async fn without_flow_control_the_buffer_budget_stops_the_reader() {
     let (_server, addr, sent) = flood_server(ConnOptions::default()).await;
     let budget = 1 << 20;
-    let opts = ConnOptions { connection_buffer_budget: budget, ..ConnOptions::default() };
+    let opts = ConnOptions {
+        connection_buffer_budget: budget,
+        ..ConnOptions::default()
+    };
     let conn = Conn::connect(&addr, opts).await.unwrap();
-    let s = conn.stream("/f.S/Flood", &CallOptions::new()).await.unwrap();
+    let s = conn
+        .stream("/f.S/Flood", &CallOptions::new())
+        .await
+        .unwrap();
     s.send([2u8]).await.unwrap(); // 200 x 64 KiB
     s.close_send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let held = conn.buffered_bytes();
-    assert!(held <= budget + CHUNK, "client buffered {held} bytes past its budget");
-    assert!(sent.load(Ordering::SeqCst) < 200, "the server should be held back by TCP");
+    assert!(
+        held <= budget + CHUNK,
+        "client buffered {held} bytes past its budget"
+    );
+    assert!(
+        sent.load(Ordering::SeqCst) < 200,
+        "the server should be held back by TCP"
+    );
     let mut got = 0;
     while s.recv().await.unwrap().is_some() {
         got += 1;
@@ -232,11 +344,21 @@ async fn without_flow_control_the_buffer_budget_stops_the_reader() {
 async fn cancel_goes_out_under_heavy_write_load() {
     // A server that reads nothing for a while: the client's writer fills up.
     let (server, addr, seen) = start_server(ServerOptions::default()).await;
-    let opts = ConnOptions { writer_buffer_cap: 256 << 10, ..ConnOptions::default() };
+    let opts = ConnOptions {
+        writer_buffer_cap: 256 << 10,
+        ..ConnOptions::default()
+    };
     let conn = Conn::connect(&addr, opts).await.unwrap();
     let sleeper = {
         let conn = conn.clone();
-        tokio::spawn(async move { conn.unary("/t.S/Sleep", b"", &CallOptions::new().timeout(Duration::from_millis(300))).await })
+        tokio::spawn(async move {
+            conn.unary(
+                "/t.S/Sleep",
+                b"",
+                &CallOptions::new().timeout(Duration::from_millis(300)),
+            )
+            .await
+        })
     };
     eventually("sleeping", || seen.started.load(Ordering::SeqCst) == 1).await;
     let bulk = conn.stream("/t.S/Bidi", &CallOptions::new()).await.unwrap();
@@ -252,7 +374,10 @@ async fn cancel_goes_out_under_heavy_write_load() {
     });
     let e = sleeper.await.unwrap().unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded);
-    eventually("the cancel reached the server past the queued data", || seen.cancelled.load(Ordering::SeqCst) == 1).await;
+    eventually("the cancel reached the server past the queued data", || {
+        seen.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
     writer.abort();
     let _ = writer.await;
     eventually("all released", || server.active_rpcs() == 0).await;

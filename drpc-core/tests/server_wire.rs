@@ -13,7 +13,10 @@ use std::sync::atomic::Ordering;
 /// The server answers a well-formed unary call on a fresh connection.
 async fn still_serving(addr: &str) {
     let conn = Conn::connect(addr, ConnOptions::default()).await.unwrap();
-    let resp = conn.unary("/t.S/Echo", b"alive", &CallOptions::new()).await.unwrap();
+    let resp = conn
+        .unary("/t.S/Echo", b"alive", &CallOptions::new())
+        .await
+        .unwrap();
     assert_eq!(&resp[..], b"alive");
     conn.close().await;
 }
@@ -24,9 +27,15 @@ async fn unary_answer_is_message_then_close_send() {
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Echo", b"hi").await;
     let (h, p) = peer.read_frame().await.unwrap();
-    assert_eq!((h.stream_id, h.message_id, h.kind, h.done, &p[..]), (1, 1, Kind::MESSAGE, true, &b"hi"[..]));
+    assert_eq!(
+        (h.stream_id, h.message_id, h.kind, h.done, &p[..]),
+        (1, 1, Kind::MESSAGE, true, &b"hi"[..])
+    );
     let (h, _) = peer.read_frame().await.unwrap();
-    assert_eq!((h.stream_id, h.message_id, h.kind), (1, 2, Kind::CLOSE_SEND));
+    assert_eq!(
+        (h.stream_id, h.message_id, h.kind),
+        (1, 2, Kind::CLOSE_SEND)
+    );
     eventually("handler finished", || server.active_rpcs() == 0).await;
 }
 
@@ -74,12 +83,22 @@ async fn invoke_metadata_reaches_the_handler() {
     let (_server, addr, _) = start_server(ServerOptions::default()).await;
     let mut peer = RawPeer::connect(&addr).await;
     let md = drpc_core::Metadata::from([("k".to_string(), "v".to_string())]);
-    let mut out = frame(1, 1, Kind::INVOKE_METADATA, false, true, &drpc_core::metadata::encode(&md));
+    let mut out = frame(
+        1,
+        1,
+        Kind::INVOKE_METADATA,
+        false,
+        true,
+        &drpc_core::metadata::encode(&md),
+    );
     out.extend(frame(1, 2, Kind::INVOKE, false, true, b"/t.S/Meta"));
     out.extend(frame(1, 3, Kind::MESSAGE, false, true, b""));
     peer.send(&out).await;
     let (h, p) = peer.read_frame().await.unwrap();
-    assert_eq!((h.kind, String::from_utf8(p).unwrap()), (Kind::MESSAGE, r#"{"k": "v"}"#.to_string()));
+    assert_eq!(
+        (h.kind, String::from_utf8(p).unwrap()),
+        (Kind::MESSAGE, r#"{"k": "v"}"#.to_string())
+    );
 }
 
 #[tokio::test]
@@ -132,9 +151,15 @@ async fn remote_cancel_reaches_the_handler_and_spares_the_connection() {
     let (server, addr, seen) = start_server(ServerOptions::default()).await;
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Sleep", b"").await;
-    eventually("handler started", || seen.started.load(Ordering::SeqCst) == 1).await;
+    eventually("handler started", || {
+        seen.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
     peer.send(&frame(1, 4, Kind::CANCEL, true, true, b"")).await;
-    eventually("handler saw the cancel", || seen.cancelled.load(Ordering::SeqCst) == 1).await;
+    eventually("handler saw the cancel", || {
+        seen.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
     eventually("handler finished", || server.active_rpcs() == 0).await;
     peer.unary(2, "/t.S/Echo", b"after").await;
     let (h, p) = peer.read_frame().await.unwrap();
@@ -162,12 +187,24 @@ async fn closes_only_that_connection(bad: Vec<u8>) {
     let healthy = Conn::connect(&addr, ConnOptions::default()).await.unwrap();
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Sleep", b"").await;
-    eventually("handler started", || seen.started.load(Ordering::SeqCst) == 1).await;
+    eventually("handler started", || {
+        seen.started.load(Ordering::SeqCst) == 1
+    })
+    .await;
     peer.send(&bad).await;
-    assert!(peer.closed_by_server().await, "the server kept the bad connection open");
-    eventually("in-flight handler cancelled", || seen.cancelled.load(Ordering::SeqCst) == 1).await;
+    assert!(
+        peer.closed_by_server().await,
+        "the server kept the bad connection open"
+    );
+    eventually("in-flight handler cancelled", || {
+        seen.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
     eventually("no handler left", || server.active_rpcs() == 0).await;
-    let resp = healthy.unary("/t.S/Echo", b"fine", &CallOptions::new()).await.unwrap();
+    let resp = healthy
+        .unary("/t.S/Echo", b"fine", &CallOptions::new())
+        .await
+        .unwrap();
     assert_eq!(&resp[..], b"fine");
     still_serving(&addr).await;
     healthy.close().await;
@@ -205,7 +242,15 @@ async fn message_id_going_back_closes_the_connection() {
 
 #[tokio::test]
 async fn malformed_metadata_closes_the_connection() {
-    closes_only_that_connection(frame(5, 1, Kind::INVOKE_METADATA, false, true, &[0x0a, 0x09, 0x0a])).await;
+    closes_only_that_connection(frame(
+        5,
+        1,
+        Kind::INVOKE_METADATA,
+        false,
+        true,
+        &[0x0a, 0x09, 0x0a],
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -215,10 +260,16 @@ async fn abrupt_disconnect_mid_frame_cancels_handlers() {
     let mut peer = RawPeer::connect(&addr).await;
     peer.unary(1, "/t.S/Sleep", b"").await;
     peer.unary(3, "/t.S/Sleep", b"").await;
-    eventually("handlers started", || seen.started.load(Ordering::SeqCst) == 2).await;
+    eventually("handlers started", || {
+        seen.started.load(Ordering::SeqCst) == 2
+    })
+    .await;
     peer.send(&[0x05, 0x05, 0x01, 0x10, b'p', b'a']).await;
     drop(peer);
-    eventually("handlers cancelled", || seen.cancelled.load(Ordering::SeqCst) == 2).await;
+    eventually("handlers cancelled", || {
+        seen.cancelled.load(Ordering::SeqCst) == 2
+    })
+    .await;
     eventually("no handler left", || server.active_rpcs() == 0).await;
     eventually("connection released", || server.connections() == 0).await;
     still_serving(&addr).await;
@@ -226,7 +277,13 @@ async fn abrupt_disconnect_mid_frame_cancels_handlers() {
 
 #[tokio::test]
 async fn oversized_message_fails_the_stream_not_the_connection() {
-    let opts = ServerOptions { conn: ConnOptions { max_message_size: 1024, ..ConnOptions::default() }, ..ServerOptions::default() };
+    let opts = ServerOptions {
+        conn: ConnOptions {
+            max_message_size: 1024,
+            ..ConnOptions::default()
+        },
+        ..ServerOptions::default()
+    };
     let (_server, addr, _) = start_server(opts).await;
     let mut peer = RawPeer::connect(&addr).await;
     let mut out = frame(1, 1, Kind::INVOKE, false, true, b"/t.S/Echo");
@@ -234,7 +291,10 @@ async fn oversized_message_fails_the_stream_not_the_connection() {
     out.extend(frame(1, 2, Kind::MESSAGE, false, true, &[0; 800]));
     peer.send(&out).await;
     let (h, p) = peer.read_frame().await.unwrap();
-    assert_eq!((h.stream_id, h.kind, decode_error(&p).0), (1, Kind::ERROR, 8));
+    assert_eq!(
+        (h.stream_id, h.kind, decode_error(&p).0),
+        (1, Kind::ERROR, 8)
+    );
     peer.unary(3, "/t.S/Echo", b"small").await;
     let (h, p) = peer.read_frame().await.unwrap();
     assert_eq!((h.stream_id, &p[..]), (3, &b"small"[..]));

@@ -19,7 +19,9 @@ use bytes::Bytes;
 use common::{seeds, Rng};
 use drpc_core::packet::{Assembled, Assembler};
 use drpc_core::state::{End, Flow, Incoming, Recv, StreamState};
-use drpc_core::wire::{parse_header, put_frame, put_packet, put_varint, read_varint, Frame, FrameHeader, Kind};
+use drpc_core::wire::{
+    parse_header, put_frame, put_packet, put_varint, read_varint, Frame, FrameHeader, Kind,
+};
 use drpc_core::Status;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,22 +54,43 @@ fn new_state() -> StreamState {
 
 impl Peer {
     fn new(name: &'static str) -> Peer {
-        Peer { name, ..Peer::default() }
+        Peer {
+            name,
+            ..Peer::default()
+        }
     }
 
     fn open(&mut self, id: u64) {
         let mut state = new_state();
         let mid = state.take_message_id();
-        put_packet(&mut self.outbox, id, mid, Kind::INVOKE, false, b"/sim.S/M", SPLIT);
-        self.live.insert(id, Entry { state, asm: Assembler::new(0, MAX_MSG) });
+        put_packet(
+            &mut self.outbox,
+            id,
+            mid,
+            Kind::INVOKE,
+            false,
+            b"/sim.S/M",
+            SPLIT,
+        );
+        self.live.insert(
+            id,
+            Entry {
+                state,
+                asm: Assembler::new(0, MAX_MSG),
+            },
+        );
     }
 
     fn send(&mut self, id: u64, rng: &mut Rng) {
-        let Some(e) = self.live.get_mut(&id) else { return };
+        let Some(e) = self.live.get_mut(&id) else {
+            return;
+        };
         if !e.state.has_send_credit() {
             return; // a compliant sender waits for credit
         }
-        let Ok(mid) = e.state.begin_send() else { return };
+        let Ok(mid) = e.state.begin_send() else {
+            return;
+        };
         let seq = self.sent_seq.entry(id).or_default();
         let mut payload = id.to_be_bytes().to_vec();
         payload.extend_from_slice(&seq.to_be_bytes());
@@ -75,14 +98,34 @@ impl Peer {
         *seq += 1;
         e.state.debit(payload.len());
         let credit = e.state.send_credit().unwrap();
-        assert!(credit >= -(MAX_MSG as i64), "{}: credit {credit} below one message", self.name);
-        put_packet(&mut self.outbox, id, mid, Kind::MESSAGE, false, &payload, SPLIT);
+        assert!(
+            credit >= -(MAX_MSG as i64),
+            "{}: credit {credit} below one message",
+            self.name
+        );
+        put_packet(
+            &mut self.outbox,
+            id,
+            mid,
+            Kind::MESSAGE,
+            false,
+            &payload,
+            SPLIT,
+        );
     }
 
     fn close_send(&mut self, id: u64) {
         if let Some(e) = self.live.get_mut(&id) {
             if let Some(mid) = e.state.close_send() {
-                put_packet(&mut self.outbox, id, mid, Kind::CLOSE_SEND, false, &[], SPLIT);
+                put_packet(
+                    &mut self.outbox,
+                    id,
+                    mid,
+                    Kind::CLOSE_SEND,
+                    false,
+                    &[],
+                    SPLIT,
+                );
             }
         }
     }
@@ -100,28 +143,56 @@ impl Peer {
             if !e.state.is_finished() {
                 let mid = e.state.take_message_id();
                 let payload = drpc_core::wire::encode_error(9, "sim failure");
-                put_packet(&mut self.outbox, id, mid, Kind::ERROR, false, &payload, SPLIT);
+                put_packet(
+                    &mut self.outbox,
+                    id,
+                    mid,
+                    Kind::ERROR,
+                    false,
+                    &payload,
+                    SPLIT,
+                );
                 e.state.finish(End::Done);
             }
         }
     }
 
     fn recv(&mut self, id: u64) {
-        let Some(e) = self.live.get_mut(&id) else { return };
+        let Some(e) = self.live.get_mut(&id) else {
+            return;
+        };
         if let Recv::Message(m) = e.state.recv() {
             let sid = u64::from_be_bytes(m[..8].try_into().unwrap());
             let seq = u32::from_be_bytes(m[8..12].try_into().unwrap());
-            assert_eq!(sid, id, "{}: stream {id} got stream {sid}'s message", self.name);
+            assert_eq!(
+                sid, id,
+                "{}: stream {id} got stream {sid}'s message",
+                self.name
+            );
             let want = self.recv_seq.entry(id).or_default();
-            assert_eq!(seq, *want, "{}: stream {id} message out of order", self.name);
-            assert!(m[12..].iter().all(|&b| b == (id as u8) ^ (seq as u8)), "{}: corrupt message", self.name);
+            assert_eq!(
+                seq, *want,
+                "{}: stream {id} message out of order",
+                self.name
+            );
+            assert!(
+                m[12..].iter().all(|&b| b == (id as u8) ^ (seq as u8)),
+                "{}: corrupt message",
+                self.name
+            );
             *want += 1;
             self.messages_delivered += 1;
         }
         if let Some(grant) = e.state.take_grant() {
             let mut delta = Vec::new();
             put_varint(&mut delta, grant);
-            let h = FrameHeader { stream_id: id, message_id: 0, kind: Kind::WINDOW_UPDATE, control: true, done: true };
+            let h = FrameHeader {
+                stream_id: id,
+                message_id: 0,
+                kind: Kind::WINDOW_UPDATE,
+                control: true,
+                done: true,
+            };
             put_frame(&mut self.outbox, &h, &delta);
         }
     }
@@ -152,21 +223,45 @@ impl Peer {
         }
         if let Some(e) = self.retired.get_mut(&h.stream_id) {
             if let Ok(Assembled::Packet(p)) = e.asm.push(frame) {
-                assert_eq!(e.state.on_packet(p), Incoming::Ignored, "{}: a finished stream changed", self.name);
+                assert_eq!(
+                    e.state.on_packet(p),
+                    Incoming::Ignored,
+                    "{}: a finished stream changed",
+                    self.name
+                );
             }
             return;
         }
         if !self.live.contains_key(&h.stream_id) {
-            assert!(server && h.kind == Kind::INVOKE, "{}: frame for unknown stream {}", self.name, h.stream_id);
-            self.live.insert(h.stream_id, Entry { state: new_state(), asm: Assembler::new(0, MAX_MSG) });
+            assert!(
+                server && h.kind == Kind::INVOKE,
+                "{}: frame for unknown stream {}",
+                self.name,
+                h.stream_id
+            );
+            self.live.insert(
+                h.stream_id,
+                Entry {
+                    state: new_state(),
+                    asm: Assembler::new(0, MAX_MSG),
+                },
+            );
         }
         let e = self.live.get_mut(&h.stream_id).unwrap();
-        match e.asm.push(frame).unwrap_or_else(|err| panic!("{}: assembly error {err}", self.name)) {
+        match e
+            .asm
+            .push(frame)
+            .unwrap_or_else(|err| panic!("{}: assembly error {err}", self.name))
+        {
             Assembled::Partial => {}
-            Assembled::TooLarge { .. } => panic!("{}: a message over the limit was sent", self.name),
+            Assembled::TooLarge { .. } => {
+                panic!("{}: a message over the limit was sent", self.name)
+            }
             Assembled::Packet(p) if p.kind == Kind::INVOKE => {}
             Assembled::Packet(p) => match e.state.on_packet(p) {
-                Incoming::Overrun => panic!("{}: compliant sender flagged as overrunning", self.name),
+                Incoming::Overrun => {
+                    panic!("{}: compliant sender flagged as overrunning", self.name)
+                }
                 Incoming::ProtocolError(err) => panic!("{}: protocol error {err}", self.name),
                 _ => {}
             },
@@ -175,10 +270,19 @@ impl Peer {
 
     /// Moves finished streams out of the registry, each exactly once.
     fn retire(&mut self) {
-        let done: Vec<u64> = self.live.iter().filter(|(_, e)| e.state.is_finished()).map(|(id, _)| *id).collect();
+        let done: Vec<u64> = self
+            .live
+            .iter()
+            .filter(|(_, e)| e.state.is_finished())
+            .map(|(id, _)| *id)
+            .collect();
         for id in done {
             let e = self.live.remove(&id).unwrap();
-            assert!(self.ended.insert(id), "{}: stream {id} ended twice", self.name);
+            assert!(
+                self.ended.insert(id),
+                "{}: stream {id} ended twice",
+                self.name
+            );
             self.retired.insert(id, e);
         }
     }
@@ -227,10 +331,22 @@ fn run(seed: u64) -> (u64, usize) {
                 }
             }
             7 => match rng.below(10) {
-                0 => client.any_live(&mut rng).into_iter().for_each(|id| client.cancel(id)),
-                1 => server.any_live(&mut rng).into_iter().for_each(|id| server.error(id)),
-                2..=5 => client.any_live(&mut rng).into_iter().for_each(|id| client.close_send(id)),
-                _ => server.any_live(&mut rng).into_iter().for_each(|id| server.close_send(id)),
+                0 => client
+                    .any_live(&mut rng)
+                    .into_iter()
+                    .for_each(|id| client.cancel(id)),
+                1 => server
+                    .any_live(&mut rng)
+                    .into_iter()
+                    .for_each(|id| server.error(id)),
+                2..=5 => client
+                    .any_live(&mut rng)
+                    .into_iter()
+                    .for_each(|id| client.close_send(id)),
+                _ => server
+                    .any_live(&mut rng)
+                    .into_iter()
+                    .for_each(|id| server.close_send(id)),
             },
             8 | 9 => deliver(&mut client, &mut server, 1 + rng.below(40) as usize, true),
             _ => deliver(&mut server, &mut client, 1 + rng.below(40) as usize, false),
@@ -259,14 +375,33 @@ fn run(seed: u64) -> (u64, usize) {
         }
         client.retire();
         server.retire();
-        if client.outbox.is_empty() && server.outbox.is_empty() && client.live.is_empty() && server.live.is_empty() {
+        if client.outbox.is_empty()
+            && server.outbox.is_empty()
+            && client.live.is_empty()
+            && server.live.is_empty()
+        {
             break;
         }
     }
-    assert!(client.live.is_empty(), "client registry did not drain: {:?}", client.live.keys());
-    assert!(server.live.is_empty(), "server registry did not drain: {:?}", server.live.keys());
-    assert_eq!(client.ended.len() as u64, next_id - 1, "every client stream ended once");
-    (client.messages_delivered + server.messages_delivered, client.ended.len())
+    assert!(
+        client.live.is_empty(),
+        "client registry did not drain: {:?}",
+        client.live.keys()
+    );
+    assert!(
+        server.live.is_empty(),
+        "server registry did not drain: {:?}",
+        server.live.keys()
+    );
+    assert_eq!(
+        client.ended.len() as u64,
+        next_id - 1,
+        "every client stream ended once"
+    );
+    (
+        client.messages_delivered + server.messages_delivered,
+        client.ended.len(),
+    )
 }
 
 #[test]
@@ -286,5 +421,8 @@ fn seeded_interleavings_keep_every_invariant() {
         }
     }
     // The simulation must actually exercise the protocol.
-    assert!(messages > 1000 && streams > 100, "only {messages} messages on {streams} streams");
+    assert!(
+        messages > 1000 && streams > 100,
+        "only {messages} messages on {streams} streams"
+    );
 }

@@ -9,12 +9,19 @@ use drpc_core::{metadata, Metadata};
 use serde_json::Value;
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn vectors() -> Vec<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/go/wire/testdata/wire_vectors.json");
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("vectors file")).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/go/wire/testdata/wire_vectors.json"
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("vectors file")).unwrap();
     doc["vectors"].as_array().unwrap().clone()
 }
 
@@ -32,13 +39,22 @@ fn every_storj_vector_encodes_and_parses_identically() {
     assert!(all.len() >= 40, "only {} vectors", all.len());
     let mut checked = std::collections::BTreeMap::<String, usize>::new();
     for v in &all {
-        let (ty, name, bytes, f) = (v["type"].as_str().unwrap(), v["name"].as_str().unwrap(), unhex(v["hex"].as_str().unwrap()), &v["fields"]);
+        let (ty, name, bytes, f) = (
+            v["type"].as_str().unwrap(),
+            v["name"].as_str().unwrap(),
+            unhex(v["hex"].as_str().unwrap()),
+            &v["fields"],
+        );
         match ty {
             "varint" => {
                 let mut out = Vec::new();
                 wire::put_varint(&mut out, u(f, "value"));
                 assert_eq!(out, bytes, "{name}");
-                assert_eq!(wire::read_varint(&bytes).unwrap(), Some((u(f, "value"), bytes.len())), "{name}");
+                assert_eq!(
+                    wire::read_varint(&bytes).unwrap(),
+                    Some((u(f, "value"), bytes.len())),
+                    "{name}"
+                );
             }
             "frame" => {
                 let header = FrameHeader {
@@ -53,13 +69,29 @@ fn every_storj_vector_encodes_and_parses_identically() {
                 wire::put_frame(&mut out, &header, &payload);
                 assert_eq!(out, bytes, "{name}");
                 let (parsed, at, len) = wire::parse_header(&bytes, usize::MAX).unwrap().unwrap();
-                assert_eq!((parsed, &bytes[at..at + len]), (header, &payload[..]), "{name}");
+                assert_eq!(
+                    (parsed, &bytes[at..at + len]),
+                    (header, &payload[..]),
+                    "{name}"
+                );
             }
             "packet" => {
                 let payload = unhex(f["payload_hex"].as_str().unwrap());
-                let (sid, mid, kind) = (u(f, "stream_id"), u(f, "message_id"), Kind(u(f, "kind") as u8));
+                let (sid, mid, kind) = (
+                    u(f, "stream_id"),
+                    u(f, "message_id"),
+                    Kind(u(f, "kind") as u8),
+                );
                 let mut out = Vec::new();
-                wire::put_packet(&mut out, sid, mid, kind, b(f, "control"), &payload, u(f, "split") as usize);
+                wire::put_packet(
+                    &mut out,
+                    sid,
+                    mid,
+                    kind,
+                    b(f, "control"),
+                    &payload,
+                    u(f, "split") as usize,
+                );
                 assert_eq!(out, bytes, "{name}");
                 // Parse the frames back and reassemble the packet.
                 let mut rest = &bytes[..];
@@ -68,7 +100,10 @@ fn every_storj_vector_encodes_and_parses_identically() {
                 let mut packet = None;
                 while !rest.is_empty() {
                     let (h, at, len) = wire::parse_header(rest, usize::MAX).unwrap().unwrap();
-                    let frame = Frame { header: h, payload: Bytes::copy_from_slice(&rest[at..at + len]) };
+                    let frame = Frame {
+                        header: h,
+                        payload: Bytes::copy_from_slice(&rest[at..at + len]),
+                    };
                     rest = &rest[at + len..];
                     frames += 1;
                     if let Assembled::Packet(p) = asm.push(frame).unwrap() {
@@ -77,31 +112,54 @@ fn every_storj_vector_encodes_and_parses_identically() {
                 }
                 assert_eq!(frames, u(f, "frames"), "{name}");
                 let p = packet.unwrap_or_else(|| panic!("{name}: no packet"));
-                assert_eq!((p.message_id, p.kind, &p.data[..]), (mid, kind, &payload[..]), "{name}");
+                assert_eq!(
+                    (p.message_id, p.kind, &p.data[..]),
+                    (mid, kind, &payload[..]),
+                    "{name}"
+                );
             }
             "error" => {
                 let msg = f["message"].as_str().unwrap();
                 assert_eq!(wire::encode_error(u(f, "code"), msg), bytes, "{name}");
-                assert_eq!(wire::decode_error(&bytes), (u(f, "code"), msg.to_string()), "{name}");
+                assert_eq!(
+                    wire::decode_error(&bytes),
+                    (u(f, "code"), msg.to_string()),
+                    "{name}"
+                );
             }
             "metadata" => {
                 let md: Metadata = f["entries"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .map(|e| (e[0].as_str().unwrap().to_string(), e[1].as_str().unwrap().to_string()))
+                    .map(|e| {
+                        (
+                            e[0].as_str().unwrap().to_string(),
+                            e[1].as_str().unwrap().to_string(),
+                        )
+                    })
                     .collect();
                 assert_eq!(metadata::encode(&md), bytes, "{name}");
                 assert_eq!(metadata::decode(&bytes).unwrap(), md, "{name}");
             }
             "invalid_frame" => {
-                assert!(wire::parse_header(&bytes, usize::MAX).is_err(), "{name} must be rejected");
+                assert!(
+                    wire::parse_header(&bytes, usize::MAX).is_err(),
+                    "{name} must be rejected"
+                );
             }
             other => panic!("unknown vector type {other}"),
         }
         *checked.entry(ty.to_string()).or_default() += 1;
     }
-    for ty in ["varint", "frame", "packet", "error", "metadata", "invalid_frame"] {
+    for ty in [
+        "varint",
+        "frame",
+        "packet",
+        "error",
+        "metadata",
+        "invalid_frame",
+    ] {
         assert!(checked.get(ty).copied().unwrap_or(0) > 0, "no {ty} vectors");
     }
 }

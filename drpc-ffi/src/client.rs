@@ -24,6 +24,11 @@ pub(crate) struct ConnOptionsObj {
     opts: Mutex<ConnOptions>,
 }
 
+/// A copy of the options a handle holds.
+pub(crate) fn options_of(obj: &ConnOptionsObj) -> ConnOptions {
+    lock(&obj.opts).clone()
+}
+
 impl HandleType for ConnOptionsObj {
     type C = drpc_conn_options;
     const NAME: &'static str = "drpc_conn_options";

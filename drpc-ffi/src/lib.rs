@@ -39,10 +39,12 @@ mod handles;
 mod runtime;
 mod server;
 mod stream;
+mod tls;
 
 pub use client::*;
 pub use server::*;
 pub use stream::*;
+pub use tls::*;
 
 use bytes::Bytes;
 use drpc_core::{Code, Status};

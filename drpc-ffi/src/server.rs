@@ -99,6 +99,7 @@ pub(crate) struct ServerCallObj {
     metadata: MetadataView,
     request: bytes::Bytes,
     answer: Mutex<Answer>,
+    peer: crate::tls::PeerSlot,
 }
 
 /// How a call is answered.
@@ -122,7 +123,12 @@ impl ServerCallObj {
             ctx: req.context,
             request: req.data,
             answer: Mutex::new(answer),
+            peer: Default::default(),
         }
+    }
+
+    pub(crate) fn peer_view(&self) -> &crate::tls::PeerView {
+        self.peer.view(self.ctx.peer())
     }
 
     fn answer(&self, result: Result<bytes::Bytes, Status>) -> Res<()> {
@@ -216,6 +222,32 @@ struct ServerState {
     opts: ServerOptions,
     server: Option<Server>,
     shut_down: bool,
+    /// The acceptors of the TLS addresses, for `drpc_server_reload_tls`.
+    tls: Vec<drpc_tls::TlsAcceptor>,
+}
+
+impl ServerObj {
+    /// The running server, started with the registered handlers on first use.
+    pub(crate) fn started(&self) -> Res<Server> {
+        let mut st = lock(self);
+        if st.shut_down {
+            return Err(Fail::code(drpc_core::Code::FailedPrecondition, "the server was shut down"));
+        }
+        if st.server.is_none() {
+            let router = std::mem::take(&mut st.router);
+            let _rt = runtime().enter();
+            st.server = Some(Server::with_options(router, st.opts.clone()));
+        }
+        Ok(st.server.clone().expect("just set"))
+    }
+
+    pub(crate) fn add_tls_acceptor(&self, acceptor: drpc_tls::TlsAcceptor) {
+        lock(self).tls.push(acceptor);
+    }
+
+    pub(crate) fn tls_acceptors(&self) -> Vec<drpc_tls::TlsAcceptor> {
+        lock(self).tls.clone()
+    }
 }
 
 /// A new server with no handlers (an rpc nobody registered is answered
@@ -232,6 +264,7 @@ pub extern "C" fn drpc_server_new() -> *mut drpc_server {
                 },
                 server: None,
                 shut_down: false,
+                tls: Vec::new(),
             }),
             tracker: Arc::default(),
         }))
@@ -684,21 +717,7 @@ pub unsafe extern "C" fn drpc_server_listen(
         // SAFETY: addr per the contract.
         let addr = unsafe { arg_str(addr, "addr")? };
         check_may_block()?;
-        let srv = {
-            let mut st = lock(&s);
-            if st.shut_down {
-                return Err(Fail::code(
-                    drpc_core::Code::FailedPrecondition,
-                    "the server was shut down",
-                ));
-            }
-            if st.server.is_none() {
-                let router = std::mem::take(&mut st.router);
-                let _rt = runtime().enter();
-                st.server = Some(Server::with_options(router, st.opts.clone()));
-            }
-            st.server.clone().expect("just set")
-        };
+        let srv = s.started()?;
         let bound = block_on(srv.listen(addr))?.map_err(|e| {
             Fail::code(
                 drpc_core::Code::Unavailable,

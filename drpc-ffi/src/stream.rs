@@ -42,6 +42,7 @@ pub(crate) struct StreamObj {
     /// Blocking server streams: the failure recorded by `drpc_stream_fail`.
     pub(crate) failure: Mutex<Option<Status>>,
     ops: Mutex<Ops>,
+    peer: crate::tls::PeerSlot,
 }
 
 /// Asynchronous operations in flight (at most one receive and one send), and
@@ -96,7 +97,12 @@ impl StreamObj {
                 end_tx,
                 ..Ops::default()
             }),
+            peer: Default::default(),
         }
+    }
+
+    pub(crate) fn peer_view(&self) -> &crate::tls::PeerView {
+        self.peer.view(self.stream.context().peer())
     }
 
     fn check_no_async_recv(&self) -> Res<()> {

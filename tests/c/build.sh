@@ -6,7 +6,7 @@
 #
 #   tests/c/build.sh            # everything: unit_tests, race_tests (and
 #                               # race_tests_asan when gcc has ASan),
-#                               # starvation_test, interop_server,
+#                               # starvation_test, tls_test, interop_server,
 #                               # interop_client, raii_example
 #   tests/c/build.sh interop    # only interop_server and interop_client
 #
@@ -38,6 +38,7 @@ if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"
     cc_prog race_tests "$here/race_tests.c"
     cc_prog starvation_test "$here/starvation_test.c"
+    cc_prog tls_test "$here/tls_test.c"
     # The race tests again with AddressSanitizer on the C side (libdrpc
     # itself is not instrumented, but every allocation goes through ASan's
     # malloc, so bad frees and C-side use-after-frees are caught). Skipped

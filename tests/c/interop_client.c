@@ -819,7 +819,8 @@ static const case_def *find_case(const char *name) {
 static int usage(const char *prog, const char *msg) {
     fprintf(stderr,
             "interop_client: %s\nusage: %s --addr HOST:PORT --case NAME|all [--case NAME ...] "
-            "[--mode mux|sequential] [--flow-control]\n",
+            "[--mode mux|sequential] [--flow-control] "
+            "[--tls-ca FILE [--tls-server-name NAME] [--tls-cert FILE --tls-key FILE]]\n",
             msg, prog);
     return 2;
 }
@@ -830,10 +831,23 @@ int main(int argc, char **argv) {
     size_t nnames = 0;
     int mux = 1;
     int flow_control = 0;
+    const char *tls_ca = NULL, *tls_server_name = NULL, *tls_cert = NULL, *tls_key = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--addr") == 0 && v) {
+        if (strcmp(a, "--tls-ca") == 0 && v) {
+            tls_ca = v;
+            i++;
+        } else if (strcmp(a, "--tls-server-name") == 0 && v) {
+            tls_server_name = v;
+            i++;
+        } else if (strcmp(a, "--tls-cert") == 0 && v) {
+            tls_cert = v;
+            i++;
+        } else if (strcmp(a, "--tls-key") == 0 && v) {
+            tls_key = v;
+            i++;
+        } else if (strcmp(a, "--addr") == 0 && v) {
             addr = v;
             i++;
         } else if (strcmp(a, "--case") == 0 && v) {
@@ -854,6 +868,8 @@ int main(int argc, char **argv) {
     }
     if (!addr) return usage(argv[0], "--addr is required");
     if (nnames == 0) return usage(argv[0], "at least one --case is required");
+    if (!tls_cert != !tls_key) return usage(argv[0], "--tls-cert and --tls-key go together");
+    if (!tls_ca && (tls_server_name || tls_cert)) return usage(argv[0], "the --tls-* flags need --tls-ca");
 
     const case_def *run[128];
     size_t nrun = 0;
@@ -876,7 +892,17 @@ int main(int argc, char **argv) {
     drpc_conn_options_set_flow_control(opts, flow_control != 0);
     drpc_conn *conn = NULL;
     drpc_error *err = NULL;
-    drpc_status rc = drpc_conn_dial(addr, opts, &conn, &err);
+    drpc_status rc;
+    if (tls_ca) {
+        drpc_tls_client_config *tls = NULL;
+        rc = drpc_tls_client_config_new(tls_ca, true, &tls, &err);
+        if (rc == DRPC_OK && tls_server_name) rc = drpc_tls_client_config_set_server_name(tls, tls_server_name, &err);
+        if (rc == DRPC_OK && tls_cert) rc = drpc_tls_client_config_set_identity(tls, tls_cert, tls_key, true, &err);
+        if (rc == DRPC_OK) rc = drpc_conn_dial_tls(addr, tls, opts, &conn, &err);
+        drpc_tls_client_config_free(tls);
+    } else {
+        rc = drpc_conn_dial(addr, opts, &conn, &err);
+    }
     drpc_conn_options_free(opts);
     if (rc != DRPC_OK) {
         fprintf(stderr, "interop_client: dial %s: %s\n", addr, errstr(rc, err));

@@ -222,8 +222,15 @@ int main(int argc, char **argv) {
     const char *addr = "127.0.0.1:0";
     int flow_control = 0;
     unsigned long max_streams = 0;
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_client_ca = NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--tls-cert") == 0 && i + 1 < argc) {
+            tls_cert = argv[++i];
+        } else if (strcmp(argv[i], "--tls-key") == 0 && i + 1 < argc) {
+            tls_key = argv[++i];
+        } else if (strcmp(argv[i], "--tls-client-ca") == 0 && i + 1 < argc) {
+            tls_client_ca = argv[++i];
+        } else if (strcmp(argv[i], "--addr") == 0 && i + 1 < argc) {
             addr = argv[++i];
         } else if (strncmp(argv[i], "--addr=", 7) == 0) {
             addr = argv[i] + 7;
@@ -237,9 +244,16 @@ int main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: %s --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]"
+                    " [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    if (!tls_cert != !tls_key || (tls_client_ca && !tls_cert)) {
+        fprintf(stderr, "%s: --tls-cert and --tls-key go together (and --tls-client-ca needs them)\n", argv[0]);
+        return 2;
     }
 
     /* Block the signals before the library starts its threads, so that they
@@ -259,7 +273,17 @@ int main(int argc, char **argv) {
     if ((rc = SVC(handlers__register)(server, &handlers, &err)) != DRPC_OK) die("register", rc, err);
 
     char *bound = NULL;
-    if ((rc = drpc_server_listen(server, addr, &bound, &err)) != DRPC_OK) die("listen", rc, err);
+    if (tls_cert) {
+        drpc_tls_server_config *tls = NULL;
+        if ((rc = drpc_tls_server_config_new(tls_cert, tls_key, true, &tls, &err)) != DRPC_OK) die("TLS", rc, err);
+        if (tls_client_ca && (rc = drpc_tls_server_config_set_client_ca(tls, tls_client_ca, true, true, &err)) != DRPC_OK)
+            die("TLS client CA", rc, err);
+        rc = drpc_server_listen_tls(server, addr, tls, &bound, &err);
+        drpc_tls_server_config_free(tls);
+        if (rc != DRPC_OK) die("listen", rc, err);
+    } else if ((rc = drpc_server_listen(server, addr, &bound, &err)) != DRPC_OK) {
+        die("listen", rc, err);
+    }
     printf("listening %s\n", bound);
     fflush(stdout);
     drpc_string_free(bound);

@@ -166,6 +166,24 @@ if [ -x "$build/race_tests_asan" ]; then
     fi
 fi
 
+# ---- TLS -------------------------------------------------------------------
+# Throwaway certificates (drpc-tls's rcgen example), then the TLS API under
+# valgrind and the C interop programs over mutual TLS.
+certs="$build/certs"
+rm -rf "$certs"
+if cargo run -q --release -p drpc-tls --example gen-test-certs -- "$certs" >"$logs/certs.log" 2>&1; then
+    echo "== TLS API (valgrind)"
+    vg_setup tls
+    timeout 300 "${VALGRIND[@]}" "$build/tls_test" "$certs" >"$logs/tls.out" 2>"$logs/tls.err"
+    rc=$?
+    cat "$logs/tls.out"
+    tap_results "$logs/tls.out" tls "$logs/tls.err"
+    grep -q '^tls: ' "$logs/tls.out" || fail tls_test_completed "exit $rc: $(tail -20 "$logs/tls.err")"
+    valgrind_verdict tls_test_memcheck "$rc" "$vgdir/*.log"
+else
+    fail test_certificates "$(tail -5 "$logs/certs.log")"
+fi
+
 # ---- starvation, handler pool, runtime configuration -----------------------
 echo "== handler starvation and runtime configuration"
 run_starvation() { # MODE ENV...
@@ -234,13 +252,18 @@ run_interop() {
     local spre=() cpre=()
     [ "$svg" = 1 ] && spre=("${VALGRIND[@]}")
     [ "$cvg" = 1 ] && cpre=("${VALGRIND[@]}")
-    if ! start_server "$run" "${spre[@]}" "$scmd" "${flags[@]}"; then
+    local stls=() ctls=()
+    if [ "${TLS_RUN:-0}" = 1 ]; then
+        stls=(--tls-cert "$certs/server.pem" --tls-key "$certs/server-key.pem" --tls-client-ca "$certs/ca.pem")
+        ctls=(--tls-ca "$certs/ca.pem" --tls-server-name localhost --tls-cert "$certs/client.pem" --tls-key "$certs/client-key.pem")
+    fi
+    if ! start_server "$run" "${spre[@]}" "$scmd" "${flags[@]}" "${stls[@]}"; then
         fail "$run/server_start" "$(tail -5 "$logs/$run.server.err")"
         kill -KILL "$server_pid" 2>/dev/null
         wait "$server_pid" 2>/dev/null
         return
     fi
-    timeout 600 "${cpre[@]}" "$ccmd" --addr "$server_addr" --case all --mode "$mode" "${flags[@]}" \
+    timeout 600 "${cpre[@]}" "$ccmd" --addr "$server_addr" --case all --mode "$mode" "${flags[@]}" "${ctls[@]}" \
         >"$logs/$run.client.out" 2>"$logs/$run.client.err"
     rc=$?
     while read -r line; do
@@ -279,6 +302,15 @@ done
 if [ $have_rust_interop = 1 ]; then
     run_interop c-client-vs-rust-server mux 0 "$RS" 1 "$build/interop_client" fc
     run_interop rust-client-vs-c-server mux 1 "$build/interop_server" 0 "$RC" fc
+fi
+
+# Mutual TLS: C client and server against each other and the Rust ones.
+if [ -f "$certs/ca.pem" ]; then
+    TLS_RUN=1 run_interop c-client-vs-c-server-mtls mux 1 "$build/interop_server" 1 "$build/interop_client"
+    if [ $have_rust_interop = 1 ]; then
+        TLS_RUN=1 run_interop c-client-vs-rust-server-mtls mux 0 "$RS" 1 "$build/interop_client"
+        TLS_RUN=1 run_interop rust-client-vs-c-server-mtls sequential 1 "$build/interop_server" 0 "$RC"
+    fi
 fi
 
 # ---- C++ example -----------------------------------------------------------

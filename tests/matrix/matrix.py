@@ -7,6 +7,11 @@ exists against it, with the cases of shared/interop/CASES.md:
   sequential  every-peer cases, --mode sequential          (every pair)
   mux         every-peer + multiplexing cases, --mode mux  (both sides multiplex)
   mux+fc      slow_reader_isolation, both sides --flow-control (both multiplex)
+  tls         every-peer cases, --mode sequential, over mutual TLS: the server
+              gets --tls-cert/--tls-key/--tls-client-ca, the client
+              --tls-ca/--tls-server-name/--tls-cert/--tls-key (every pair
+              whose both sides support TLS; certificates are made for the
+              run by drpc-tls's gen-test-certs example)
 
 Each run gets a fresh server. Prints the matrix and the failures (case, the
 client's FAIL reason, the tails of both sides' stderr) and exits 1 if any
@@ -43,6 +48,9 @@ EVERY_PEER = [
 MUX_ONLY = ["concurrent_unary", "interleaved_streams", "large_interleaved", "cancel_one_of_many"]
 MUX_LAST = ["no_leaks"]
 FLOW_CONTROL_CASES = ["slow_reader_isolation"]
+# The TLS run: every sequential-peer case over mutual TLS (it adds well
+# under a second per pair).
+TLS_CASES = EVERY_PEER
 
 
 def python_for_bindings():
@@ -58,7 +66,8 @@ def python_for_bindings():
 
 # name: the column/row label. mux: multiplexing implementation (storj.io/drpc
 # is sequential only). flow_control (default true): supports --flow-control,
-# needed for the mux+fc run. server/client: argv (without --addr/--case/--mode).
+# needed for the mux+fc run. tls (default true): takes the --tls-* flags.
+# server/client: argv (without --addr/--case/--mode).
 # build: optional argv run once (cwd = build_cwd) before probing, e.g. to
 # compile a binary into {bin}. probe: optional argv that must exit 0 for the
 # implementation to count as present; otherwise the first argv element of
@@ -120,6 +129,7 @@ class Impl:
         self.name = spec["name"]
         self.mux = spec["mux"]
         self.flow_control = spec.get("flow_control", True)
+        self.tls = spec.get("tls", True)
         self.server = subst(spec["server"], ctx)
         self.client = subst(spec["client"], ctx)
         self.present = False
@@ -159,8 +169,8 @@ class Impl:
 class Server:
     """A running interop server: first stdout line must be `listening HOST:PORT`."""
 
-    def __init__(self, impl, flow_control, timeout=30):
-        argv = impl.server + ["--addr", "127.0.0.1:0"] + (["--flow-control"] if flow_control else [])
+    def __init__(self, impl, flow_control, extra=(), timeout=30):
+        argv = impl.server + ["--addr", "127.0.0.1:0"] + (["--flow-control"] if flow_control else []) + list(extra)
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.addr = None
@@ -194,20 +204,28 @@ class Server:
         return None if rc == 0 else "server exited with %s after SIGTERM" % rc
 
 
-def run_pair(srv_impl, cli_impl, mode, timeout):
+def run_pair(srv_impl, cli_impl, mode, timeout, certs=None):
     """Returns (passed, total, failures) where failures are strings."""
     flow_control = mode == "mux+fc"
-    if mode == "sequential":
+    server_extra, client_extra = [], []
+    if mode == "tls":
+        cases = TLS_CASES
+        server_extra = ["--tls-cert", os.path.join(certs, "server.pem"), "--tls-key", os.path.join(certs, "server-key.pem"),
+                        "--tls-client-ca", os.path.join(certs, "ca.pem")]
+        client_extra = ["--tls-ca", os.path.join(certs, "ca.pem"), "--tls-server-name", "localhost",
+                        "--tls-cert", os.path.join(certs, "client.pem"), "--tls-key", os.path.join(certs, "client-key.pem")]
+    elif mode == "sequential":
         cases = EVERY_PEER
     elif mode == "mux":
         cases = EVERY_PEER + MUX_ONLY + MUX_LAST
     else:
         cases = FLOW_CONTROL_CASES
     try:
-        srv = Server(srv_impl, flow_control)
+        srv = Server(srv_impl, flow_control, server_extra)
     except (OSError, RuntimeError) as e:
         return 0, len(cases), ["server %s failed to start: %s" % (srv_impl.name, e)]
-    argv = cli_impl.client + ["--addr", srv.addr, "--mode", "sequential" if mode == "sequential" else "mux"]
+    argv = cli_impl.client + ["--addr", srv.addr, "--mode", "mux" if mode in ("mux", "mux+fc") else "sequential"]
+    argv += client_extra
     if flow_control:
         argv.append("--flow-control")
     for c in cases:
@@ -262,6 +280,7 @@ def main():
     ap.add_argument("--allow-absent", dest="require_all", action="store_false",
                     help="do not fail for absent implementations (overrides CI=true)")
     ap.add_argument("--no-flow-control", action="store_true", help="skip the mux+fc runs")
+    ap.add_argument("--no-tls", action="store_true", help="skip the tls runs")
     ap.add_argument("--timeout", type=int, default=300, help="per client run, seconds")
     args = ap.parse_args()
 
@@ -282,6 +301,20 @@ def main():
             bad = True
             failures_absent.append(im.name)
     present = [im for im in impls if im.present]
+    certs = None
+    if not args.no_tls:
+        certs = os.path.join(bindir, "certs")
+        gen = os.path.join(target, "release", "examples", "gen-test-certs")
+        try:
+            r = subprocess.run([gen, certs], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+            ok = r.returncode == 0
+            why = r.stdout.strip()
+        except OSError as e:
+            ok, why = False, str(e)
+        if not ok:
+            print("FAILED: cannot make test certificates with %s: %s" % (gen, why))
+            bad = True
+            certs = None
 
     cells, failures = {}, []
     for s in present:
@@ -291,14 +324,16 @@ def main():
                 modes.append("mux")
                 if not args.no_flow_control and s.flow_control and c.flow_control:
                     modes.append("mux+fc")
+            if certs and s.tls and c.tls:
+                modes.append("tls")
             parts = []
             for mode in modes:
                 t0 = time.time()
-                passed, total, fails = run_pair(s, c, mode, args.timeout)
+                passed, total, fails = run_pair(s, c, mode, args.timeout, certs)
                 status = "ok" if not fails else "FAIL"
                 print("  client %-9s server %-9s %-10s %2d/%-2d %s (%.1fs)"
                       % (c.name, s.name, mode, passed, total, status, time.time() - t0), flush=True)
-                parts.append("%s %d/%d" % ({"sequential": "seq", "mux": "mux", "mux+fc": "fc"}[mode], passed, total)
+                parts.append("%s %d/%d" % ({"sequential": "seq", "mux": "mux", "mux+fc": "fc", "tls": "tls"}[mode], passed, total)
                              + ("" if not fails else "!"))
                 if fails:
                     bad = True

@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
-# Cross-implementation interop matrix. Builds what is missing of the Rust
+# Cross-implementation interop matrix. Builds (cargo; a no-op when fresh) the Rust
 # interop programs and libdrpc (needed by the C and go-cgo implementations,
 # whose programs matrix.py compiles itself), then runs matrix.py (extra
 # arguments are passed on, e.g. --only rust --only go-storj, --require python,
-# --require-all, --no-flow-control). With CI=true a missing implementation
+# --require-all, --no-flow-control, --no-tls). The tls runs use throwaway
+# certificates from drpc-tls's gen-test-certs example (built here if missing). With CI=true a missing implementation
 # fails the run (see --require-all / --allow-absent).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-if [ ! -x "$target/release/drpc-interop-server" ] || [ ! -x "$target/release/drpc-interop-client" ]; then
-  (cd "$root" && cargo build --release -p drpc-interop)
-fi
-if [ ! -e "$target/release/libdrpc.so" ]; then
-  (cd "$root" && cargo build --release -p drpc-ffi)
-fi
+# Always through cargo (a no-op when fresh): stale programs would lack the
+# --tls-* flags of the tls runs.
+(cd "$root" && cargo build --release -p drpc-interop -p drpc-ffi && cargo build --release -p drpc-tls --example gen-test-certs)
 python3 "$here/matrix.py" "$@"
 # The C and Python interop servers (the core under their bindings) under the
 # hostile suite's attacks: RSS within the budget, new clients served.

@@ -11,7 +11,14 @@ pub const STREAM: &str = "/bench.Bench/Stream";
 pub const BIDI: &str = "/bench.Bench/Bidi";
 pub const STATS: &str = "/bench.Bench/Stats";
 
-pub fn server(rt: &tokio::runtime::Runtime, addr: &str) {
+/// The certificates directory of the TLS contender (gen-test-certs output),
+/// from `DRPC_BENCH_CERTS`.
+fn certs() -> String {
+    std::env::var("DRPC_BENCH_CERTS").expect("DRPC_BENCH_CERTS: directory made by gen-test-certs")
+}
+
+/// `tls`: serve TLS (rustls, TLS 1.3) with the certificates of `certs()`.
+pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
     let addr = rt.block_on(async {
         let router = Router::new()
             .unary_raw(UNARY, |req| async move { Ok::<Bytes, Status>(req.data) })
@@ -33,6 +40,13 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str) {
                 Ok(())
             });
         let server = Box::leak(Box::new(Server::new(router)));
+        if tls {
+            let dir = certs();
+            let config = drpc_tls::ServerTlsConfig::from_pem_files(format!("{dir}/server.pem"), format!("{dir}/server-key.pem"))
+                .expect("certificates");
+            let acceptor = drpc_tls::TlsAcceptor::new(&config).expect("TLS config");
+            return drpc_tls::listen_tls(server, addr, acceptor).await.expect("listen");
+        }
         server.listen(addr).await.expect("listen")
     });
     serve_until_stdin_closes(&addr);
@@ -81,14 +95,21 @@ impl Bidi for Stream {
     }
 }
 
-pub fn client(rt: &tokio::runtime::Runtime, p: &Params) {
+pub fn client(rt: &tokio::runtime::Runtime, p: &Params, tls: bool) {
     let p = p.clone();
     // The workload runs as a task on the runtime, as callers in a service do
     // (not in block_on on the main thread, which would add a thread hand-off
     // to every call).
     rt.block_on(rt.spawn(async move {
         let p = &p;
-        let conn = Conn::connect(&p.addr, ConnOptions::default()).await.expect("connect");
+        let conn = if tls {
+            let dir = certs();
+            let config = drpc_tls::ClientTlsConfig::ca_file(format!("{dir}/ca.pem")).expect("CA").server_name("localhost");
+            let connector = drpc_tls::Connector::tls(&config).expect("TLS config");
+            connector.connect(&p.addr, ConnOptions::default()).await.expect("connect")
+        } else {
+            Conn::connect(&p.addr, ConnOptions::default()).await.expect("connect")
+        };
         let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(CallOptions::new()) };
         workloads::run(c, p).await;
         conn.close().await;

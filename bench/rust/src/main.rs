@@ -1,6 +1,7 @@
 //! drpc-bench: the Rust contenders of bench/ (see bench/README.md).
 //!
-//!   drpc-bench {drpc|tonic|tcp} server --addr 127.0.0.1:0
+//!   drpc-bench {drpc|drpc-tls|tonic|tcp} server --addr 127.0.0.1:0
+//!       (drpc-tls: certificates from $DRPC_BENCH_CERTS, gen-test-certs output)
 //!       prints "ADDR host:port", serves until stdin closes
 //!   drpc-bench {drpc|tonic|tcp} client --addr A --workload W [--size N]
 //!       [--concurrency N] [--streams N] [--calls N] [--warmup S]
@@ -19,15 +20,17 @@ static GLOBAL: common::Counting = common::Counting;
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.len() < 3 {
-        eprintln!("usage: drpc-bench {{drpc|tonic|tcp}} {{server|client}} [--key value]...");
+        eprintln!("usage: drpc-bench {{drpc|drpc-tls|tonic|tcp}} {{server|client}} [--key value]...");
         std::process::exit(2);
     }
     let args = common::Args::parse(&argv[3..]);
     let p = common::Params::from(&args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     match (argv[1].as_str(), argv[2].as_str()) {
-        ("drpc", "server") => drpc_impl::server(&rt, &p.addr),
-        ("drpc", "client") => drpc_impl::client(&rt, &p),
+        ("drpc", "server") => drpc_impl::server(&rt, &p.addr, false),
+        ("drpc", "client") => drpc_impl::client(&rt, &p, false),
+        ("drpc-tls", "server") => drpc_impl::server(&rt, &p.addr, true),
+        ("drpc-tls", "client") => drpc_impl::client(&rt, &p, true),
         ("tonic", "server") => tonic_impl::server(&rt, &p.addr),
         ("tonic", "client") => tonic_impl::client(&rt, &p),
         ("tcp", "server") => tcp::server(&p.addr),

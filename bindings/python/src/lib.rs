@@ -327,6 +327,59 @@ fn call_options(metadata: Option<BTreeMap<String, String>>, timeout: Option<f64>
     Ok(opts)
 }
 
+/// A PEM source from Python: `bytes` are the PEM itself, `str` a file path.
+fn pem_arg(what: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = value.downcast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(path) = value.extract::<String>() {
+        return std::fs::read(&path).map_err(|e| PyOSError::new_err(format!("{what}: reading {path}: {e}")));
+    }
+    Err(PyTypeError::new_err(format!("{what} must be bytes (PEM) or str (a PEM file's path)")))
+}
+
+fn tls_err(e: drpc_tls::TlsError) -> PyErr {
+    PyValueError::new_err(format!("TLS: {e}"))
+}
+
+/// A server TLS configuration from Python arguments (see `NativeServer.start_tls`).
+fn server_tls(
+    cert: &Bound<'_, PyAny>,
+    key: &Bound<'_, PyAny>,
+    client_ca: Option<&Bound<'_, PyAny>>,
+    client_cert_required: bool,
+) -> PyResult<drpc_tls::ServerTlsConfig> {
+    let mut config = drpc_tls::ServerTlsConfig::from_pem(pem_arg("cert", cert)?, pem_arg("key", key)?);
+    if let Some(ca) = client_ca {
+        let auth = if client_cert_required { drpc_tls::ClientAuth::Required } else { drpc_tls::ClientAuth::Optional };
+        config = config.client_ca_pem(pem_arg("client_ca", ca)?).client_auth(auth);
+    }
+    config.build().map_err(tls_err)?;
+    Ok(config)
+}
+
+/// A TLS connector from Python arguments: `ca` None means the system roots.
+fn client_tls(
+    ca: Option<&Bound<'_, PyAny>>,
+    server_name: Option<String>,
+    cert: Option<&Bound<'_, PyAny>>,
+    key: Option<&Bound<'_, PyAny>>,
+) -> PyResult<drpc_tls::Connector> {
+    let mut config = match ca {
+        Some(ca) => drpc_tls::ClientTlsConfig::ca_pem(pem_arg("ca", ca)?),
+        None => drpc_tls::ClientTlsConfig::system_roots(),
+    };
+    if let Some(name) = server_name {
+        config = config.server_name(name);
+    }
+    match (cert, key) {
+        (Some(cert), Some(key)) => config = config.identity_pem(pem_arg("cert", cert)?, pem_arg("key", key)?),
+        (None, None) => {}
+        _ => return Err(PyValueError::new_err("TLS: cert and key go together")),
+    }
+    drpc_tls::Connector::tls(&config).map_err(tls_err)
+}
+
 fn conn_options(sequential: bool, max_message_size: Option<usize>, flow_control: bool) -> PyResult<ConnOptions> {
     let mut opts = ConnOptions { sequential, ..ConnOptions::default() };
     if flow_control {
@@ -341,8 +394,18 @@ fn conn_options(sequential: bool, max_message_size: Option<usize>, flow_control:
     Ok(opts)
 }
 
-async fn connect_with(addr: &str, opts: ConnOptions, timeout: Option<Duration>) -> Result<Conn, Status> {
-    let connect = Conn::connect(addr, opts);
+async fn connect_with(
+    addr: &str,
+    opts: ConnOptions,
+    timeout: Option<Duration>,
+    tls: Option<&drpc_tls::Connector>,
+) -> Result<Conn, Status> {
+    let connect = async {
+        match tls {
+            Some(connector) => connector.connect(addr, opts).await,
+            None => Conn::connect(addr, opts).await,
+        }
+    };
     match timeout {
         None => connect.await,
         Some(t) => match tokio::time::timeout(t, connect).await {
@@ -385,6 +448,7 @@ struct Dialer {
     opts: ConnOptions,
     connect_timeout: Option<Duration>,
     reconnect: bool,
+    tls: Option<drpc_tls::Connector>,
     current: Mutex<Conn>,
     closed_by_user: AtomicBool,
     dialing: tokio::sync::Mutex<DialState>,
@@ -393,13 +457,20 @@ struct Dialer {
 }
 
 impl Dialer {
-    async fn connect(addr: String, opts: ConnOptions, connect_timeout: Option<Duration>, reconnect: bool) -> Result<Dialer, Status> {
-        let conn = connect_with(&addr, opts.clone(), connect_timeout).await?;
+    async fn connect(
+        addr: String,
+        opts: ConnOptions,
+        connect_timeout: Option<Duration>,
+        reconnect: bool,
+        tls: Option<drpc_tls::Connector>,
+    ) -> Result<Dialer, Status> {
+        let conn = connect_with(&addr, opts.clone(), connect_timeout, tls.as_ref()).await?;
         Ok(Dialer {
             addr,
             opts,
             connect_timeout,
             reconnect,
+            tls,
             current: Mutex::new(conn),
             closed_by_user: AtomicBool::new(false),
             dialing: tokio::sync::Mutex::new(DialState::default()),
@@ -436,7 +507,7 @@ impl Dialer {
                 (next - now).as_secs_f64()
             )));
         }
-        match connect_with(&self.addr, self.opts.clone(), self.connect_timeout).await {
+        match connect_with(&self.addr, self.opts.clone(), self.connect_timeout, self.tls.as_ref()).await {
             Ok(fresh) => {
                 *st = DialState::default();
                 let old = std::mem::replace(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()), fresh.clone());
@@ -496,9 +567,13 @@ fn conv_stream(py: Python<'_>, s: Stream) -> PyResult<PyObject> {
 
 #[pymethods]
 impl NativeConn {
-    /// Connects (blocking) to `host:port` or `unix:/path`.
+    /// Connects (blocking) to `host:port` or `unix:/path`; over TLS when
+    /// `tls` (then `tls_ca` None trusts the system roots; PEM arguments are
+    /// bytes or file paths).
     #[staticmethod]
-    #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true))]
+    #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         addr: String,
@@ -507,16 +582,25 @@ impl NativeConn {
         connect_timeout: Option<f64>,
         flow_control: bool,
         reconnect: bool,
+        tls: bool,
+        tls_ca: Option<&Bound<'_, PyAny>>,
+        tls_server_name: Option<String>,
+        tls_cert: Option<&Bound<'_, PyAny>>,
+        tls_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<NativeConn> {
         let opts = conn_options(sequential, max_message_size, flow_control)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
-        let dialer = wait(py, Dialer::connect(addr, opts, timeout, reconnect))?.map_err(|s| status_to_err(py, &s))?;
+        let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
+        let dialer =
+            wait(py, Dialer::connect(addr, opts, timeout, reconnect, tls))?.map_err(|s| status_to_err(py, &s))?;
         Ok(NativeConn { dialer: Arc::new(dialer) })
     }
 
     /// Connects in the background; `cb(NativeConn | None, exc | None)`.
     #[staticmethod]
-    #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true))]
+    #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn connect_async(
         addr: String,
         callback: PyObject,
@@ -525,10 +609,16 @@ impl NativeConn {
         connect_timeout: Option<f64>,
         flow_control: bool,
         reconnect: bool,
+        tls: bool,
+        tls_ca: Option<&Bound<'_, PyAny>>,
+        tls_server_name: Option<String>,
+        tls_cert: Option<&Bound<'_, PyAny>>,
+        tls_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Task> {
         let opts = conn_options(sequential, max_message_size, flow_control)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
-        Ok(spawn_cb(Dialer::connect(addr, opts, timeout, reconnect), callback, conv_conn))
+        let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
+        Ok(spawn_cb(Dialer::connect(addr, opts, timeout, reconnect, tls), callback, conv_conn))
     }
 
     #[getter]
@@ -892,6 +982,37 @@ impl ServerContext {
         self.ctx.stream_id()
     }
 
+    /// The peer: a dict with `address` (`ip:port`, `unix:...` or None) and
+    /// `tls` (None on a plaintext connection, else a dict: `version`,
+    /// `alpn`, `server_name`, the client certificate's `subject`,
+    /// `dns_names`, `ip_addresses`, `uris`, `emails`, and `certificates`,
+    /// the verified chain in DER, leaf first; empty without a client
+    /// certificate).
+    #[getter]
+    fn peer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let peer = self.ctx.peer();
+        d.set_item("address", peer.and_then(|p| p.addr.clone()))?;
+        match peer.and_then(|p| p.tls.as_ref()) {
+            None => d.set_item("tls", py.None())?,
+            Some(t) => {
+                let tls = PyDict::new(py);
+                tls.set_item("version", &t.version)?;
+                tls.set_item("alpn", t.alpn.clone())?;
+                tls.set_item("server_name", t.server_name.clone())?;
+                tls.set_item("subject", t.subject.clone())?;
+                tls.set_item("dns_names", t.dns_names.clone())?;
+                tls.set_item("ip_addresses", t.ip_addresses.clone())?;
+                tls.set_item("uris", t.uris.clone())?;
+                tls.set_item("emails", t.emails.clone())?;
+                let certs: Vec<Bound<'py, PyBytes>> = t.certificates.iter().map(|c| PyBytes::new(py, c)).collect();
+                tls.set_item("certificates", certs)?;
+                d.set_item("tls", tls)?;
+            }
+        }
+        Ok(d)
+    }
+
     /// Whether the call was cancelled (by the client, a deadline, or a lost
     /// connection).
     fn is_cancelled(&self) -> bool {
@@ -1130,9 +1251,22 @@ struct NativeServer {
     state: Mutex<ServerState>,
     conn_options: ConnOptions,
     handlers: Arc<Handlers>,
+    /// The acceptor every TLS address shares (so one reload reaches all).
+    tls: Mutex<Option<drpc_tls::TlsAcceptor>>,
 }
 
 impl NativeServer {
+    /// The shared TLS acceptor: made from `config` on the first TLS
+    /// address; a later `start_tls` replaces its configuration.
+    fn tls_acceptor(&self, config: drpc_tls::ServerTlsConfig) -> PyResult<drpc_tls::TlsAcceptor> {
+        let mut tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        match tls.as_ref() {
+            Some(acceptor) => acceptor.reload(&config).map_err(tls_err)?,
+            None => *tls = Some(drpc_tls::TlsAcceptor::new(&config).map_err(tls_err)?),
+        }
+        Ok(tls.clone().expect("just set"))
+    }
+
     fn register(&self, name: &str, add: impl FnOnce(Router) -> Router) -> PyResult<()> {
         let mut st = self.state.lock().unwrap();
         if st.server.is_some() {
@@ -1170,6 +1304,7 @@ impl NativeServer {
             state: Mutex::new(ServerState { router: Some(Router::new()), names: HashSet::new(), server: None }),
             conn_options: conn_options(false, max_message_size, flow_control)?,
             handlers: Arc::default(),
+            tls: Mutex::default(),
         })
     }
 
@@ -1253,6 +1388,64 @@ impl NativeServer {
         wait(py, handle)?
             .map_err(|e| PyRuntimeError::new_err(format!("listen task failed: {e}")))?
             .map_err(io_err)
+    }
+
+    /// `start` over TLS: certificate chain and key, and for mutual TLS a
+    /// client CA (PEM bytes or file paths). Every TLS address shares one
+    /// configuration, which `reload_tls` replaces for new connections.
+    #[pyo3(signature = (addr, cert, key, client_ca=None, client_cert_required=true))]
+    fn start_tls(
+        &self,
+        py: Python<'_>,
+        addr: String,
+        cert: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        client_ca: Option<&Bound<'_, PyAny>>,
+        client_cert_required: bool,
+    ) -> PyResult<String> {
+        let acceptor = self.tls_acceptor(server_tls(cert, key, client_ca, client_cert_required)?)?;
+        let server = self.server()?;
+        let handle = rt().spawn(async move { drpc_tls::listen_tls(&server, &addr, acceptor).await });
+        wait(py, handle)?
+            .map_err(|e| PyRuntimeError::new_err(format!("listen task failed: {e}")))?
+            .map_err(io_err)
+    }
+
+    #[pyo3(signature = (addr, callback, cert, key, client_ca=None, client_cert_required=true))]
+    fn start_tls_async(
+        &self,
+        addr: String,
+        callback: PyObject,
+        cert: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        client_ca: Option<&Bound<'_, PyAny>>,
+        client_cert_required: bool,
+    ) -> PyResult<Task> {
+        let acceptor = self.tls_acceptor(server_tls(cert, key, client_ca, client_cert_required)?)?;
+        let server = self.server()?;
+        Ok(spawn_cb(
+            async move {
+                drpc_tls::listen_tls(&server, &addr, acceptor).await.map_err(|e| Status::unavailable(e.to_string()))
+            },
+            callback,
+            conv_string,
+        ))
+    }
+
+    /// Takes a new certificate, key or client CA for the TLS connections
+    /// accepted from now on; on error nothing changes.
+    #[pyo3(signature = (cert, key, client_ca=None, client_cert_required=true))]
+    fn reload_tls(
+        &self,
+        cert: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        client_ca: Option<&Bound<'_, PyAny>>,
+        client_cert_required: bool,
+    ) -> PyResult<()> {
+        let config = server_tls(cert, key, client_ca, client_cert_required)?;
+        let tls = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let acceptor = tls.as_ref().ok_or_else(|| PyRuntimeError::new_err("the server has no TLS address"))?;
+        acceptor.reload(&config).map_err(tls_err)
     }
 
     fn start_async(&self, addr: String, callback: PyObject) -> PyResult<Task> {

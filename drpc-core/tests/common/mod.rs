@@ -22,7 +22,10 @@ pub struct Seen {
 pub fn router(seen: Arc<Seen>) -> Router {
     let s = seen.clone();
     Router::new()
-        .unary_raw("/t.S/Echo", |req| async move { Ok::<Bytes, Status>(req.data) })
+        .unary_raw(
+            "/t.S/Echo",
+            |req| async move { Ok::<Bytes, Status>(req.data) },
+        )
         .unary_raw("/t.S/Meta", |req| async move {
             let md = req.context.metadata();
             Ok::<Bytes, Status>(Bytes::from(format!("{md:?}")))
@@ -40,7 +43,9 @@ pub fn router(seen: Arc<Seen>) -> Router {
                 }
             }
         })
-        .unary_raw("/t.S/Fail", |_| async { Err::<Bytes, _>(Status::new(Code::NotFound, "no such thing")) })
+        .unary_raw("/t.S/Fail", |_| async {
+            Err::<Bytes, _>(Status::new(Code::NotFound, "no such thing"))
+        })
         .unary_raw("/t.S/Panic", |_| async { panic!("handler exploded") })
         .bidi("/t.S/Bidi", |stream: Stream| async move {
             while let Some(msg) = stream.recv().await? {
@@ -78,7 +83,10 @@ pub async fn start_server(opts: ServerOptions) -> (Server, String, Arc<Seen>) {
 pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(3), "timed out waiting for: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -91,13 +99,26 @@ pub struct RawPeer {
 
 pub fn frame(sid: u64, mid: u64, kind: Kind, control: bool, done: bool, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    put_frame(&mut out, &FrameHeader { stream_id: sid, message_id: mid, kind, control, done }, payload);
+    put_frame(
+        &mut out,
+        &FrameHeader {
+            stream_id: sid,
+            message_id: mid,
+            kind,
+            control,
+            done,
+        },
+        payload,
+    );
     out
 }
 
 impl RawPeer {
     pub async fn connect(addr: &str) -> RawPeer {
-        RawPeer { tcp: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() }
+        RawPeer {
+            tcp: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

@@ -100,7 +100,13 @@ func NewClient(conn drpc.Conn) *Client {
 // the default hard cancel storj.io/drpc closes the transport).
 func Dial(ctx context.Context, addr string) (*Client, error) {
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
+	return DialWith(ctx, addr, d.DialContext)
+}
+
+// DialWith is Dial with another way to make the byte stream (TLS, the
+// drpcmigrate header, ...).
+func DialWith(ctx context.Context, addr string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) (*Client, error) {
+	raw, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -511,7 +517,13 @@ type Result struct {
 // RunCases dials addr once and runs the named cases in order on that
 // connection ("all" expands to EveryPeerCases).
 func RunCases(ctx context.Context, addr string, names []string) ([]Result, error) {
-	cl, err := Dial(ctx, addr)
+	var d net.Dialer
+	return RunCasesWith(ctx, addr, names, d.DialContext)
+}
+
+// RunCasesWith is RunCases over connections made by dial.
+func RunCasesWith(ctx context.Context, addr string, names []string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) ([]Result, error) {
+	cl, err := DialWith(ctx, addr, dial)
 	if err != nil {
 		return nil, err
 	}

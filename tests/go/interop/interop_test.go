@@ -171,8 +171,8 @@ func TestRustClientStorjServer(t *testing.T) {
 // runClientProgram runs an interop client program with --mode sequential and
 // every sequential-peer case named explicitly, and turns its PASS/FAIL lines
 // into subtests.
-func runClientProgram(t *testing.T, bin, addr, what string) {
-	args := []string{"--addr", addr, "--mode", "sequential"}
+func runClientProgram(t *testing.T, bin, addr, what string, extra ...string) {
+	args := append([]string{"--addr", addr, "--mode", "sequential"}, extra...)
 	for _, c := range EveryPeerCases {
 		args = append(args, "--case", c)
 	}

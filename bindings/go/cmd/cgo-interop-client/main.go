@@ -29,7 +29,15 @@ func main() {
 	mode := flag.String("mode", "mux", "mux|sequential")
 	flowControl := flag.Bool("flow-control", false, "per-stream flow control (the server must have it too)")
 	flag.Var(&cases, "case", "case name (repeatable) or all")
+	tlsCA := flag.String("tls-ca", "", "PEM CA to trust: dial TLS")
+	tlsServerName := flag.String("tls-server-name", "", "name the server certificate must carry (default: the host)")
+	tlsCert := flag.String("tls-cert", "", "PEM client certificate (mutual TLS)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert")
 	flag.Parse()
+	if (*tlsCert == "") != (*tlsKey == "") || (*tlsCA == "" && (*tlsServerName != "" || *tlsCert != "")) {
+		fmt.Fprintln(os.Stderr, "cgo-interop-client: --tls-cert and --tls-key go together; the --tls-* flags need --tls-ca")
+		os.Exit(2)
+	}
 	switch {
 	case *addr == "":
 		fmt.Fprintln(os.Stderr, "cgo-interop-client: --addr is required")
@@ -49,7 +57,14 @@ func main() {
 	if *flowControl {
 		opts = append(opts, drpc.FlowControl())
 	}
-	conn, err := drpc.Dial(ctx, *addr, opts...)
+	var conn *drpc.Conn
+	var err error
+	if *tlsCA != "" {
+		tls := drpc.ClientTLS{CAFile: *tlsCA, ServerName: *tlsServerName, CertFile: *tlsCert, KeyFile: *tlsKey}
+		conn, err = drpc.DialTLS(ctx, *addr, tls, opts...)
+	} else {
+		conn, err = drpc.Dial(ctx, *addr, opts...)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cgo-interop-client:", err)
 		os.Exit(1)

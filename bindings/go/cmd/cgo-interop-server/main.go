@@ -21,7 +21,14 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "HOST:PORT to listen on (port 0 picks one)")
 	flowControl := flag.Bool("flow-control", false, "per-stream flow control (clients must have it too)")
 	maxStreams := flag.Int("max-concurrent-streams", 0, "streams a client may have open at once per connection (0: default)")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate chain: serve TLS")
+	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert")
+	tlsClientCA := flag.String("tls-client-ca", "", "PEM CA: require client certificates it signed")
 	flag.Parse()
+	if (*tlsCert == "") != (*tlsKey == "") || (*tlsClientCA != "" && *tlsCert == "") {
+		fmt.Fprintln(os.Stderr, "cgo-interop-server: --tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+		os.Exit(2)
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 
@@ -46,7 +53,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cgo-interop-server:", err)
 		os.Exit(1)
 	}
-	bound, err := srv.Listen(*addr)
+	var bound string
+	var err error
+	if *tlsCert != "" {
+		bound, err = srv.ListenTLS(*addr, drpc.ServerTLS{CertFile: *tlsCert, KeyFile: *tlsKey, ClientCAFile: *tlsClientCA})
+	} else {
+		bound, err = srv.Listen(*addr)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cgo-interop-server:", err)
 		os.Exit(1)

@@ -12,6 +12,7 @@ from ._client import Client, ClientStream, connect
 from ._common import DEFAULT_CONNECT_TIMEOUT, Message, MessageType, Sendable
 from ._native import DEFAULT_MAX_MESSAGE_SIZE, ServerContext
 from ._server import LOGGER_NAME, AsyncServerStream, Server, ServerStream
+from .tls import ClientTLS, ServerTLS
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -39,6 +40,8 @@ from . import aio  # noqa: E402  (drpc.aio)
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClientTLS",
+    "ServerTLS",
     "Client",
     "ClientStream",
     "connect",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Generic, Iterable, Iterator, Mapping, Optional, Type, TypeVar, overload
 
 from . import _native
+from .tls import ClientTLS, client_tls_args
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
     MessageType,
@@ -107,6 +108,9 @@ class Client:
     Unavailable until the next attempt is due (backoff from 0.2 s doubling to
     10 s, with jitter). A Client is safe to share between threads. Use it as a
     context manager or call ``close()``.
+
+    ``tls=drpc.ClientTLS(ca="ca.pem")`` connects over TLS (a failed handshake
+    raises Unavailable naming the TLS reason).
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class Client:
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         flow_control: bool = False,
         reconnect: bool = True,
+        tls: Optional[ClientTLS] = None,
     ) -> None:
         check_address(address)
         self._native = _native.NativeConn.connect(
@@ -127,6 +132,7 @@ class Client:
             check_timeout(connect_timeout, "connect_timeout"),
             check_bool(flow_control, "flow_control"),
             check_bool(reconnect, "reconnect"),
+            **client_tls_args(tls),
         )
         track(self)
 
@@ -326,6 +332,7 @@ def connect(
     connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
     flow_control: bool = False,
     reconnect: bool = True,
+    tls: Optional[ClientTLS] = None,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     return Client(
@@ -335,4 +342,5 @@ def connect(
         connect_timeout=connect_timeout,
         flow_control=flow_control,
         reconnect=reconnect,
+        tls=tls,
     )

@@ -5,7 +5,7 @@ Callbacks ``cb(value, exc)`` of ``*_async`` methods are called once, from a
 runtime thread, with exactly one of the two arguments not None.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple, final
+from typing import Any, Callable, Dict, Optional, Tuple, Union, final
 
 _Callback = Callable[[Any, Optional[BaseException]], None]
 
@@ -39,6 +39,11 @@ class ServerContext:
     def metadata(self) -> Dict[str, str]: ...
     @property
     def stream_id(self) -> int: ...
+    @property
+    def peer(self) -> Dict[str, Any]:
+        """``address`` (str or None) and ``tls`` (None, or a dict: version,
+        alpn, server_name, subject, dns_names, ip_addresses, uris, emails,
+        certificates: the verified chain in DER, leaf first)."""
     def is_cancelled(self) -> bool: ...
     def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
         """Blocks (GIL released) until the call is cancelled or ``timeout``
@@ -75,6 +80,11 @@ class NativeConn:
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
         reconnect: bool = True,
+        tls: bool = False,
+        tls_ca: Optional[Union[str, bytes]] = None,
+        tls_server_name: Optional[str] = None,
+        tls_cert: Optional[Union[str, bytes]] = None,
+        tls_key: Optional[Union[str, bytes]] = None,
     ) -> "NativeConn": ...
     @staticmethod
     def connect_async(
@@ -85,6 +95,11 @@ class NativeConn:
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
         reconnect: bool = True,
+        tls: bool = False,
+        tls_ca: Optional[Union[str, bytes]] = None,
+        tls_server_name: Optional[str] = None,
+        tls_cert: Optional[Union[str, bytes]] = None,
+        tls_key: Optional[Union[str, bytes]] = None,
     ) -> Task: ...
     @property
     def address(self) -> str: ...
@@ -130,6 +145,30 @@ class NativeServer:
     def add_stream(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def start(self, addr: str) -> str: ...
     def start_async(self, addr: str, callback: _Callback) -> Task: ...
+    def start_tls(
+        self,
+        addr: str,
+        cert: Union[str, bytes],
+        key: Union[str, bytes],
+        client_ca: Optional[Union[str, bytes]] = None,
+        client_cert_required: bool = True,
+    ) -> str: ...
+    def start_tls_async(
+        self,
+        addr: str,
+        callback: _Callback,
+        cert: Union[str, bytes],
+        key: Union[str, bytes],
+        client_ca: Optional[Union[str, bytes]] = None,
+        client_cert_required: bool = True,
+    ) -> Task: ...
+    def reload_tls(
+        self,
+        cert: Union[str, bytes],
+        key: Union[str, bytes],
+        client_ca: Optional[Union[str, bytes]] = None,
+        client_cert_required: bool = True,
+    ) -> None: ...
     def stop(self, grace: Optional[float] = None) -> None: ...
     def stop_async(self, callback: _Callback, grace: Optional[float] = None) -> Task: ...
     def wait_handlers(self, timeout: Optional[float] = None, include_async: bool = True, own_async: int = 0) -> bool:

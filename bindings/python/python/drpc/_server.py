@@ -42,6 +42,7 @@ from ._common import (
     track,
 )
 from .errors import Cancelled, InvalidArgument, RpcError, Unavailable
+from .tls import ServerTLS, check_server_tls
 
 __all__ = ["Server", "ServerStream", "AsyncServerStream", "ServerContext", "LOGGER_NAME"]
 
@@ -456,6 +457,15 @@ class _ServerBase:
         """Open connections."""
         return self._native.connections()
 
+    def reload_tls(self, tls: ServerTLS) -> None:
+        """Takes a new certificate, key or client CA on every TLS address,
+        for connections accepted from now on (established ones keep theirs).
+        On error nothing changes."""
+        checked = check_server_tls(tls)
+        if checked is None:
+            raise TypeError("reload_tls needs a drpc.ServerTLS")
+        self._native.reload_tls(**checked._native_args())
+
 
 class Server(_ServerBase):
     """A DRPC server, blocking API.
@@ -511,16 +521,19 @@ class Server(_ServerBase):
             ready.wait()
             self._loop, self._loop_thread = loop, t
 
-    def start(self, address: str = "127.0.0.1:0") -> str:
+    def start(self, address: str = "127.0.0.1:0", *, tls: Optional[ServerTLS] = None) -> str:
         """Listens on ``address`` (``host:port`` or ``unix:/path``) and serves
         in the background; returns the bound address. May be called more than
-        once to listen on several addresses."""
+        once to listen on several addresses. With ``tls`` (a
+        :class:`drpc.ServerTLS`) the address serves TLS; handlers read the
+        peer's verified identity in ``context.peer``."""
         check_address(address)
+        tls = check_server_tls(tls)
         if self._terminated.is_set():
             raise RuntimeError("the server was stopped; create a new one")
         if self._has_async:
             self._ensure_loop()
-        bound = self._native.start(address)
+        bound = self._native.start(address) if tls is None else self._native.start_tls(address, **tls._native_args())
         self._addresses.append(bound)
         self._started = True
         track(self)

@@ -53,6 +53,7 @@ from ._common import (
 )
 from ._server import AsyncServerStream, ServerContext, _log, _ServerBase
 from .errors import Unavailable
+from .tls import ClientTLS, ServerTLS, check_server_tls, client_tls_args
 
 __all__ = ["Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
 
@@ -134,8 +135,10 @@ class Client:
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         flow_control: bool = False,
         reconnect: bool = True,
+        tls: Optional[ClientTLS] = None,
     ) -> None:
         self._address = check_address(address)
+        self._tls = client_tls_args(tls)
         self._sequential = check_bool(sequential, "sequential")
         self._flow_control = check_bool(flow_control, "flow_control")
         self._reconnect = check_bool(reconnect, "reconnect")
@@ -155,6 +158,7 @@ class Client:
                     self._connect_timeout,
                     self._flow_control,
                     self._reconnect,
+                    **self._tls,
                 )
             )
             track(self)
@@ -373,6 +377,7 @@ async def connect(
     connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
     flow_control: bool = False,
     reconnect: bool = True,
+    tls: Optional[ClientTLS] = None,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     client = Client(
@@ -382,6 +387,7 @@ async def connect(
         connect_timeout=connect_timeout,
         flow_control=flow_control,
         reconnect=reconnect,
+        tls=tls,
     )
     return await client.connect()
 
@@ -414,15 +420,20 @@ class Server(_ServerBase):
         self._waiters: List["asyncio.Future[None]"] = []
         self._waiters_lock = threading.Lock()
 
-    async def start(self, address: str = "127.0.0.1:0") -> str:
-        """Listens on ``address`` and serves in the background; returns the
-        bound address."""
+    async def start(self, address: str = "127.0.0.1:0", *, tls: Optional[ServerTLS] = None) -> str:
+        """Listens on ``address`` and serves in the background (over TLS
+        with ``tls``); returns the bound address."""
         check_address(address)
+        tls = check_server_tls(tls)
         if self._terminated.is_set():
             raise RuntimeError("the server was stopped; create a new one")
         self._loop = asyncio.get_running_loop()
         native = self._native
-        bound: str = await await_native(lambda cb: native.start_async(address, cb))
+        if tls is None:
+            bound: str = await await_native(lambda cb: native.start_async(address, cb))
+        else:
+            args = tls._native_args()
+            bound = await await_native(lambda cb: native.start_tls_async(address, cb, **args))
         self._addresses.append(bound)
         track(self)
         return bound

@@ -1,12 +1,16 @@
 // Command storj-interop-client runs the interop cases of shared/interop/CASES.md
 // with the real storj.io/drpc client. storj.io/drpc is a sequential peer: only
 // the "every peer" cases apply and only --mode sequential is accepted.
+// --tls-ca [--tls-server-name] [--tls-cert --tls-key] dial with Go's
+// crypto/tls; --drpcmigrate sends the DRPC!!!1 header first.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -24,6 +28,11 @@ func main() {
 	mode := flag.String("mode", "sequential", "mux|sequential (storj.io/drpc supports only sequential)")
 	flowControl := flag.Bool("flow-control", false, "per-stream flow control (not supported by storj.io/drpc)")
 	flag.Var(&cases, "case", "case name (repeatable) or all")
+	tlsCA := flag.String("tls-ca", "", "PEM CA to trust: dial TLS")
+	tlsServerName := flag.String("tls-server-name", "", "name the server certificate must carry (default: the host)")
+	tlsCert := flag.String("tls-cert", "", "PEM client certificate (mutual TLS)")
+	tlsKey := flag.String("tls-key", "", "PEM private key of --tls-cert")
+	header := flag.Bool("drpcmigrate", false, "send drpcmigrate's DRPC!!!1 header first")
 	flag.Parse()
 	switch {
 	case *addr == "":
@@ -40,7 +49,26 @@ func main() {
 		cases = caseList{"all"}
 	}
 
-	results, err := interop.RunCases(context.Background(), *addr, cases)
+	if (*tlsCert == "") != (*tlsKey == "") || (*tlsCA == "" && (*tlsServerName != "" || *tlsCert != "")) {
+		fmt.Fprintln(os.Stderr, "storj-interop-client: --tls-cert and --tls-key go together; the --tls-* flags need --tls-ca")
+		os.Exit(2)
+	}
+	var cfg *tls.Config
+	if *tlsCA != "" {
+		name := *tlsServerName
+		if name == "" {
+			if host, _, err := net.SplitHostPort(*addr); err == nil {
+				name = host
+			}
+		}
+		var err error
+		if cfg, err = interop.ClientTLSConfig(*tlsCA, name, *tlsCert, *tlsKey); err != nil {
+			fmt.Fprintln(os.Stderr, "storj-interop-client: TLS:", err)
+			os.Exit(1)
+		}
+	}
+
+	results, err := interop.RunCasesWith(context.Background(), *addr, cases, interop.Dialer(cfg, *header))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "storj-interop-client:", err)
 		os.Exit(1)

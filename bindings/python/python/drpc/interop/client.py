@@ -317,10 +317,12 @@ def select(names: List[str], mode: str, flow_control: bool) -> List[str]:
     return chosen
 
 
-async def run(addr: str, names: List[str], mode: str, case_timeout: float, flow_control: bool) -> int:
+async def run(
+    addr: str, names: List[str], mode: str, case_timeout: float, flow_control: bool, tls: Optional[drpc.ClientTLS] = None
+) -> int:
     failed = 0
     client = drpc.aio.Client(
-        addr, sequential=(mode == "sequential"), connect_timeout=10.0, flow_control=flow_control
+        addr, sequential=(mode == "sequential"), connect_timeout=10.0, flow_control=flow_control, tls=tls
     )
     try:
         await client.connect()
@@ -355,13 +357,26 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--mode", choices=["mux", "sequential"], default="mux")
     ap.add_argument("--flow-control", action="store_true", help="per-stream flow control (default window)")
     ap.add_argument("--case-timeout", type=float, default=30.0, help="seconds before a case counts as failed")
+    ap.add_argument("--tls-ca", help="PEM CA to trust: connect over TLS")
+    ap.add_argument("--tls-server-name", help="name the server certificate must carry (default: the host)")
+    ap.add_argument("--tls-cert", help="PEM client certificate (mutual TLS)")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     args = ap.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        ap.error("--tls-cert and --tls-key go together")
+    if args.tls_ca is None and (args.tls_server_name or args.tls_cert):
+        ap.error("the --tls-* flags need --tls-ca")
+    tls = (
+        drpc.ClientTLS(ca=args.tls_ca, server_name=args.tls_server_name, cert=args.tls_cert, key=args.tls_key)
+        if args.tls_ca
+        else None
+    )
     names = args.case or ["all"]
     unknown = [n for n in names if n != "all" and n not in ALL]
     if unknown:
         ap.error(f"unknown case(s): {', '.join(unknown)}; known: all, {', '.join(ALL)}")
     chosen = select(names, args.mode, args.flow_control)
-    return asyncio.run(run(args.addr, chosen, args.mode, args.case_timeout, args.flow_control))
+    return asyncio.run(run(args.addr, chosen, args.mode, args.case_timeout, args.flow_control, tls))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import drpc
 import drpc.aio
@@ -214,9 +214,9 @@ def _announce(addr: str) -> None:
     sys.stdout.flush()
 
 
-async def _serve_aio(addr: str, flow_control: bool) -> None:
+async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
     server = build_aio(Stats(), flow_control)
-    bound = await server.start(addr)
+    bound = await server.start(addr, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -226,12 +226,12 @@ async def _serve_aio(addr: str, flow_control: bool) -> None:
     await server.stop(grace=2.0)
 
 
-def _serve_sync(addr: str, flow_control: bool) -> None:
+def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
     server = build_sync(Stats(), flow_control)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    bound = server.start(addr)
+    bound = server.start(addr, tls=tls)
     _announce(bound)
     while not stop.wait(0.2):
         pass
@@ -243,11 +243,17 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--addr", default="127.0.0.1:0", help="HOST:PORT (port 0 picks one) or unix:/path")
     ap.add_argument("--api", choices=["aio", "sync"], default="aio", help="handler flavour")
     ap.add_argument("--flow-control", action="store_true", help="per-stream flow control (default window)")
+    ap.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
+    ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    ap.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
     args = ap.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        ap.error("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
+    tls = drpc.ServerTLS(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca) if args.tls_cert else None
     if args.api == "aio":
-        asyncio.run(_serve_aio(args.addr, args.flow_control))
+        asyncio.run(_serve_aio(args.addr, args.flow_control, tls))
     else:
-        _serve_sync(args.addr, args.flow_control)
+        _serve_sync(args.addr, args.flow_control, tls)
     return 0
 
 
