@@ -11,6 +11,8 @@ from ._common import (
     Sendable,
     check_address,
     check_bool,
+    check_byte_count,
+    check_limit_timeout,
     check_max_message_size,
     check_metadata,
     check_rpc,
@@ -118,6 +120,8 @@ class Client:
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         flow_control: bool = False,
         reconnect: bool = True,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> None:
         check_address(address)
         self._native = _native.NativeConn.connect(
@@ -127,6 +131,8 @@ class Client:
             check_timeout(connect_timeout, "connect_timeout"),
             check_bool(flow_control, "flow_control"),
             check_bool(reconnect, "reconnect"),
+            memory_budget=check_byte_count(memory_budget, "memory_budget", "no limit"),
+            read_timeout=check_limit_timeout(read_timeout, "read_timeout"),
         )
         track(self)
 
@@ -326,6 +332,8 @@ def connect(
     connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
     flow_control: bool = False,
     reconnect: bool = True,
+    memory_budget: Optional[int] = None,
+    read_timeout: Optional[float] = None,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     return Client(
@@ -335,4 +343,6 @@ def connect(
         connect_timeout=connect_timeout,
         flow_control=flow_control,
         reconnect=reconnect,
+        memory_budget=memory_budget,
+        read_timeout=read_timeout,
     )

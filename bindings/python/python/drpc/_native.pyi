@@ -17,10 +17,15 @@ __all__ = [
     "Completion",
     "Task",
     "_quiesce",
+    "_handler_pool_threads",
+    "configure_runtime",
+    "runtime_settings",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MEMORY_BUDGET",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: int
+DEFAULT_MEMORY_BUDGET: int
 
 @final
 class Task:
@@ -75,6 +80,8 @@ class NativeConn:
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
         reconnect: bool = True,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> "NativeConn": ...
     @staticmethod
     def connect_async(
@@ -85,6 +92,8 @@ class NativeConn:
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
         reconnect: bool = True,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> Task: ...
     @property
     def address(self) -> str: ...
@@ -125,7 +134,16 @@ class Completion:
 
 @final
 class NativeServer:
-    def __new__(cls, max_message_size: Optional[int] = None, flow_control: bool = False) -> "NativeServer": ...
+    def __new__(
+        cls,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        memory_budget: Optional[int] = None,
+        connection_memory: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        read_timeout: Optional[float] = None,
+    ) -> "NativeServer": ...
     def add_unary(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def add_stream(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def start(self, addr: str) -> str: ...
@@ -144,3 +162,13 @@ class NativeServer:
 
 def _quiesce(timeout: float = 2.0) -> bool:
     """At interpreter exit: stop runtime threads entering Python, wait for those inside."""
+
+def configure_runtime(worker_threads: Optional[int] = None, handler_threads: Optional[int] = None) -> None:
+    """Sets the runtime's thread counts before its first use (None keeps a
+    value); RuntimeError once it has started."""
+
+def runtime_settings() -> Tuple[int, int]:
+    """``(worker_threads, handler_threads)`` in effect; starts the runtime."""
+
+def _handler_pool_threads() -> int:
+    """Threads of the handler pool alive now (busy or idle)."""
