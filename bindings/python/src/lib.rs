@@ -1491,12 +1491,6 @@ fn runtime_settings() -> (usize, usize) {
     pool::current_settings()
 }
 
-/// Threads of the handler pool alive now (busy or idle).
-#[pyfunction]
-fn _handler_pool_threads() -> usize {
-    handler_pool().threads()
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeConn>()?;
@@ -1508,7 +1502,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_function(wrap_pyfunction!(configure_runtime, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_settings, m)?)?;
-    m.add_function(wrap_pyfunction!(_handler_pool_threads, m)?)?;
     m.add("DEFAULT_MEMORY_BUDGET", drpc_core::DEFAULT_MEMORY_BUDGET)?;
     m.add("DEFAULT_MAX_MESSAGE_SIZE", drpc_core::DEFAULT_MAX_MESSAGE_SIZE)?;
     Ok(())

@@ -161,11 +161,6 @@ impl HandlerPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Threads of the pool running or waiting for a job now.
-    pub(crate) fn threads(&self) -> usize {
-        self.lock().threads
-    }
-
     /// Runs `job` on a pool thread, or refuses it (returning why) when the
     /// pool, or its share for streaming handlers, is exhausted.
     pub(crate) fn spawn(&'static self, kind: JobKind, job: Job) -> Result<(), String> {

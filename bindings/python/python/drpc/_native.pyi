@@ -17,7 +17,6 @@ __all__ = [
     "Completion",
     "Task",
     "_quiesce",
-    "_handler_pool_threads",
     "configure_runtime",
     "runtime_settings",
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -169,6 +168,3 @@ def configure_runtime(worker_threads: Optional[int] = None, handler_threads: Opt
 
 def runtime_settings() -> Tuple[int, int]:
     """``(worker_threads, handler_threads)`` in effect; starts the runtime."""
-
-def _handler_pool_threads() -> int:
-    """Threads of the handler pool alive now (busy or idle)."""
