@@ -9,7 +9,8 @@
 //! `drpc.aio` layer turns these into asyncio futures.
 //!
 //! Server handlers are Python callables registered with a flag saying whether
-//! they are synchronous (run on tokio's blocking pool with the GIL) or
+//! they are synchronous (run on the bounded `drpc-handler` pool, see
+//! [`pool`], with the GIL) or
 //! asynchronous (the callable schedules the work on an asyncio loop and reports
 //! through a [`Completion`]).
 
@@ -25,26 +26,15 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+mod pool;
+use pool::{handler_pool, rt, JobKind};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 /// How long a blocking wait runs before it checks for signals.
 const SLICE: Duration = Duration::from_millis(50);
-
-static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-
-fn rt() -> &'static Runtime {
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("drpc-runtime")
-            .enable_all()
-            .build()
-            .expect("building the drpc tokio runtime")
-    })
-}
 
 // ---------------------------------------------------------------------------
 // Entering Python from runtime threads
@@ -53,6 +43,36 @@ fn rt() -> &'static Runtime {
 static IN_PYTHON: AtomicUsize = AtomicUsize::new(0);
 /// Set at interpreter exit: runtime threads no longer call into Python.
 static CLOSING: AtomicBool = AtomicBool::new(false);
+
+/// Cancelled with CLOSING set: wakes the waits of threads other than the
+/// main one, which wait in one piece (only the main thread sees signals).
+fn closing_token() -> &'static drpc_core::CancelToken {
+    static TOKEN: OnceLock<drpc_core::CancelToken> = OnceLock::new();
+    TOKEN.get_or_init(drpc_core::CancelToken::new)
+}
+
+thread_local! {
+    /// Whether this is Python's main thread, once asked.
+    static IS_MAIN_THREAD: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the calling thread is Python's main thread, the only one whose
+/// waits must wake up to run signal handlers (Ctrl-C).
+fn is_main_thread(py: Python<'_>) -> bool {
+    if let Some(known) = IS_MAIN_THREAD.with(|m| m.get()) {
+        return known;
+    }
+    let main = (|| -> PyResult<bool> {
+        let threading = py.import("threading")?;
+        let main_ident = threading.call_method0("main_thread")?.getattr("ident")?;
+        let own_ident = threading.call_method0("get_ident")?;
+        main_ident.eq(own_ident)
+    })()
+    // Unknown: wait in slices, which is always correct.
+    .unwrap_or(true);
+    IS_MAIN_THREAD.with(|m| m.set(Some(main)));
+    main
+}
 
 struct InPython;
 
@@ -84,6 +104,7 @@ fn enter_python<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
 #[pyo3(signature = (timeout=2.0))]
 fn _quiesce(py: Python<'_>, timeout: f64) -> bool {
     CLOSING.store(true, Ordering::SeqCst);
+    closing_token().cancel();
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.allow_threads(|| loop {
         if IN_PYTHON.load(Ordering::SeqCst) == 0 && IN_WAIT.load(Ordering::SeqCst) == 0 {
@@ -196,6 +217,23 @@ where
         return Err(exiting_err(py));
     }
     let mut fut = std::pin::pin!(fut);
+    if !is_main_thread(py) {
+        // No signals to check: one wait, woken early only by exit. (Slices
+        // here would have every handler thread blocked in `recv()` take the
+        // GIL 20 times a second.)
+        let closing = closing_token();
+        let waited = py.allow_threads(|| {
+            tokio::task::block_in_place(|| {
+                rt().block_on(async {
+                    tokio::select! {
+                        v = fut.as_mut() => Some(v),
+                        _ = closing.cancelled() => None,
+                    }
+                })
+            })
+        });
+        return waited.ok_or_else(|| exiting_err(py));
+    }
     loop {
         let sliced = py.allow_threads(|| {
             tokio::task::block_in_place(|| {
@@ -394,6 +432,29 @@ fn conn_options(sequential: bool, max_message_size: Option<usize>, flow_control:
     Ok(opts)
 }
 
+/// A timeout in seconds as a `Duration`, zero disabling it (the core's
+/// convention); None keeps `default`.
+fn limit_duration(name: &str, secs: Option<f64>, default: Duration) -> PyResult<Duration> {
+    match secs {
+        None => Ok(default),
+        Some(s) if !s.is_finite() || s < 0.0 => {
+            Err(PyValueError::new_err(format!("{name} must be a finite, non-negative number of seconds (0 disables), got {s}")))
+        }
+        Some(s) if s > 1e9 => Err(PyValueError::new_err(format!("{name} is too large: {s} seconds"))),
+        Some(s) => Ok(Duration::from_secs_f64(s)),
+    }
+}
+
+/// The client-only limits: a memory budget of the connection's own (None:
+/// the core's default, 256 MiB; 0: unlimited) and the per-frame read timeout.
+fn client_limits(opts: &mut ConnOptions, memory_budget: Option<usize>, read_timeout: Option<f64>) -> PyResult<()> {
+    if let Some(bytes) = memory_budget {
+        opts.memory_budget = Some(drpc_core::MemoryBudget::new(bytes));
+    }
+    opts.read_timeout = limit_duration("read_timeout", read_timeout, opts.read_timeout)?;
+    Ok(())
+}
+
 async fn connect_with(
     addr: &str,
     opts: ConnOptions,
@@ -572,7 +633,7 @@ impl NativeConn {
     /// bytes or file paths).
     #[staticmethod]
     #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
-                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None))]
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -587,8 +648,11 @@ impl NativeConn {
         tls_server_name: Option<String>,
         tls_cert: Option<&Bound<'_, PyAny>>,
         tls_key: Option<&Bound<'_, PyAny>>,
+        memory_budget: Option<usize>,
+        read_timeout: Option<f64>,
     ) -> PyResult<NativeConn> {
-        let opts = conn_options(sequential, max_message_size, flow_control)?;
+        let mut opts = conn_options(sequential, max_message_size, flow_control)?;
+        client_limits(&mut opts, memory_budget, read_timeout)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
         let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
         let dialer =
@@ -599,7 +663,7 @@ impl NativeConn {
     /// Connects in the background; `cb(NativeConn | None, exc | None)`.
     #[staticmethod]
     #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
-                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None))]
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn connect_async(
         addr: String,
@@ -614,8 +678,11 @@ impl NativeConn {
         tls_server_name: Option<String>,
         tls_cert: Option<&Bound<'_, PyAny>>,
         tls_key: Option<&Bound<'_, PyAny>>,
+        memory_budget: Option<usize>,
+        read_timeout: Option<f64>,
     ) -> PyResult<Task> {
-        let opts = conn_options(sequential, max_message_size, flow_control)?;
+        let mut opts = conn_options(sequential, max_message_size, flow_control)?;
+        client_limits(&mut opts, memory_budget, read_timeout)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
         let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
         Ok(spawn_cb(Dialer::connect(addr, opts, timeout, reconnect, tls), callback, conv_conn))
@@ -1135,7 +1202,7 @@ impl Running {
 /// The handler invocations of one server, by kind.
 #[derive(Default)]
 struct Handlers {
-    /// Plain functions, each on a blocking-pool thread holding the GIL.
+    /// Plain functions, each on a `drpc-handler` thread holding the GIL.
     sync: Arc<Running>,
     /// Coroutines on an asyncio loop (a Python thread).
     asynchronous: Arc<Running>,
@@ -1165,27 +1232,34 @@ thread_local! {
     static IN_SYNC_HANDLER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Runs a synchronous Python handler on the blocking pool.
-async fn run_sync<F>(running: &Arc<Running>, f: F) -> Result<Bytes, Status>
+/// Runs a synchronous Python handler on the handler pool and waits for its
+/// outcome; a full pool refuses the call with ResourceExhausted at once.
+async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, f: F) -> Result<Bytes, Status>
 where
     F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>> + Send + 'static,
 {
     let guard = running.enter();
-    let joined = tokio::task::spawn_blocking(move || {
-        let me = Arc::as_ptr(&guard.0) as usize;
-        IN_SYNC_HANDLER.with(|h| h.set(me));
-        let outcome = enter_python(|py| match f(py) {
-            Ok(Some(b)) => Ok(bytes_of(b)),
-            Ok(None) => Ok(Bytes::new()),
-            Err(err) => Err(err_to_status(py, err)),
-        })
-        .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")));
-        IN_SYNC_HANDLER.with(|h| h.set(0));
-        drop(guard);
-        outcome
-    })
-    .await;
-    joined.unwrap_or_else(|e| Err(Status::internal(format!("handler failed: {e}"))))
+    let (tx, rx) = oneshot::channel();
+    let spawned = handler_pool().spawn(
+        kind,
+        Box::new(move || {
+            let me = Arc::as_ptr(&guard.0) as usize;
+            IN_SYNC_HANDLER.with(|h| h.set(me));
+            let outcome = enter_python(|py| match f(py) {
+                Ok(Some(b)) => Ok(bytes_of(b)),
+                Ok(None) => Ok(Bytes::new()),
+                Err(err) => Err(err_to_status(py, err)),
+            })
+            .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")));
+            IN_SYNC_HANDLER.with(|h| h.set(0));
+            drop(guard);
+            let _ = tx.send(outcome);
+        }),
+    );
+    if let Err(why) = spawned {
+        return Err(Status::resource_exhausted(why));
+    }
+    rx.await.unwrap_or_else(|_| Err(Status::internal("the handler thread failed")))
 }
 
 /// A running async handler's handle (its `cancel()` cancels the coroutine),
@@ -1250,6 +1324,8 @@ struct ServerState {
 struct NativeServer {
     state: Mutex<ServerState>,
     conn_options: ConnOptions,
+    /// Bytes all connections together may hold (0: no limit).
+    memory_budget: usize,
     handlers: Arc<Handlers>,
     /// The acceptor every TLS address shares (so one reload reaches all).
     tls: Mutex<Option<drpc_tls::TlsAcceptor>>,
@@ -1288,7 +1364,11 @@ impl NativeServer {
         let router = st.router.take().unwrap_or_default();
         // The struct update keeps the core's other (and future) settings at their defaults.
         #[allow(clippy::needless_update)]
-        let opts = drpc_core::ServerOptions { conn: self.conn_options.clone(), ..drpc_core::ServerOptions::default() };
+        let opts = drpc_core::ServerOptions {
+            conn: self.conn_options.clone(),
+            memory_budget: self.memory_budget,
+            ..drpc_core::ServerOptions::default()
+        };
         let server = Server::with_options(router, opts);
         st.server = Some(server.clone());
         Ok(server)
@@ -1297,12 +1377,35 @@ impl NativeServer {
 
 #[pymethods]
 impl NativeServer {
+    /// `memory_budget`: bytes every connection together may hold (None: 256
+    /// MiB; 0: no limit). `connection_memory`: one connection's share (None:
+    /// 64 MiB). Timeouts in seconds, 0 disabling each (None: the defaults,
+    /// 10 s, 300 s and 30 s).
     #[new]
-    #[pyo3(signature = (max_message_size=None, flow_control=false))]
-    fn new(max_message_size: Option<usize>, flow_control: bool) -> PyResult<NativeServer> {
+    #[pyo3(signature = (max_message_size=None, flow_control=false, memory_budget=None, connection_memory=None, handshake_timeout=None, idle_timeout=None, read_timeout=None))]
+    fn new(
+        max_message_size: Option<usize>,
+        flow_control: bool,
+        memory_budget: Option<usize>,
+        connection_memory: Option<usize>,
+        handshake_timeout: Option<f64>,
+        idle_timeout: Option<f64>,
+        read_timeout: Option<f64>,
+    ) -> PyResult<NativeServer> {
+        let mut conn = conn_options(false, max_message_size, flow_control)?;
+        if let Some(bytes) = connection_memory {
+            if bytes == 0 {
+                return Err(PyValueError::new_err("connection_memory must be positive"));
+            }
+            conn.connection_buffer_budget = bytes;
+        }
+        conn.handshake_timeout = limit_duration("handshake_timeout", handshake_timeout, conn.handshake_timeout)?;
+        conn.idle_timeout = limit_duration("idle_timeout", idle_timeout, conn.idle_timeout)?;
+        conn.read_timeout = limit_duration("read_timeout", read_timeout, conn.read_timeout)?;
         Ok(NativeServer {
             state: Mutex::new(ServerState { router: Some(Router::new()), names: HashSet::new(), server: None }),
-            conn_options: conn_options(false, max_message_size, flow_control)?,
+            conn_options: conn,
+            memory_budget: memory_budget.unwrap_or(drpc_core::DEFAULT_MEMORY_BUDGET),
             handlers: Arc::default(),
             tls: Mutex::default(),
         })
@@ -1332,7 +1435,7 @@ impl NativeServer {
                         })
                         .await
                     } else {
-                        run_sync(&handlers.sync, move |py| {
+                        run_sync(&handlers.sync, JobKind::Unary, move |py| {
                             let data = PyBytes::new(py, &req.data);
                             let out = func.call1(py, (data, ServerContext { ctx }))?;
                             let out = out.bind(py);
@@ -1372,7 +1475,7 @@ impl NativeServer {
                     let result = if is_async {
                         run_async(&handlers.asynchronous, ctx, move |py, done| func.call1(py, (stream, done))).await
                     } else {
-                        run_sync(&handlers.sync, move |py| func.call1(py, (stream,)).map(|_| None)).await
+                        run_sync(&handlers.sync, JobKind::Stream, move |py| func.call1(py, (stream,)).map(|_| None)).await
                     };
                     result.map(|_| ())
                 }
@@ -1556,6 +1659,29 @@ impl NativeServer {
     }
 }
 
+/// Sets the runtime's thread counts before its first use (None keeps a
+/// value): `worker_threads` run all network I/O and callbacks (default: the
+/// number of cores, or `DRPC_WORKER_THREADS`), `handler_threads` is the most
+/// plain-function handlers running at once (default 1024, or
+/// `DRPC_HANDLER_THREADS`). RuntimeError once the runtime has started.
+#[pyfunction]
+#[pyo3(signature = (worker_threads=None, handler_threads=None))]
+fn configure_runtime(worker_threads: Option<usize>, handler_threads: Option<usize>) -> PyResult<()> {
+    for (name, value) in [("worker_threads", worker_threads), ("handler_threads", handler_threads)] {
+        if value == Some(0) {
+            return Err(PyValueError::new_err(format!("{name} must be positive")));
+        }
+    }
+    pool::configure(worker_threads, handler_threads).map_err(PyRuntimeError::new_err)
+}
+
+/// `(worker_threads, handler_threads)` in effect; starts the runtime, which
+/// fixes them.
+#[pyfunction]
+fn runtime_settings() -> (usize, usize) {
+    pool::current_settings()
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeConn>()?;
@@ -1565,6 +1691,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Completion>()?;
     m.add_class::<Task>()?;
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
+    m.add_function(wrap_pyfunction!(configure_runtime, m)?)?;
+    m.add_function(wrap_pyfunction!(runtime_settings, m)?)?;
+    m.add("DEFAULT_MEMORY_BUDGET", drpc_core::DEFAULT_MEMORY_BUDGET)?;
     m.add("DEFAULT_MAX_MESSAGE_SIZE", drpc_core::DEFAULT_MAX_MESSAGE_SIZE)?;
     Ok(())
 }

@@ -9,8 +9,15 @@ are bytes, or protobuf messages (anything with ``SerializeToString`` /
 
 from . import errors
 from ._client import Client, ClientStream, connect
-from ._common import DEFAULT_CONNECT_TIMEOUT, Message, MessageType, Sendable
-from ._native import DEFAULT_MAX_MESSAGE_SIZE, ServerContext
+from ._common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    Message,
+    MessageType,
+    Sendable,
+    configure_runtime,
+    runtime_settings,
+)
+from ._native import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, ServerContext
 from ._server import LOGGER_NAME, AsyncServerStream, Server, ServerStream
 from .tls import ClientTLS, ServerTLS
 from .errors import (
@@ -50,6 +57,9 @@ __all__ = [
     "AsyncServerStream",
     "ServerContext",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MEMORY_BUDGET",
+    "configure_runtime",
+    "runtime_settings",
     "DEFAULT_CONNECT_TIMEOUT",
     "LOGGER_NAME",
     "Message",

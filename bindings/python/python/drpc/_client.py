@@ -12,6 +12,8 @@ from ._common import (
     Sendable,
     check_address,
     check_bool,
+    check_byte_count,
+    check_limit_timeout,
     check_max_message_size,
     check_metadata,
     check_rpc,
@@ -123,6 +125,8 @@ class Client:
         flow_control: bool = False,
         reconnect: bool = True,
         tls: Optional[ClientTLS] = None,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> None:
         check_address(address)
         self._native = _native.NativeConn.connect(
@@ -133,6 +137,8 @@ class Client:
             check_bool(flow_control, "flow_control"),
             check_bool(reconnect, "reconnect"),
             **client_tls_args(tls),
+            memory_budget=check_byte_count(memory_budget, "memory_budget", "no limit"),
+            read_timeout=check_limit_timeout(read_timeout, "read_timeout"),
         )
         track(self)
 
@@ -333,6 +339,8 @@ def connect(
     flow_control: bool = False,
     reconnect: bool = True,
     tls: Optional[ClientTLS] = None,
+    memory_budget: Optional[int] = None,
+    read_timeout: Optional[float] = None,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     return Client(
@@ -343,4 +351,6 @@ def connect(
         flow_control=flow_control,
         reconnect=reconnect,
         tls=tls,
+        memory_budget=memory_budget,
+        read_timeout=read_timeout,
     )

@@ -95,6 +95,33 @@ def check_max_message_size(size: Any) -> Optional[int]:
     return size
 
 
+def check_byte_count(value: Any, name: str, zero_means: Optional[str] = None) -> Optional[int]:
+    """A size in bytes or None (the default); 0 only when ``zero_means``
+    says what it stands for (e.g. "no limit")."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (bytes) or None, got {type(value).__name__}")
+    if value < 0 or (value == 0 and zero_means is None):
+        allowed = f"non-negative (0 means {zero_means})" if zero_means else "positive"
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    if value >= 1 << 63:
+        raise ValueError(f"{name} is too large: {value}")
+    return value
+
+
+def check_limit_timeout(value: Any, name: str) -> Optional[float]:
+    """A connection timeout in seconds (0 disables it) or None (the default)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {type(value).__name__}")
+    seconds = float(value)
+    if seconds != seconds or seconds < 0 or seconds == float("inf"):
+        raise ValueError(f"{name} must be a finite, non-negative number of seconds (0 disables it), got {seconds}")
+    return seconds
+
+
 def encode(message: Any, what: str = "request") -> bytes:
     """bytes-like objects pass through; protobuf messages (anything with
     SerializeToString) are serialized."""
@@ -221,3 +248,38 @@ async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> An
         if not fut.done() or fut.cancelled():
             task.cancel()
         raise
+
+
+def configure_runtime(*, worker_threads: Optional[int] = None, handler_threads: Optional[int] = None) -> None:
+    """Sets drpc's thread counts; call it before the first Client or Server
+    (afterwards it raises RuntimeError). None keeps a setting as it is.
+
+    ``worker_threads``: the runtime threads (named ``drpc-worker``) that run
+    all network I/O and asyncio callbacks. Default: the number of cores, or
+    the environment variable ``DRPC_WORKER_THREADS``.
+
+    ``handler_threads``: the most plain-function (sync) server handlers
+    running at once, each on its own ``drpc-handler`` thread (started on
+    demand, stopped after 10 s idle). Streaming handlers may hold at most
+    three quarters of them, so unary calls always find the rest; a call that
+    finds no thread free fails at once with ResourceExhausted. Default 1024,
+    or the environment variable ``DRPC_HANDLER_THREADS``.
+    """
+    from . import _native
+
+    for name, value in (("worker_threads", worker_threads), ("handler_threads", handler_threads)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+        if value <= 0 or value > 1 << 20:
+            raise ValueError(f"{name} must be between 1 and {1 << 20}, got {value}")
+    _native.configure_runtime(worker_threads, handler_threads)
+
+
+def runtime_settings() -> "tuple[int, int]":
+    """``(worker_threads, handler_threads)`` in effect. Starts the runtime,
+    which fixes them (``configure_runtime`` raises from then on)."""
+    from . import _native
+
+    return _native.runtime_settings()

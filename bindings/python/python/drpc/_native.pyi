@@ -17,10 +17,14 @@ __all__ = [
     "Completion",
     "Task",
     "_quiesce",
+    "configure_runtime",
+    "runtime_settings",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_MEMORY_BUDGET",
 ]
 
 DEFAULT_MAX_MESSAGE_SIZE: int
+DEFAULT_MEMORY_BUDGET: int
 
 @final
 class Task:
@@ -85,6 +89,8 @@ class NativeConn:
         tls_server_name: Optional[str] = None,
         tls_cert: Optional[Union[str, bytes]] = None,
         tls_key: Optional[Union[str, bytes]] = None,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> "NativeConn": ...
     @staticmethod
     def connect_async(
@@ -100,6 +106,8 @@ class NativeConn:
         tls_server_name: Optional[str] = None,
         tls_cert: Optional[Union[str, bytes]] = None,
         tls_key: Optional[Union[str, bytes]] = None,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> Task: ...
     @property
     def address(self) -> str: ...
@@ -140,7 +148,16 @@ class Completion:
 
 @final
 class NativeServer:
-    def __new__(cls, max_message_size: Optional[int] = None, flow_control: bool = False) -> "NativeServer": ...
+    def __new__(
+        cls,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        memory_budget: Optional[int] = None,
+        connection_memory: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        read_timeout: Optional[float] = None,
+    ) -> "NativeServer": ...
     def add_unary(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def add_stream(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def start(self, addr: str) -> str: ...
@@ -183,3 +200,10 @@ class NativeServer:
 
 def _quiesce(timeout: float = 2.0) -> bool:
     """At interpreter exit: stop runtime threads entering Python, wait for those inside."""
+
+def configure_runtime(worker_threads: Optional[int] = None, handler_threads: Optional[int] = None) -> None:
+    """Sets the runtime's thread counts before its first use (None keeps a
+    value); RuntimeError once it has started."""
+
+def runtime_settings() -> Tuple[int, int]:
+    """``(worker_threads, handler_threads)`` in effect; starts the runtime."""

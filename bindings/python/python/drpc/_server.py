@@ -31,6 +31,8 @@ from ._common import (
     Sendable,
     check_address,
     check_bool,
+    check_byte_count,
+    check_limit_timeout,
     check_max_message_size,
     check_rpc,
     check_timeout,
@@ -227,9 +229,25 @@ class _NoHandle:
 
 
 class _ServerBase:
-    def __init__(self, *, max_message_size: Optional[int] = None, flow_control: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        memory_budget: Optional[int] = None,
+        connection_memory: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        read_timeout: Optional[float] = None,
+    ) -> None:
         self._native = _native.NativeServer(
-            check_max_message_size(max_message_size), check_bool(flow_control, "flow_control")
+            check_max_message_size(max_message_size),
+            check_bool(flow_control, "flow_control"),
+            memory_budget=check_byte_count(memory_budget, "memory_budget", "no limit"),
+            connection_memory=check_byte_count(connection_memory, "connection_memory"),
+            handshake_timeout=check_limit_timeout(handshake_timeout, "handshake_timeout"),
+            idle_timeout=check_limit_timeout(idle_timeout, "idle_timeout"),
+            read_timeout=check_limit_timeout(read_timeout, "read_timeout"),
         )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._has_async = False
@@ -487,8 +505,26 @@ class Server(_ServerBase):
         server.stop(grace=1.0)
     """
 
-    def __init__(self, *, max_message_size: Optional[int] = None, flow_control: bool = False) -> None:
-        super().__init__(max_message_size=max_message_size, flow_control=flow_control)
+    def __init__(
+        self,
+        *,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        memory_budget: Optional[int] = None,
+        connection_memory: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        read_timeout: Optional[float] = None,
+    ) -> None:
+        super().__init__(
+            max_message_size=max_message_size,
+            flow_control=flow_control,
+            memory_budget=memory_budget,
+            connection_memory=connection_memory,
+            handshake_timeout=handshake_timeout,
+            idle_timeout=idle_timeout,
+            read_timeout=read_timeout,
+        )
         self._loop_thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self._started = False

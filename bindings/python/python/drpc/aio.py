@@ -40,6 +40,8 @@ from ._common import (
     await_native,
     check_address,
     check_bool,
+    check_byte_count,
+    check_limit_timeout,
     check_max_message_size,
     check_metadata,
     check_rpc,
@@ -136,12 +138,16 @@ class Client:
         flow_control: bool = False,
         reconnect: bool = True,
         tls: Optional[ClientTLS] = None,
+        memory_budget: Optional[int] = None,
+        read_timeout: Optional[float] = None,
     ) -> None:
         self._address = check_address(address)
         self._tls = client_tls_args(tls)
         self._sequential = check_bool(sequential, "sequential")
         self._flow_control = check_bool(flow_control, "flow_control")
         self._reconnect = check_bool(reconnect, "reconnect")
+        self._memory_budget = check_byte_count(memory_budget, "memory_budget", "no limit")
+        self._read_timeout = check_limit_timeout(read_timeout, "read_timeout")
         self._max = check_max_message_size(max_message_size)
         self._connect_timeout = check_timeout(connect_timeout, "connect_timeout")
         self._native: Optional[_native.NativeConn] = None
@@ -159,6 +165,8 @@ class Client:
                     self._flow_control,
                     self._reconnect,
                     **self._tls,
+                    memory_budget=self._memory_budget,
+                    read_timeout=self._read_timeout,
                 )
             )
             track(self)
@@ -378,6 +386,8 @@ async def connect(
     flow_control: bool = False,
     reconnect: bool = True,
     tls: Optional[ClientTLS] = None,
+    memory_budget: Optional[int] = None,
+    read_timeout: Optional[float] = None,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     client = Client(
@@ -388,6 +398,8 @@ async def connect(
         flow_control=flow_control,
         reconnect=reconnect,
         tls=tls,
+        memory_budget=memory_budget,
+        read_timeout=read_timeout,
     )
     return await client.connect()
 
@@ -414,8 +426,26 @@ class Server(_ServerBase):
         await server.stop(grace=1.0)
     """
 
-    def __init__(self, *, max_message_size: Optional[int] = None, flow_control: bool = False) -> None:
-        super().__init__(max_message_size=max_message_size, flow_control=flow_control)
+    def __init__(
+        self,
+        *,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        memory_budget: Optional[int] = None,
+        connection_memory: Optional[int] = None,
+        handshake_timeout: Optional[float] = None,
+        idle_timeout: Optional[float] = None,
+        read_timeout: Optional[float] = None,
+    ) -> None:
+        super().__init__(
+            max_message_size=max_message_size,
+            flow_control=flow_control,
+            memory_budget=memory_budget,
+            connection_memory=connection_memory,
+            handshake_timeout=handshake_timeout,
+            idle_timeout=idle_timeout,
+            read_timeout=read_timeout,
+        )
         self._terminated = threading.Event()
         self._waiters: List["asyncio.Future[None]"] = []
         self._waiters_lock = threading.Lock()

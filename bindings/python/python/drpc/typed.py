@@ -18,13 +18,13 @@ from typing import (
     Mapping,
     Optional,
     Protocol,
-    Type,
     TypeVar,
     Union,
 )
 
 from . import aio
 from ._client import Client, ClientStream
+from ._common import MessageType, Sendable
 from .errors import Internal, RpcError
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
     "overrides",
 ]
 
-Req = TypeVar("Req")
+Req = TypeVar("Req", bound=Sendable)
 Resp = TypeVar("Resp")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -70,11 +70,11 @@ class BidiStream(Generic[Req, Resp]):
 
     __slots__ = ("_stream",)
 
-    def __init__(self, stream: ClientStream) -> None:
+    def __init__(self, stream: ClientStream[Resp]) -> None:
         self._stream = stream
 
     @property
-    def raw(self) -> ClientStream:
+    def raw(self) -> ClientStream[Resp]:
         """The untyped :class:`drpc.ClientStream`."""
         return self._stream
 
@@ -90,8 +90,7 @@ class BidiStream(Generic[Req, Resp]):
 
     def recv(self) -> Optional[Resp]:
         """The next response, or None once the server finished sending."""
-        response: Optional[Resp] = self._stream.recv()
-        return response
+        return self._stream.recv()
 
     def cancel(self) -> None:
         self._stream.cancel()
@@ -119,11 +118,11 @@ class AsyncBidiStream(Generic[Req, Resp]):
 
     __slots__ = ("_stream",)
 
-    def __init__(self, stream: aio.ClientStream) -> None:
+    def __init__(self, stream: aio.ClientStream[Resp]) -> None:
         self._stream = stream
 
     @property
-    def raw(self) -> aio.ClientStream:
+    def raw(self) -> aio.ClientStream[Resp]:
         """The untyped :class:`drpc.aio.ClientStream`."""
         return self._stream
 
@@ -139,8 +138,7 @@ class AsyncBidiStream(Generic[Req, Resp]):
 
     async def recv(self) -> Optional[Resp]:
         """The next response, or None once the server finished sending."""
-        response: Optional[Resp] = await self._stream.recv()
-        return response
+        return await self._stream.recv()
 
     def cancel(self) -> None:
         self._stream.cancel()
@@ -165,7 +163,7 @@ def stream_unary(
     client: Client,
     rpc: str,
     requests: Iterable[Req],
-    response_type: Type[Resp],
+    response_type: MessageType[Resp],
     metadata: Optional[Mapping[str, str]],
     timeout: Optional[float],
 ) -> Resp:
@@ -185,7 +183,7 @@ async def stream_unary_async(
     client: aio.Client,
     rpc: str,
     requests: Union[Iterable[Req], AsyncIterable[Req]],
-    response_type: Type[Resp],
+    response_type: MessageType[Resp],
     metadata: Optional[Mapping[str, str]],
     timeout: Optional[float],
 ) -> Resp:

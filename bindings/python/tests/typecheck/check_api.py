@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Callable, Iterator, Optional, Union
+from typing import AsyncIterator, Callable, Iterator, Optional, Tuple, Union
 
 from typing_extensions import assert_type
 
@@ -16,7 +16,15 @@ import drpc.aio
 from drpc.interop import test_pb2 as pb
 
 
+def runtime() -> None:
+    drpc.configure_runtime(worker_threads=4, handler_threads=64)
+    assert_type(drpc.runtime_settings(), Tuple[int, int])
+    drpc.configure_runtime(handler_threads="many")  # type: ignore[arg-type]
+
+
 def blocking(address: str) -> None:
+    drpc.Client(address, memory_budget=1 << 20, read_timeout=5.0).close()
+    drpc.Client(address, read_timeout="5")  # type: ignore[arg-type]
     with drpc.Client(address, connect_timeout=2.0, reconnect=True) as client:
         assert_type(client.invoke("/e.E/Echo", b"hi"), bytes)
         reply = client.invoke("/t.T/Unary", pb.SimpleRequest(response_size=3), response_type=pb.SimpleResponse)
@@ -41,6 +49,9 @@ def blocking(address: str) -> None:
 
 def serving() -> None:
     server = drpc.Server(max_message_size=1 << 20)
+    drpc.Server(memory_budget=0, connection_memory=1 << 20, handshake_timeout=1, idle_timeout=0, read_timeout=2.5)
+    drpc.aio.Server(memory_budget=drpc.DEFAULT_MEMORY_BUDGET, handshake_timeout=0.5)
+    drpc.Server(memory_budget="1M")  # type: ignore[arg-type]
 
     @server.unary("/e.E/Echo")
     def echo(request: bytes, context: drpc.ServerContext) -> bytes:
@@ -72,6 +83,7 @@ def serving() -> None:
 
 
 async def asynchronous(address: str) -> None:
+    await drpc.aio.connect(address, memory_budget=1 << 20, read_timeout=5)
     async with drpc.aio.Client(address) as client:
         assert_type(await client.invoke("/e.E/Echo", b"x", timeout=1.0), bytes)
         assert_type(
