@@ -211,8 +211,11 @@ struct PoolState {
     busy_streams: usize,
     /// Jobs queued or running.
     in_use: usize,
-    /// Jobs queued or running per connection.
-    per_conn: std::collections::HashMap<u64, usize>,
+    /// Jobs queued or running per connection. A BTreeMap, not a HashMap:
+    /// this pool is a static that outlives `main`, and a BTreeMap frees its
+    /// nodes once emptied where a hashbrown table keeps its allocation,
+    /// reachable only through an interior pointer (valgrind: "possibly lost").
+    per_conn: std::collections::BTreeMap<u64, usize>,
     queue: VecDeque<Job>,
 }
 
