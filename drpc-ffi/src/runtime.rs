@@ -211,9 +211,10 @@ struct PoolState {
     busy_streams: usize,
     /// Jobs queued or running.
     in_use: usize,
-    /// Jobs queued or running per connection. (A BTreeMap: its nodes are
-    /// referenced from their start, so valgrind sees the static pool's map
-    /// as reachable, not "possibly lost".)
+    /// Jobs queued or running per connection. A BTreeMap, not a HashMap:
+    /// this pool is a static that outlives `main`, and a BTreeMap frees its
+    /// nodes once emptied where a hashbrown table keeps its allocation,
+    /// reachable only through an interior pointer (valgrind: "possibly lost").
     per_conn: std::collections::BTreeMap<u64, usize>,
     queue: VecDeque<Job>,
 }
@@ -270,11 +271,9 @@ impl HandlerPool {
         }
         // The last quarter of the pool is kept for connections holding few
         // threads, shared fairly, so a few connections flooding slow calls
-        // cannot take every thread from the others. (A lone connection may
-        // use it all: there is no one to be fair to.)
+        // cannot take every thread from the others.
         let held = st.per_conn.get(&conn).copied().unwrap_or(0);
-        let others = st.per_conn.len() - usize::from(held > 0);
-        if st.in_use >= self.max - self.max / 4 && others > 0 {
+        if st.in_use >= self.max - self.max / 4 {
             let connections = st.per_conn.len() + usize::from(held == 0);
             let guaranteed = ((self.max / 4) / (2 * connections.max(1))).max(1);
             if held >= guaranteed {

@@ -12,9 +12,11 @@
 #     -Wall -Wextra -Werror -pedantic (the header also as C++17);
 #   - Go: bindings/go/codegen/edgepb (storj's protoc-gen-go-drpc output) is
 #     fresh (regen.sh --check) and its programs build over the cgo binding;
+#   - Rust: drpc-build compiles the same protos from the build script of
+#     tests/codegen/rust (crate drpc-codegen-edge), whose programs build;
 #   - every generated client against every generated server, all rpc kinds:
-#     {C, Python sync, Python asyncio, Go} x {C, Python sync, Python asyncio,
-#     Go}, the C programs under valgrind;
+#     {C, Python sync, Python asyncio, Go, Rust} x {C, Python sync, Python
+#     asyncio, Go, Rust}, the C programs under valgrind;
 #   - `make install` puts protoc-gen-drpc-c in PREFIX/bin.
 # Installs what it lacks: Debian protobuf-compiler, protobuf-c-compiler,
 # libprotobuf-c-dev, valgrind (as root); the Python package and pytest, mypy,
@@ -182,6 +184,14 @@ else
     fail go_build "$(tail -10 "$logs/go-build.log")"
 fi
 
+# ---- Rust: drpc-build, from tests/codegen/rust/build.rs ----------------------
+# Release, like drpc-ffi above, so the two share drpc-core's build.
+if (cd "$root" && cargo build --release -p drpc-codegen-edge) >"$logs/rust-build.log" 2>&1; then
+    pass rust_build
+else
+    fail rust_build "$(grep -m5 -A5 '^error' "$logs/rust-build.log")"
+fi
+
 # ---- every client against every server -------------------------------------
 VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible
     --suppressions="$root/tests/c/valgrind.supp")
@@ -212,21 +222,23 @@ stop_server() { # NAME: SIGTERM, exit 0 expected
     if [ "$rc" = 0 ]; then pass "$name/server_exit_0"; else fail "$name/server_exit_0" "exit $rc: $(tail -5 "$logs/$name.server.err")"; fi
 }
 want_cases_c=16  # edge_client.c: the 12 shared cases + echo_unary_async(_race), echo_bidi_cancel, bad_arguments
-want_cases_py=12  # also Go's
+want_cases_py=12  # also Go's and Rust's
 declare -A server_cmd=(
     [go]="$build/edge-go-server"
     [c]="${VALGRIND[*]} $build/edge_server"
     [py-sync]="$py $here/python/edge_server.py --gen $gen_py --api sync"
     [py-aio]="$py $here/python/edge_server.py --gen $gen_py --api aio"
+    [rust]="$target/release/codegen-edge-server"
 )
 declare -A client_cmd=(
     [go]="$build/edge-go-client"
     [c]="${VALGRIND[*]} $build/edge_client"
     [py-sync]="$py $here/python/edge_client.py --gen $gen_py --api sync"
     [py-aio]="$py $here/python/edge_client.py --gen $gen_py --api aio"
+    [rust]="$target/release/codegen-edge-client"
 )
-for s in c py-sync py-aio go; do
-    for c in c py-sync py-aio go; do
+for s in c py-sync py-aio go rust; do
+    for c in c py-sync py-aio go rust; do
         run="$c-client-vs-$s-server"
         echo "== $run"
         # shellcheck disable=SC2086
