@@ -271,9 +271,11 @@ impl HandlerPool {
         }
         // The last quarter of the pool is kept for connections holding few
         // threads, shared fairly, so a few connections flooding slow calls
-        // cannot take every thread from the others.
+        // cannot take every thread from the others. (A lone connection may
+        // use it all: there is no one to be fair to.)
         let held = st.per_conn.get(&conn).copied().unwrap_or(0);
-        if st.in_use >= self.max - self.max / 4 {
+        let others = st.per_conn.len() - usize::from(held > 0);
+        if st.in_use >= self.max - self.max / 4 && others > 0 {
             let connections = st.per_conn.len() + usize::from(held == 0);
             let guaranteed = ((self.max / 4) / (2 * connections.max(1))).max(1);
             if held >= guaranteed {
