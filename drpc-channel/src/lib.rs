@@ -153,11 +153,36 @@ pub(crate) async fn dial(addr: &str, opts: &ChannelOptions) -> Result<Conn, Stat
     if addr.starts_with("unix:") {
         return Conn::connect(addr, opts.conn.clone()).await;
     }
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
-    if let Some(ka) = &opts.tcp_keepalive {
-        ka.apply(&tcp).map_err(fail)?;
-    }
+    let tcp = connect_tcp(addr, opts.tcp_keepalive.as_ref()).await.map_err(fail)?;
     Ok(Conn::from_tcp(tcp, opts.conn.clone()))
+}
+
+async fn connect_tcp(addr: &str, keepalive: Option<&TcpKeepalive>) -> std::io::Result<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    if let Some(ka) = keepalive {
+        ka.apply(&tcp)?;
+    }
+    Ok(tcp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channel_sockets_get_the_keepalive_options() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let ka = TcpKeepalive { time: Duration::from_secs(7), interval: Duration::from_secs(3), retries: 2 };
+        let tcp = connect_tcp(&addr, Some(&ka)).await.unwrap();
+        let sock = socket2::SockRef::from(&tcp);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(3));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 2);
+        let plain = connect_tcp(&addr, None).await.unwrap();
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
 }
 
 /// Counters of what a channel did, for monitoring and tests.
@@ -190,6 +215,9 @@ struct Shared {
     changed: Arc<Notify>,
     resolve_now: Arc<Notify>,
     started: AtomicBool,
+    /// A call or `connect` asked for connections: resolver updates connect
+    /// new endpoints right away.
+    in_use: AtomicBool,
     stopped: drpc_core::CancelToken,
     next_rr: AtomicUsize,
     throttle: Throttle,
@@ -244,6 +272,7 @@ impl Channel {
                 changed: Arc::new(Notify::new()),
                 resolve_now: Arc::new(Notify::new()),
                 started: AtomicBool::new(false),
+                in_use: AtomicBool::new(false),
                 stopped: drpc_core::CancelToken::new(),
                 next_rr: AtomicUsize::new(0),
                 attempts: AtomicU64::new(0),
@@ -289,11 +318,9 @@ impl Channel {
 
     /// Resolves and starts connecting now instead of on the first call.
     pub fn connect(&self) {
+        self.shared.in_use.store(true, Ordering::Release);
         self.start();
-        let list = self.shared.endpoints.lock().unwrap().list.clone();
-        for sub in list {
-            sub.request_connect();
-        }
+        self.shared.connect_wanted();
     }
 
     /// Waits until some endpoint is ready or `timeout` passes.
@@ -360,6 +387,7 @@ impl Channel {
         wait_for_ready: bool,
         cancel: Option<&drpc_core::CancelToken>,
     ) -> Result<(Arc<Subchannel>, Conn), Status> {
+        self.shared.in_use.store(true, Ordering::Release);
         self.start();
         loop {
             let changed = self.shared.changed.notified();
@@ -528,7 +556,6 @@ impl Shared {
         };
         eps.resolve_error = None;
         let mut old: HashMap<String, Arc<Subchannel>> = eps.list.drain(..).map(|s| (s.addr.clone(), s)).collect();
-        let started = old.values().any(|s| s.state() != EndpointState::Idle);
         for addr in addrs {
             if eps.list.iter().any(|s| s.addr == addr) {
                 continue;
@@ -543,14 +570,24 @@ impl Shared {
             tracing::debug!(target = %self.target, endpoint = %addr, "endpoint removed; draining");
             sub.shut_down();
         }
-        // Balancers that use every endpoint connect new ones at once when in use.
-        if started && self.opts.load_balancing != LoadBalancing::PickFirst {
-            for sub in &eps.list {
-                sub.request_connect();
-            }
-        }
         drop(eps);
+        if self.in_use.load(Ordering::Acquire) {
+            self.connect_wanted();
+        }
         self.changed.notify_waiters();
+    }
+
+    /// Connects what the balancer uses: every endpoint, or for pick-first
+    /// the first one (the picker moves on when it fails).
+    fn connect_wanted(&self) {
+        let list = self.endpoints.lock().unwrap().list.clone();
+        let wanted = match self.opts.load_balancing {
+            LoadBalancing::PickFirst => &list[..list.len().min(1)],
+            _ => &list[..],
+        };
+        for sub in wanted {
+            sub.request_connect();
+        }
     }
 
     fn close_idle(&self) {
