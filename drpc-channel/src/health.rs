@@ -109,10 +109,13 @@ impl HealthService {
 
     /// Adds the Check and Watch handlers to `router`.
     pub fn register(&self, router: Router) -> Router {
+        self.register_watch(self.register_check(router))
+    }
+
+    /// Adds the Check handler only.
+    pub fn register_check(&self, router: Router) -> Router {
         let check = self.clone();
-        let watcher = self.clone();
-        router
-            .unary(CHECK_RPC, move |req: HealthCheckRequest, _ctx: CallContext| {
+        router.unary(CHECK_RPC, move |req: HealthCheckRequest, _ctx: CallContext| {
                 let status = check.status(&req.service);
                 async move {
                     match status {
@@ -121,7 +124,12 @@ impl HealthService {
                     }
                 }
             })
-            .server_streaming(WATCH_RPC, move |req: HealthCheckRequest, stream: Stream| {
+    }
+
+    /// Adds the Watch handler only.
+    pub fn register_watch(&self, router: Router) -> Router {
+        let watcher = self.clone();
+        router.server_streaming(WATCH_RPC, move |req: HealthCheckRequest, stream: Stream| {
                 let health = watcher.clone();
                 async move { health.watch(&req.service, stream).await }
             })

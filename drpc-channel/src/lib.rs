@@ -344,6 +344,9 @@ impl Channel {
             let work = async {
                 let mut next_idle_check = Instant::now() + idle_check;
                 loop {
+                    // Created before resolving, so a change reported while
+                    // the resolution runs is not missed.
+                    let mut changed = resolver.changed();
                     let result = resolver.resolve().await;
                     let last = Instant::now();
                     match weak.upgrade() {
@@ -355,7 +358,7 @@ impl Channel {
                     loop {
                         let wake = tokio::select! {
                             _ = tokio::time::sleep_until(last + interval) => true,
-                            _ = resolver.changed() => true,
+                            _ = &mut changed => true,
                             _ = resolve_now.notified() => {
                                 tokio::time::sleep_until(last + min_interval).await;
                                 true

@@ -27,7 +27,9 @@ pub trait Resolver: Send + Sync + 'static {
     fn resolve(&self) -> BoxFuture<'_, Result<Vec<String>, Status>>;
 
     /// Resolves when the resolver knows its answer changed (push-style
-    /// registries). The default never resolves: polling only.
+    /// registries). The channel calls it before each `resolve`, and a change
+    /// after that call must resolve it. The default never resolves:
+    /// polling only.
     fn changed(&self) -> BoxFuture<'_, ()> {
         Box::pin(std::future::pending())
     }
@@ -53,8 +55,8 @@ impl Resolver for StaticResolver {
 }
 
 /// A list of endpoints the application (or a registry watcher it runs)
-/// replaces with [`ManualResolver::set`]; channels using it see the new
-/// list at once. Cheap to clone; clones share the list.
+/// replaces with [`ManualResolver::set`]; channels using it pick the new
+/// list up at once, without polling. Cheap to clone; clones share the list.
 #[derive(Clone, Default)]
 pub struct ManualResolver {
     inner: Arc<ManualInner>,
@@ -73,7 +75,8 @@ impl ManualResolver {
         resolver
     }
 
-    /// Replaces the endpoint list. Endpoints no longer listed are drained:
+    /// Replaces the endpoint list; channels apply it within moments (their
+    /// resolver task runs). Endpoints no longer listed are drained:
     /// calls in flight on them finish, new calls go elsewhere.
     pub fn set(&self, endpoints: impl IntoIterator<Item = impl Into<String>>) {
         *self.inner.endpoints.lock().unwrap() = endpoints.into_iter().map(Into::into).collect();

@@ -34,12 +34,14 @@ macro_rules! cstr {
     };
 }
 
+mod channel;
 mod client;
 mod handles;
 mod runtime;
 mod server;
 mod stream;
 
+pub use channel::*;
 pub use client::*;
 pub use server::*;
 pub use stream::*;
