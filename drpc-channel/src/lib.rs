@@ -317,6 +317,7 @@ impl Channel {
     }
 
     /// Resolves and starts connecting now instead of on the first call.
+    /// Must be called within a tokio runtime.
     pub fn connect(&self) {
         self.shared.in_use.store(true, Ordering::Release);
         self.start();

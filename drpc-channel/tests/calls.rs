@@ -349,7 +349,7 @@ async fn the_system_resolver_finds_localhost() {
     let port = server.addr.rsplit(':').next().unwrap();
     let resolver = DnsResolver::new("localhost", port.parse().unwrap());
     let endpoints = drpc_channel::Resolver::resolve(&resolver).await.unwrap();
-    assert!(endpoints.iter().any(|e| *e == server.addr), "{endpoints:?}");
+    assert!(endpoints.contains(&server.addr), "{endpoints:?}");
     let channel = Channel::new(&format!("dns:///127.0.0.1:{port}"), test_options()).unwrap();
     assert_eq!(&channel.unary(WHO, b"", &CallOptions::new()).await.unwrap()[..], b"local");
 }

@@ -94,13 +94,14 @@ pub extern "C" fn drpc_channel_options_set_conn_options(
     })
 }
 
+/// `policy` is a `drpc_load_balancing` value.
 #[no_mangle]
 pub extern "C" fn drpc_channel_options_set_load_balancing(
     opts: *mut drpc_channel_options,
-    policy: drpc_load_balancing,
+    policy: u32,
 ) -> drpc_status {
     with_channel_options(opts, |o| {
-        o.load_balancing = match policy as u32 {
+        o.load_balancing = match policy {
             0 => LoadBalancing::PickFirst,
             1 => LoadBalancing::RoundRobin,
             2 => LoadBalancing::PowerOfTwoChoices,
@@ -289,8 +290,8 @@ impl HandleType for ChannelObj {
 }
 
 impl ChannelObj {
-    fn with_wait(&self, wait: drpc_wait_for_ready) -> Res<Channel> {
-        Ok(match wait as u32 {
+    fn with_wait(&self, wait: u32) -> Res<Channel> {
+        Ok(match wait {
             0 => (*self.channel).clone(),
             1 => self.channel.wait_for_ready(true),
             2 => self.channel.wait_for_ready(false),
@@ -344,7 +345,10 @@ pub unsafe extern "C" fn drpc_channel_ready(
 ) -> drpc_status {
     ffi(err_out, || {
         let c = get::<ChannelObj>(channel, "channel")?;
-        c.channel.connect();
+        {
+            let _rt = runtime().enter();
+            c.channel.connect();
+        }
         block_on(c.channel.ready(millis(timeout_ms)))??;
         Ok(drpc_status::DRPC_OK)
     })
@@ -352,7 +356,8 @@ pub unsafe extern "C" fn drpc_channel_ready(
 
 /// A blocking unary call, like `drpc_conn_unary`, on a ready endpoint of the
 /// channel, retried per the retry policy within the one `timeout_ms`;
-/// `wait` chooses wait-for-ready or fail-fast for this call. Blocks the
+/// `wait` (a `drpc_wait_for_ready` value) chooses wait-for-ready or
+/// fail-fast for this call. Blocks the
 /// calling thread; not from a callback.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_channel_unary(
@@ -362,7 +367,7 @@ pub unsafe extern "C" fn drpc_channel_unary(
     request_len: usize,
     md: *const drpc_metadata,
     timeout_ms: u64,
-    wait: drpc_wait_for_ready,
+    wait: u32,
     response_out: *mut *mut drpc_buffer,
     err_out: *mut *mut drpc_error,
 ) -> drpc_status {
@@ -394,7 +399,7 @@ pub unsafe extern "C" fn drpc_channel_unary_async(
     request_len: usize,
     md: *const drpc_metadata,
     timeout_ms: u64,
-    wait: drpc_wait_for_ready,
+    wait: u32,
     callback: drpc_unary_callback,
     userdata: *mut c_void,
     call_out: *mut *mut drpc_call,
@@ -445,7 +450,7 @@ pub unsafe extern "C" fn drpc_channel_stream(
     rpc: *const c_char,
     md: *const drpc_metadata,
     timeout_ms: u64,
-    wait: drpc_wait_for_ready,
+    wait: u32,
     stream_out: *mut *mut drpc_stream,
     err_out: *mut *mut drpc_error,
 ) -> drpc_status {
@@ -555,19 +560,20 @@ pub extern "C" fn drpc_health_new() -> *mut drpc_health {
     guard(std::ptr::null_mut(), || new_handle(Arc::new(HealthObj { health: HealthService::new() })))
 }
 
-/// Sets the status of `service` ("" = the whole server); watchers are told.
+/// Sets the status of `service` ("" = the whole server) to `status`, a
+/// `drpc_serving_status` value; watchers are told.
 /// Ignored after `drpc_health_shutdown`.
 #[no_mangle]
 pub unsafe extern "C" fn drpc_health_set_status(
     health: *const drpc_health,
     service: *const c_char,
-    status: drpc_serving_status,
+    status: u32,
 ) -> drpc_status {
     ffi(std::ptr::null_mut(), || {
         let h = get::<HealthObj>(health, "health")?;
         // SAFETY: NUL-terminated string.
         let service = unsafe { arg_str(service, "service")? };
-        let status = match status as u32 {
+        let status = match status {
             0 => ServingStatus::Unknown,
             1 => ServingStatus::Serving,
             2 => ServingStatus::NotServing,

@@ -37,6 +37,7 @@ cc_prog interop_client "$here/interop_client.c" "$here/proto/test.pb-c.c" -lprot
 if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"
     cc_prog race_tests "$here/race_tests.c"
+    cc_prog channel_tests "$here/channel_tests.c"
     cc_prog starvation_test "$here/starvation_test.c"
     # The race tests again with AddressSanitizer on the C side (libdrpc
     # itself is not instrumented, but every allocation goes through ASan's
