@@ -4,7 +4,8 @@
 # (cargo build --release -p drpc-ffi must have run; this script does not run
 # cargo). Used by tests/c/run.sh and tests/matrix.
 #
-#   tests/c/build.sh            # everything: unit_tests, race_tests (and
+#   tests/c/build.sh            # everything: unit_tests, race_tests,
+#                               # channel_tests (and
 #                               # race_tests_asan when gcc has ASan),
 #                               # starvation_test, interop_server,
 #                               # interop_client, raii_example
