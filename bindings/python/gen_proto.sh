@@ -14,8 +14,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/drpc/interop"
 cp "$proto" "$tmp/drpc/interop/test.proto"
-protoc -I "$tmp" --python_out="$here/python" "$tmp/drpc/interop/test.proto"
-sed -i '1a # Regenerate with bindings/python/gen_proto.sh (protoc 3.21.12 --python_out).' "$here/python/drpc/interop/test_pb2.py"
-echo "wrote $here/python/drpc/interop/test_pb2.py"
+protoc -I "$tmp" --python_out="$here/python" --pyi_out="$here/python" "$tmp/drpc/interop/test.proto"
+# Where the output comes from, for whoever reads it.
+note='# Regenerate with bindings/python/gen_proto.sh (protoc 3.21.12 --python_out --pyi_out).'
+sed -i "1a $note" "$here/python/drpc/interop/test_pb2.py"    # after the coding line
+sed -i "1i $note" "$here/python/drpc/interop/test_pb2.pyi"
+echo "wrote $here/python/drpc/interop/test_pb2.py and test_pb2.pyi"
 "${PYTHON:-$here/.venv/bin/python}" -m drpc.codegen --no-messages --protoc "$(command -v protoc)" -I "$tmp" \
     --out "$here/python" "$tmp/drpc/interop/test.proto"

@@ -2,7 +2,8 @@
 # Builds and tests the Python bindings, non-interactively:
 #   - creates (or reuses) a virtualenv in bindings/python/.venv
 #   - pip-installs the package (`pip install ./bindings/python`, built by
-#     maturin from PyPI) and the test dependencies (pytest, protobuf)
+#     maturin from PyPI) and the test dependencies (pytest, protobuf, and
+#     mypy + types-protobuf for tests/test_typing.py)
 #   - builds the Rust interop binaries if missing
 #     (cargo build --release -p drpc-interop, at the repository root)
 #   - runs pytest; exits non-zero on failure.
@@ -25,7 +26,7 @@ py="$venv/bin/python"
 
 if [ "${DRPC_SKIP_INSTALL:-0}" != 1 ]; then
     echo "==> installing test dependencies"
-    "$py" -m pip install --quiet --upgrade "pip>=23" pytest protobuf
+    "$py" -m pip install --quiet --upgrade "pip>=23" pytest protobuf mypy types-protobuf
     echo "==> pip install $here"
     # Non-editable install: the tests import the installed package, as a user
     # would. Its one runtime dependency (protobuf) was installed just above.

@@ -8,7 +8,7 @@ use crate::metadata::{self, Metadata};
 use crate::state::End;
 use crate::status::Status;
 use crate::stream::{CallContext, Stream, StreamShared};
-use crate::tasks::CancelToken;
+use crate::CancelToken;
 use crate::transport;
 use crate::wire::{put_packet, Kind};
 use bytes::Bytes;
@@ -211,7 +211,7 @@ impl Conn {
             .then(|| spawn_watchdog(self.shared(), shared.clone(), deadline, opts.cancel.clone()));
         Ok(Stream {
             ctx: CallContext { shared, rpc: rpc.into(), metadata: Arc::new(opts.metadata.clone()) },
-            client: Some(self.clone()),
+            keep_alive: Some(self.owner.clone()),
             watchdog,
         })
     }

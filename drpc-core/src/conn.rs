@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -153,17 +152,20 @@ pub(crate) trait Acceptor: Send + Sync {
 }
 
 pub(crate) struct ConnShared {
+    /// Unique in the process, for per-connection fairness in handler pools.
+    pub(crate) id: u64,
     pub(crate) role: Role,
     pub(crate) opts: ConnOptions,
     pub(crate) writer: Arc<Writer>,
     registry: Mutex<Registry>,
-    closed: Notify,
+    /// Cancelled once the connection has terminated.
+    closed: tokio_util::sync::CancellationToken,
     /// Received message bytes not yet read by the application.
     buffered: AtomicUsize,
     /// Everything this connection holds, inside its (maybe shared) budget.
     pub(crate) account: Arc<Account>,
-    /// Notified when the last stream ends (the idle clock starts).
-    streams_gone: Notify,
+    /// What the reader publishes for the watchdog (timeouts).
+    clock: Clock,
     /// Data position after the last frame the reader itself wrote (errors,
     /// refusals): while it is queued behind a full writer, the reader waits.
     reader_output: std::sync::atomic::AtomicU64,
@@ -191,21 +193,24 @@ impl ConnShared {
         let budget = opts.memory_budget.clone().unwrap_or_default();
         let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
         account.charge(CONNECTION_OVERHEAD);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let conn = Arc::new(ConnShared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
             registry: Mutex::new(Registry { streams: HashMap::new(), next_stream_id: 1, closed: None }),
-            closed: Notify::new(),
+            closed: Default::default(),
             buffered: AtomicUsize::new(0),
             account,
-            streams_gone: Notify::new(),
+            clock: Clock::new(),
             reader_output: Default::default(),
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
             acceptor,
         });
         let reader = tokio::spawn(read_loop(conn.clone(), rd));
+        let watchdog = tokio::spawn(watchdog(conn.clone()));
         let writer = {
             let conn = conn.clone();
             tokio::spawn(async move {
@@ -213,7 +218,13 @@ impl ConnShared {
                 conn.terminate(status);
             })
         };
-        conn.tasks.lock().unwrap().extend([reader, writer]);
+        conn.tasks.lock().unwrap().extend([reader, writer, watchdog]);
+        if conn.closed_status().is_some() {
+            // Terminated before its tasks were listed: stop them now.
+            for task in conn.tasks.lock().unwrap().iter() {
+                task.abort();
+            }
+        }
         conn
     }
 
@@ -256,8 +267,8 @@ impl ConnShared {
 
     /// Whether frames the reader produced are still queued behind a full writer.
     fn reader_output_stuck(&self) -> bool {
-        self.writer.queued() >= self.opts.writer_buffer_cap
-            && self.writer.taken() < self.reader_output.load(Ordering::Relaxed)
+        let produced = self.reader_output.load(Ordering::Relaxed);
+        produced != 0 && self.writer.taken() < produced && self.writer.queued() >= self.opts.writer_buffer_cap
     }
 
     /// Waits until the writer's data queue is under its cap.
@@ -277,11 +288,13 @@ impl ConnShared {
     /// the frame was routed (its destination charges what it keeps).
     /// Returns false once the connection has terminated.
     async fn admit(&self, n: usize) -> bool {
+        let mut waited = false;
         loop {
-            if self.closed_status().is_some() {
+            if waited && self.closed_status().is_some() {
                 return false;
             }
             if self.role == Role::Server && self.reader_output_stuck() {
+                waited = true;
                 tokio::select! {
                     _ = self.writer.room() => {}
                     // `room` wakes on every drain, but only when under the cap;
@@ -291,8 +304,12 @@ impl ConnShared {
                 continue;
             }
             if self.account.try_charge(n) {
+                if waited {
+                    self.clock.frame_restart();
+                }
                 return true;
             }
+            waited = true;
             tokio::select! {
                 _ = self.account.room(n) => {}
                 _ = self.closed() => return false,
@@ -309,7 +326,7 @@ impl ConnShared {
         let mut reg = self.registry.lock().unwrap();
         if reg.streams.remove(&id).is_some() && reg.streams.is_empty() {
             drop(reg);
-            self.streams_gone.notify_one();
+            self.clock.idle_since.store(self.clock.now(), Ordering::Relaxed);
         }
     }
 
@@ -332,9 +349,17 @@ impl ConnShared {
         reg.streams.insert(id, stream.clone());
         let result = stream.update(|inner, _| {
             let state = &mut inner.state;
-            self.writer.write(Lane::Data, |buf| open(buf, id, state)).map(|pos| inner.last_pos = pos)
+            self.writer.append(Lane::Data, |buf| open(buf, id, state)).map(|(pos, flusher)| {
+                inner.last_pos = pos;
+                flusher
+            })
         });
         drop(reg);
+        // Written outside the registry lock; a failed write terminates the
+        // connection through the writer task.
+        if let Ok(true) = result {
+            let _ = self.writer.flush_now();
+        }
         if let Err(status) = result {
             let status = self.stream_failure(status);
             stream.finish(End::Connection(status.clone()));
@@ -360,7 +385,7 @@ impl ConnShared {
         for s in streams {
             s.finish(End::Connection(failure.clone()));
         }
-        self.closed.notify_waiters();
+        self.closed.cancel();
         for task in self.tasks.lock().unwrap().iter() {
             task.abort();
         }
@@ -368,15 +393,7 @@ impl ConnShared {
 
     /// Resolves once the connection has terminated.
     pub(crate) async fn closed(&self) {
-        loop {
-            let notified = self.closed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.closed_status().is_some() {
-                return;
-            }
-            notified.await;
-        }
+        self.closed.cancelled().await
     }
 
     /// Terminates and waits for the connection's own tasks to end.
@@ -582,9 +599,6 @@ impl Invokes {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 struct PendingInvoke {
@@ -617,65 +631,119 @@ const DEDICATED_FRAME: usize = 16 * 1024;
 enum ReadEnd {
     Eof,
     Failed(std::io::Error),
-    TimedOut(&'static str),
-    /// The idle clock restarted (the last stream ended); read again.
-    Rearm,
 }
 
-/// The reader's clocks: the handshake (server), the frame in progress, idling (server).
-struct Clocks {
-    got_frame: bool,
-    accepted: Instant,
-    frame_started: Option<Instant>,
-    last_activity: Instant,
+/// What the reader publishes for the connection's watchdog, cheaply
+/// (relaxed atomics, milliseconds since the connection started).
+pub(crate) struct Clock {
+    epoch: Instant,
+    got_frame: std::sync::atomic::AtomicBool,
+    last_read: std::sync::atomic::AtomicU64,
+    /// When the frame in progress started (+1; 0 when none is).
+    frame_started: std::sync::atomic::AtomicU64,
+    /// When the connection last stopped holding streams.
+    idle_since: std::sync::atomic::AtomicU64,
 }
 
-impl Clocks {
-    /// The deadline of the next read, and what passing it means.
-    fn deadline(&self, conn: &ConnShared, idle: bool) -> Option<(Instant, &'static str)> {
-        let o = &conn.opts;
-        let server = conn.role == Role::Server;
-        let frame = self
-            .frame_started
-            .filter(|_| !o.read_timeout.is_zero())
-            .map(|t| (t + o.read_timeout, "a frame took longer than the read timeout to arrive"));
-        let handshake = (server && !self.got_frame && !o.handshake_timeout.is_zero())
-            .then(|| (self.accepted + o.handshake_timeout, "no frame within the handshake timeout"));
-        let idle = (server && idle && self.got_frame && !o.idle_timeout.is_zero())
-            .then(|| (self.last_activity + o.idle_timeout, "idle timeout"));
-        [frame, handshake, idle].into_iter().flatten().min_by_key(|(t, _)| *t)
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+            got_frame: Default::default(),
+            last_read: Default::default(),
+            frame_started: Default::default(),
+            idle_since: Default::default(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// A frame is in progress (from now, unless one already was).
+    fn frame_pending(&self) {
+        if self.frame_started.load(Ordering::Relaxed) == 0 {
+            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The frame in progress is not the peer's to finish while we wait on our
+    /// own limits: its clock restarts afterwards.
+    fn frame_restart(&self) {
+        if self.frame_started.load(Ordering::Relaxed) != 0 {
+            self.frame_started.store(self.now() + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn frame_done(&self) {
+        self.frame_started.store(0, Ordering::Relaxed);
     }
 }
 
-/// Reads into `dst` once, within `deadline`; wakes early when the last stream
-/// ends while `watch_idle` (the idle clock must restart).
-async fn read_once<B: bytes::BufMut + ?Sized>(
-    conn: &ConnShared,
-    rd: &mut BoxRead,
-    dst: &mut B,
-    deadline: Option<(Instant, &'static str)>,
-    watch_idle: bool,
-) -> Result<usize, ReadEnd> {
-    let read = async {
-        match rd.read_buf(dst).await {
-            Ok(0) => Err(ReadEnd::Eof),
-            Ok(n) => Ok(n),
-            Err(e) => Err(ReadEnd::Failed(e)),
-        }
-    };
-    let Some((at, why)) = deadline else {
-        if !watch_idle {
-            return read.await;
-        }
-        return tokio::select! {
-            r = read => r,
-            _ = conn.streams_gone.notified() => Err(ReadEnd::Rearm),
+/// The connection's timeouts, enforced from outside the read path so reads
+/// carry no timer: it sleeps until the earliest deadline the reader's clock
+/// implies, re-checks, and terminates the connection when one has passed.
+async fn watchdog(conn: Arc<ConnShared>) {
+    let o = &conn.opts;
+    let server = conn.role == Role::Server;
+    let enabled: Vec<Duration> = [
+        Some(o.read_timeout),
+        server.then_some(o.handshake_timeout),
+        server.then_some(o.idle_timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|t| !t.is_zero())
+    .collect();
+    let Some(shortest) = enabled.iter().min().copied() else { return };
+    // A state change (a frame starting, the last stream ending) is seen
+    // within this, so a deadline is kept to within half its timeout.
+    let recheck = (shortest / 2).max(Duration::from_millis(10));
+    let clock = &conn.clock;
+    loop {
+        let now = Instant::now();
+        let mut next = now + recheck;
+        let mut passed = None;
+        let mut check = |deadline: Instant, why: &'static str| {
+            if now >= deadline {
+                passed.get_or_insert(why);
+            }
+            next = next.min(deadline);
         };
-    };
-    tokio::select! {
-        r = read => r,
-        _ = tokio::time::sleep_until(at) => Err(ReadEnd::TimedOut(why)),
-        _ = conn.streams_gone.notified(), if watch_idle => Err(ReadEnd::Rearm),
+        let got_frame = clock.got_frame.load(Ordering::Relaxed);
+        if server && !got_frame && !o.handshake_timeout.is_zero() {
+            check(clock.epoch + o.handshake_timeout, "no frame within the handshake timeout");
+        }
+        let started = clock.frame_started.load(Ordering::Relaxed);
+        if started != 0 && !o.read_timeout.is_zero() {
+            check(clock.at(started - 1) + o.read_timeout, "a frame took longer than the read timeout to arrive");
+        }
+        if server && got_frame && !o.idle_timeout.is_zero() && started == 0 && conn.active_streams() == 0 {
+            let since = clock.last_read.load(Ordering::Relaxed).max(clock.idle_since.load(Ordering::Relaxed));
+            check(clock.at(since) + o.idle_timeout, "idle timeout");
+        }
+        if let Some(why) = passed {
+            let status = Status::unavailable(format!("connection closed: {why}"));
+            tracing::warn!(role = ?conn.role, %status, "closing connection");
+            conn.terminate(status);
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = conn.closed() => return,
+        }
+    }
+}
+
+async fn read_once<B: bytes::BufMut + ?Sized>(rd: &mut BoxRead, dst: &mut B) -> Result<usize, ReadEnd> {
+    match rd.read_buf(dst).await {
+        Ok(0) => Err(ReadEnd::Eof),
+        Ok(n) => Ok(n),
+        Err(e) => Err(ReadEnd::Failed(e)),
     }
 }
 
@@ -688,7 +756,7 @@ async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     invokes.release_all(&conn.account);
     conn.account.release(input.charged);
     drop(input);
-    if status.message().starts_with("protocol error") || status.message().contains("timeout") {
+    if status.message().starts_with("protocol error") {
         tracing::warn!(role = ?conn.role, %status, "closing connection");
     }
     conn.terminate(status);
@@ -704,59 +772,70 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
     // One frame may carry a whole small message; beyond this, buffering it
     // would be unbounded, so a longer frame is a connection-scoped error.
     let max_frame = conn.opts.max_message_size.max(crate::wire::DEFAULT_SPLIT_SIZE);
-    let now = Instant::now();
-    let mut clocks = Clocks { got_frame: false, accepted: now, frame_started: None, last_activity: now };
+    let clock = &conn.clock;
     let protocol_error = |e: String| Status::unavailable(format!("protocol error: {e}"));
     let gone = || conn.closed_status().unwrap_or_else(|| Status::unavailable("connection closed"));
     loop {
-        // Route every complete frame in the buffer.
-        loop {
+        // Route every complete frame in the buffer. Their copies are
+        // admitted once for the whole buffer: one budget check per read.
+        let mut admitted = 0;
+        let routed = loop {
             let buf = &mut input.buf;
             let (header, at, len) = match parse_header(buf, max_frame) {
                 Ok(Some(parsed)) => parsed,
-                Ok(None) => break,
-                Err(e) => return protocol_error(e.to_string()),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(protocol_error(e.to_string())),
             };
-            let (frame, admitted) = if buf.len() >= at + len {
-                if !conn.admit(len).await {
-                    return gone();
+            let (frame, dedicated) = if buf.len() >= at + len {
+                if admitted == 0 {
+                    admitted = buf.len();
+                    if !conn.admit(admitted).await {
+                        return gone();
+                    }
                 }
                 buf.advance(at);
                 // A copy, so no message pins the read buffer: what the
                 // account counts is what is held.
                 let payload = bytes::Bytes::copy_from_slice(&buf[..len]);
                 buf.advance(len);
-                (Frame { header, payload }, len)
+                (Frame { header, payload }, 0)
             } else if len >= DEDICATED_FRAME {
                 if !conn.admit(len).await {
+                    conn.account.release(admitted);
                     return gone();
                 }
+                clock.frame_pending();
                 buf.advance(at);
-                let started = clocks.frame_started.unwrap_or_else(Instant::now);
-                match read_dedicated(conn, rd, buf, len, started).await {
+                match read_dedicated(rd, buf, len).await {
                     Ok(payload) => (Frame { header, payload }, len),
                     Err(end) => {
-                        conn.account.release(len);
+                        conn.account.release(len + admitted);
                         return read_failure(end, false);
                     }
                 }
             } else {
-                break; // the rest of a small frame is still to come
+                break Ok(()); // the rest of a small frame is still to come
             };
-            let routed = conn.route(frame, invokes);
+            let result = conn.route(frame, invokes);
             // Wherever the payload went, it is charged there now.
-            conn.account.release(admitted);
-            if let Err(e) = routed {
-                return protocol_error(e);
+            conn.account.release(dedicated);
+            if let Err(e) = result {
+                break Err(protocol_error(e));
             }
-            clocks.got_frame = true;
-            clocks.frame_started = None;
+            if !clock.got_frame.load(Ordering::Relaxed) {
+                clock.got_frame.store(true, Ordering::Relaxed);
+            }
+            clock.frame_done();
+        };
+        conn.account.release(admitted);
+        if let Err(status) = routed {
+            return status;
         }
         let buf = &mut input.buf;
         if buf.is_empty() {
-            clocks.frame_started = None;
+            clock.frame_done();
         } else {
-            clocks.frame_started.get_or_insert_with(Instant::now);
+            clock.frame_pending();
         }
         if buf.capacity() - buf.len() < 1024 {
             if input.charged < READ_CHUNK {
@@ -767,10 +846,8 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
             // frame to the front instead of allocating.
             buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
         }
-        let idle = conn.active_streams() == 0 && invokes.is_empty() && buf.is_empty();
-        let watch_idle = conn.role == Role::Server && !idle && !conn.opts.idle_timeout.is_zero();
-        match read_once(conn, rd, buf, clocks.deadline(conn, idle), watch_idle).await {
-            Ok(_) | Err(ReadEnd::Rearm) => clocks.last_activity = Instant::now(),
+        match read_once(rd, buf).await {
+            Ok(_) => clock.last_read.store(clock.now(), Ordering::Relaxed),
             Err(end) => return read_failure(end, buf.is_empty()),
         }
     }
@@ -778,22 +855,14 @@ async fn read_frames(conn: &Arc<ConnShared>, rd: &mut BoxRead, invokes: &mut Inv
 
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a
 /// buffer of its own (no copy of the bulk, one allocation).
-async fn read_dedicated(
-    conn: &ConnShared,
-    rd: &mut BoxRead,
-    buf: &mut BytesMut,
-    len: usize,
-    started: Instant,
-) -> Result<bytes::Bytes, ReadEnd> {
+async fn read_dedicated(rd: &mut BoxRead, buf: &mut BytesMut, len: usize) -> Result<bytes::Bytes, ReadEnd> {
     let mut payload = BytesMut::with_capacity(len);
     payload.extend_from_slice(buf);
     buf.clear();
-    let deadline = (!conn.opts.read_timeout.is_zero())
-        .then(|| (started + conn.opts.read_timeout, "a frame took longer than the read timeout to arrive"));
     while payload.len() < len {
         let want = len - payload.len();
         let mut limited = bytes::BufMut::limit(&mut payload, want);
-        read_once(conn, rd, &mut limited, deadline, false).await?;
+        read_once(rd, &mut limited).await?;
     }
     Ok(payload.freeze())
 }
@@ -803,7 +872,5 @@ fn read_failure(end: ReadEnd, at_frame_boundary: bool) -> Status {
         ReadEnd::Eof if at_frame_boundary => Status::unavailable("connection closed by the remote"),
         ReadEnd::Eof => Status::unavailable("connection closed by the remote in the middle of a frame"),
         ReadEnd::Failed(e) => Status::unavailable(format!("read failed: {e}")),
-        ReadEnd::TimedOut(why) => Status::unavailable(format!("connection closed: {why}")),
-        ReadEnd::Rearm => Status::unavailable("connection closed"),
     }
 }

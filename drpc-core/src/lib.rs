@@ -39,5 +39,7 @@ pub use router::{Request, Router};
 pub use server::{Server, ServerOptions};
 pub use status::{Code, Status};
 pub use stream::{CallContext, Stream};
-pub use tasks::CancelToken;
+/// A cancellation signal shared by clones (tokio-util's `CancellationToken`):
+/// cancelling it cancels every call it was given to.
+pub use tokio_util::sync::CancellationToken as CancelToken;
 pub use transport::Listener;

@@ -253,7 +253,7 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
                 ctx.shared.send_last(&response).await
             }
             Handler::Stream(f) => {
-                let stream = Stream { ctx, client: None, watchdog: None };
+                let stream = Stream { ctx, keep_alive: None, watchdog: None };
                 f(stream).await
             }
         }

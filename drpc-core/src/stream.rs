@@ -14,7 +14,7 @@ use bytes::Bytes;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub(crate) struct StreamShared {
     pub(crate) id: u64,
@@ -22,7 +22,8 @@ pub(crate) struct StreamShared {
     /// Message compression negotiated in the invoke metadata.
     pub(crate) codec: Option<Compression>,
     inner: Mutex<Inner>,
-    ended: Notify,
+    /// Cancelled once the stream has finished (for any reason).
+    ended: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) struct Inner {
@@ -76,7 +77,7 @@ impl StreamShared {
                 retired: false,
                 permit,
             }),
-            ended: Notify::new(),
+            ended: Default::default(),
         })
     }
 
@@ -85,11 +86,13 @@ impl StreamShared {
     /// of the registry and wakes everyone waiting on it.
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
+        let flusher;
         let (result, retire, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
             let before = inner.held();
-            let mut writing = Writing { stream: self };
+            let mut writing = Writing { stream: self, flusher: false };
             let result = f(&mut inner, &mut writing);
+            flusher = writing.flusher;
             let after = inner.held();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
@@ -101,13 +104,18 @@ impl StreamShared {
             }
             (result, retire, permit, before, after)
         };
+        // Frames were queued under the lock; the syscall happens outside it.
+        // A failed write terminates the connection through the writer task.
+        if flusher {
+            let _ = self.conn.writer.flush_now();
+        }
         self.conn.account_buffered(before, after);
         self.conn.account.adjust(held_before, held_after);
         drop(permit);
         if retire {
             wake_all(wake);
             self.conn.forget(self.id);
-            self.ended.notify_waiters();
+            self.ended.cancel();
         }
         result
     }
@@ -337,15 +345,7 @@ impl StreamShared {
 
     /// Resolves when the stream has finished (for any reason).
     pub(crate) async fn ended(&self) {
-        loop {
-            let notified = self.ended.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.inner.lock().unwrap().retired {
-                return;
-            }
-            notified.await;
-        }
+        self.ended.cancelled().await
     }
 }
 
@@ -366,15 +366,19 @@ impl Drop for StreamShared {
 }
 
 /// Writes done on behalf of one stream while its lock is held, so the frames
-/// of a stream reach the writer in message-id order.
+/// of a stream reach the writer in message-id order. They are only queued
+/// under the lock; `update` writes them to the transport after releasing it.
 pub(crate) struct Writing<'a> {
     stream: &'a StreamShared,
+    /// This update took the writer's flusher role and must flush.
+    flusher: bool,
 }
 
 impl Writing<'_> {
     fn write(&mut self, inner: &mut Inner, lane: Lane, encode: impl FnOnce(&mut bytes::BytesMut)) -> Result<(), Status> {
-        match self.stream.conn.writer.write(lane, encode) {
-            Ok(position) => {
+        match self.stream.conn.writer.append(lane, encode) {
+            Ok((position, flusher)) => {
+                self.flusher |= flusher;
                 if lane == Lane::Data {
                     inner.last_pos = position;
                 }
@@ -442,6 +446,12 @@ impl CallContext {
         self.shared.id
     }
 
+    /// An id of the call's connection, unique in this process: calls with
+    /// the same id share a connection (for per-connection fairness and logs).
+    pub fn connection_id(&self) -> u64 {
+        self.shared.conn.id
+    }
+
     /// Whether the call ended other than by completing: cancelled by either
     /// side, failed, or its connection lost.
     pub fn is_cancelled(&self) -> bool {
@@ -477,8 +487,9 @@ impl CallContext {
 /// tells the server).
 pub struct Stream {
     pub(crate) ctx: CallContext,
-    /// Client streams keep their connection open and cancel on drop.
-    pub(crate) client: Option<crate::client::Conn>,
+    /// Client streams keep their connection open (this holds it) and cancel
+    /// on drop.
+    pub(crate) keep_alive: Option<Arc<dyn std::any::Any + Send + Sync>>,
     pub(crate) watchdog: Option<tokio::task::AbortHandle>,
 }
 
@@ -541,7 +552,7 @@ impl Drop for Stream {
         if let Some(w) = self.watchdog.take() {
             w.abort();
         }
-        if self.client.is_some() && self.ctx.shared.conn.role == Role::Client {
+        if self.keep_alive.is_some() && self.ctx.shared.conn.role == Role::Client {
             self.ctx.shared.cancel(Status::canceled("stream dropped before it finished"));
         }
     }

@@ -1,12 +1,11 @@
 //! Small concurrency utilities: a set of tasks that can be waited for and
-//! aborted, a cancellation token, and a future wrapper that turns a panic into
-//! an error value.
+//! aborted, and a future wrapper that turns a panic into an error value.
+//! (Cancellation is tokio-util's `CancellationToken`.)
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::sync::Notify;
@@ -105,53 +104,6 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
     }
 }
 
-/// A cancellation signal shared by clones: `cancel` once, observe anywhere.
-#[derive(Clone, Default)]
-pub struct CancelToken {
-    inner: Arc<CancelInner>,
-}
-
-#[derive(Default)]
-struct CancelInner {
-    cancelled: AtomicBool,
-    notify: Notify,
-}
-
-impl CancelToken {
-    pub fn new() -> CancelToken {
-        CancelToken::default()
-    }
-
-    pub fn cancel(&self) {
-        if !self.inner.cancelled.swap(true, Ordering::SeqCst) {
-            self.inner.notify.notify_waiters();
-        }
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.inner.cancelled.load(Ordering::SeqCst)
-    }
-
-    /// Resolves when `cancel` has been called (at once if it already was).
-    pub async fn cancelled(&self) {
-        loop {
-            let notified = self.inner.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_cancelled() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl std::fmt::Debug for CancelToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelToken").field("cancelled", &self.is_cancelled()).finish()
-    }
-}
-
 /// Polls a future, turning a panic into `Err(message)`.
 pub(crate) struct CatchUnwind<F>(pub(crate) Pin<Box<F>>);
 
@@ -185,7 +137,7 @@ mod tests {
     #[tokio::test]
     async fn task_set_tracks_finished_and_aborted_tasks() {
         let set = Arc::new(TaskSet::default());
-        let token = CancelToken::new();
+        let token = tokio_util::sync::CancellationToken::new();
         for _ in 0..3 {
             let t = token.clone();
             set.spawn(async move { t.cancelled().await });

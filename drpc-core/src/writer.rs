@@ -98,41 +98,53 @@ impl Writer {
     /// Appends frames with `encode` and makes sure they get written; returns
     /// the data position after them. Never waits: callers that must respect
     /// the cap wait in `room` first. A closed writer returns its failure.
+    /// May write to the transport: callers holding a lock use `append`.
     pub(crate) fn write(&self, lane: Lane, encode: impl FnOnce(&mut BytesMut)) -> Result<u64, Status> {
-        let position;
-        {
-            let mut q = self.queue.lock().unwrap();
-            if let Some(status) = &q.closed {
-                return Err(status.clone());
-            }
-            let added = match lane {
-                Lane::Control { after } if after <= q.taken => {
-                    let before = q.control.len();
-                    encode(&mut q.control);
-                    q.control.len() - before
-                }
-                _ => {
-                    let before = q.data.len();
-                    encode(&mut q.data);
-                    let added = q.data.len() - before;
-                    q.appended += added as u64;
-                    added
-                }
-            };
-            self.account.charge(added);
-            position = q.appended;
-            if q.flushing {
-                return Ok(position);
-            }
-            q.flushing = true;
+        let (position, flusher) = self.append(lane, encode)?;
+        if flusher {
+            self.flush_now()?;
         }
-        // We hold the flusher role: try to write right here without blocking.
+        Ok(position)
+    }
+
+    /// Appends frames with `encode` without writing anything: returns the
+    /// data position after them, and whether the caller took the flusher
+    /// role, in which case it must call `flush_now` once it holds no lock.
+    pub(crate) fn append(&self, lane: Lane, encode: impl FnOnce(&mut BytesMut)) -> Result<(u64, bool), Status> {
+        let mut q = self.queue.lock().unwrap();
+        if let Some(status) = &q.closed {
+            return Err(status.clone());
+        }
+        let added = match lane {
+            Lane::Control { after } if after <= q.taken => {
+                let before = q.control.len();
+                encode(&mut q.control);
+                q.control.len() - before
+            }
+            _ => {
+                let before = q.data.len();
+                encode(&mut q.data);
+                let added = q.data.len() - before;
+                q.appended += added as u64;
+                added
+            }
+        };
+        self.account.charge(added);
+        let flusher = !q.flushing;
+        q.flushing = true;
+        Ok((q.appended, flusher))
+    }
+
+    /// Writes what is queued right here, without blocking, for the holder of
+    /// the flusher role; hands the rest to the writer task if the transport
+    /// is full.
+    pub(crate) fn flush_now(&self) -> Result<(), Status> {
         let mut cx = Context::from_waker(Waker::noop());
         match self.drain(&mut cx) {
-            Drain::Idle => Ok(position),
+            Drain::Idle => Ok(()),
             Drain::Full => {
                 self.task_wake.notify_one();
-                Ok(position)
+                Ok(())
             }
             Drain::Failed(status) => Err(status),
         }

@@ -209,7 +209,34 @@ struct PoolState {
     threads: usize,
     idle: usize,
     busy_streams: usize,
+    /// Jobs queued or running.
+    in_use: usize,
+    /// Jobs queued or running per connection.
+    per_conn: std::collections::HashMap<u64, usize>,
     queue: VecDeque<Job>,
+}
+
+/// One job's place in the pool's counts.
+struct Slot {
+    pool: &'static HandlerPool,
+    kind: JobKind,
+    conn: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut st = self.pool.lock();
+        st.in_use -= 1;
+        if self.kind == JobKind::Stream {
+            st.busy_streams -= 1;
+        }
+        if let Some(n) = st.per_conn.get_mut(&self.conn) {
+            *n -= 1;
+            if *n == 0 {
+                st.per_conn.remove(&self.conn);
+            }
+        }
+    }
 }
 
 impl HandlerPool {
@@ -228,33 +255,42 @@ impl HandlerPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `job` on a pool thread, or refuses it (returning why) when the
-    /// pool (or its share for streams) is exhausted.
-    pub(crate) fn spawn(&'static self, kind: JobKind, job: Job) -> Result<(), String> {
+    /// Runs `job` (a handler of a call on connection `conn`) on a pool
+    /// thread, or refuses it (returning why) when the pool, its share for
+    /// streams, or the connection's fair share is exhausted.
+    pub(crate) fn spawn(&'static self, kind: JobKind, conn: u64, job: Job) -> Result<(), String> {
         let mut st = self.lock();
-        if kind == JobKind::Stream {
-            if st.busy_streams >= self.max_streams {
+        if kind == JobKind::Stream && st.busy_streams >= self.max_streams {
+            return Err(format!(
+                "all {} handler threads for streaming calls are busy (see drpc_runtime_configure)",
+                self.max_streams
+            ));
+        }
+        // The last quarter of the pool is kept for connections holding few
+        // threads, shared fairly, so a few connections flooding slow calls
+        // cannot take every thread from the others.
+        let held = st.per_conn.get(&conn).copied().unwrap_or(0);
+        if st.in_use >= self.max - self.max / 4 {
+            let connections = st.per_conn.len() + usize::from(held == 0);
+            let guaranteed = ((self.max / 4) / (2 * connections.max(1))).max(1);
+            if held >= guaranteed {
                 return Err(format!(
-                    "all {} handler threads for streaming calls are busy (see drpc_runtime_configure)",
-                    self.max_streams
+                    "this connection holds its share of the {} handler threads (see drpc_runtime_configure)",
+                    self.max
                 ));
             }
+        }
+        st.in_use += 1;
+        *st.per_conn.entry(conn).or_insert(0) += 1;
+        if kind == JobKind::Stream {
             st.busy_streams += 1;
         }
-        let job: Job = if kind == JobKind::Stream {
-            Box::new(move || {
-                struct Done(&'static HandlerPool);
-                impl Drop for Done {
-                    fn drop(&mut self) {
-                        self.0.lock().busy_streams -= 1;
-                    }
-                }
-                let _done = Done(self);
-                job()
-            })
-        } else {
-            job
-        };
+        // Released when the job ends or, if it never runs, when it is dropped.
+        let slot = Slot { pool: self, kind, conn };
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            job()
+        });
         if st.idle > st.queue.len() {
             st.queue.push_back(job);
             self.work.notify_one();

@@ -455,12 +455,14 @@ fn returned_status(ret: u32) -> Status {
 /// refuses the call with ResourceExhausted.
 async fn on_pool<T: Send + 'static>(
     kind: JobKind,
+    conn: u64,
     running: Running,
     job: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     let (tx, rx) = oneshot::channel();
     let spawned = handler_pool().spawn(
         kind,
+        conn,
         Box::new(move || {
             let _running = running;
             let _ = tx.send(job());
@@ -495,7 +497,8 @@ pub unsafe extern "C" fn drpc_server_register_unary(
         let tracker = tracker.clone();
         router.unary_raw(rpc, move |req: Request| {
             let running = Running::new(&tracker);
-            on_pool(JobKind::Unary, running, move || run_unary(handler, userdata, req))
+            let conn = req.context.connection_id();
+            on_pool(JobKind::Unary, conn, running, move || run_unary(handler, userdata, req))
         })
     })
 }
@@ -543,7 +546,8 @@ pub unsafe extern "C" fn drpc_server_register_stream(
         let tracker = tracker.clone();
         router.stream_raw(rpc, move |stream: Stream| {
             let running = Running::new(&tracker);
-            on_pool(JobKind::Stream, running, move || run_stream(handler, userdata, stream))
+            let conn = stream.context().connection_id();
+            on_pool(JobKind::Stream, conn, running, move || run_stream(handler, userdata, stream))
         })
     })
 }

@@ -15,4 +15,13 @@ fi
 if [ ! -e "$target/release/libdrpc.so" ]; then
   (cd "$root" && cargo build --release -p drpc-ffi)
 fi
-exec python3 "$here/matrix.py" "$@"
+python3 "$here/matrix.py" "$@"
+# The C and Python interop servers (the core under their bindings) under the
+# hostile suite's attacks: RSS within the budget, new clients served.
+if [ "$#" -eq 0 ]; then
+  python="${DRPC_PYTHON:-$root/bindings/python/.venv/bin/python}"
+  for server in "$target/c-tests/interop_server" "$python -m drpc.interop.server"; do
+    echo "hostile suite against: $server"
+    (cd "$root" && DRPC_HOSTILE_SERVER="$server" cargo test -q --release -p drpc-interop --test hostile_rss -- --include-ignored)
+  done
+fi

@@ -15,13 +15,13 @@
 
 use bytes::Bytes;
 use drpc_core::{CallContext, CallOptions, Conn, ConnOptions, Request, Router, Server, Status, Stream};
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyType};
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -76,15 +76,17 @@ fn enter_python<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
 }
 
 /// Called at interpreter exit (atexit, after servers and clients were
-/// stopped): stops runtime threads from entering Python and waits up to
-/// `timeout` seconds for those inside to leave. Returns whether they all left.
+/// stopped): stops runtime threads from entering Python and new blocking
+/// waits from starting, then waits up to `timeout` seconds for runtime
+/// threads inside Python and Python threads inside a wait to leave. Returns
+/// whether they all left; finalization must not start before.
 #[pyfunction]
 #[pyo3(signature = (timeout=2.0))]
 fn _quiesce(py: Python<'_>, timeout: f64) -> bool {
     CLOSING.store(true, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
     py.allow_threads(|| loop {
-        if IN_PYTHON.load(Ordering::SeqCst) == 0 {
+        if IN_PYTHON.load(Ordering::SeqCst) == 0 && IN_WAIT.load(Ordering::SeqCst) == 0 {
             return true;
         }
         if std::time::Instant::now() >= deadline {
@@ -157,14 +159,42 @@ fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut cx)
 }
 
+/// Python threads inside `wait` (with the GIL released, or taking it back).
+static IN_WAIT: AtomicUsize = AtomicUsize::new(0);
+
+struct Waiting;
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        IN_WAIT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn exiting_err(py: Python<'_>) -> PyErr {
+    status_to_err(py, &Status::unavailable("the Python interpreter is exiting"))
+}
+
 /// Drives `fut` on the calling thread with the GIL released, in slices,
 /// checking for signals (KeyboardInterrupt) between them. On a signal the
 /// future is dropped, which cancels the call it stands for.
+///
+/// A thread taking the GIL back once the interpreter finalizes is killed
+/// with `pthread_exit`, which aborts the process when Rust frames are on its
+/// stack. So waits are counted, and refused once exit began; a wait in
+/// progress then ends (Unavailable) at its next slice, and `_quiesce` holds
+/// finalization back until every one has taken the GIL back.
 fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
+    // Both under the GIL, as `_quiesce` sets CLOSING: either it sees this
+    // wait counted, or this wait sees CLOSING.
+    IN_WAIT.fetch_add(1, Ordering::SeqCst);
+    let _counted = Waiting;
+    if CLOSING.load(Ordering::SeqCst) {
+        return Err(exiting_err(py));
+    }
     let mut fut = std::pin::pin!(fut);
     loop {
         let sliced = py.allow_threads(|| {
@@ -174,7 +204,12 @@ where
         });
         match sliced {
             Ok(v) => return Ok(v),
-            Err(_) => py.check_signals()?,
+            Err(_) => {
+                py.check_signals()?;
+                if CLOSING.load(Ordering::SeqCst) {
+                    return Err(exiting_err(py));
+                }
+            }
         }
     }
 }
@@ -209,22 +244,51 @@ impl Task {
 
 type Convert<T> = fn(Python<'_>, T) -> PyResult<PyObject>;
 
+/// A Python object held by runtime code and released with the GIL held.
+///
+/// Released without it, pyo3 defers the release to whichever thread next
+/// takes the GIL, often the main thread between two slices of a blocking
+/// wait; a finalizer run there (Python code) would swallow a pending Ctrl-C
+/// as an "exception ignored" and the wait would never see it.
+struct Held(Option<PyObject>);
+
+impl Held {
+    fn new(obj: PyObject) -> Held {
+        Held(Some(obj))
+    }
+
+    fn get(&self) -> &PyObject {
+        self.0.as_ref().expect("a Held object is present until dropped")
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(obj) = self.0.take() {
+            // At exit (None) the object is left to pyo3's deferred release.
+            enter_python(move |_py| drop(obj));
+        }
+    }
+}
+
 /// Spawns `fut` and reports its outcome to `callback(value, exc)`.
 fn spawn_cb<T, F>(fut: F, callback: PyObject, convert: Convert<T>) -> Task
 where
     F: Future<Output = Result<T, Status>> + Send + 'static,
     T: Send + 'static,
 {
+    let callback = Held::new(callback);
     let handle = rt().spawn(async move {
         let outcome = fut.await;
-        enter_python(|py| {
+        enter_python(move |py| {
             let args = match outcome.map_err(|s| status_to_err(py, &s)).and_then(|v| convert(py, v)) {
                 Ok(value) => (value, py.None()),
                 Err(err) => (py.None(), err.into_value(py).into_any()),
             };
-            if let Err(err) = callback.call1(py, args) {
+            if let Err(err) = callback.get().call1(py, args) {
                 err.write_unraisable(py, None);
             }
+            drop(callback);
         });
     });
     Task { abort: handle.abort_handle() }
@@ -234,15 +298,12 @@ fn conv_bytes(py: Python<'_>, b: Bytes) -> PyResult<PyObject> {
     Ok(PyBytes::new(py, &b).into_any().unbind())
 }
 
-fn conv_opt_bytes(py: Python<'_>, b: Option<Bytes>) -> PyResult<PyObject> {
-    Ok(match b {
-        Some(b) => PyBytes::new(py, &b).into_any().unbind(),
-        None => py.None(),
-    })
-}
-
 fn conv_unit(py: Python<'_>, _: ()) -> PyResult<PyObject> {
     Ok(py.None())
+}
+
+fn conv_bool(py: Python<'_>, b: bool) -> PyResult<PyObject> {
+    Ok(b.into_pyobject(py)?.to_owned().into_any().unbind())
 }
 
 fn conv_string(py: Python<'_>, s: String) -> PyResult<PyObject> {
@@ -280,26 +341,153 @@ fn conn_options(sequential: bool, max_message_size: Option<usize>, flow_control:
     Ok(opts)
 }
 
-async fn connect_with(addr: String, opts: ConnOptions, timeout: Option<Duration>) -> Result<Conn, Status> {
-    let connect = Conn::connect(&addr, opts);
+async fn connect_with(addr: &str, opts: ConnOptions, timeout: Option<Duration>) -> Result<Conn, Status> {
+    let connect = Conn::connect(addr, opts);
     match timeout {
         None => connect.await,
         Some(t) => match tokio::time::timeout(t, connect).await {
             Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(format!("connecting to {addr}: timed out"))),
+            Err(_) => Err(Status::unavailable(format!("connecting to {addr}: no answer within {:.3}s", t.as_secs_f64()))),
         },
     }
 }
 
-/// A client connection (multiplexing, or sequential: one stream at a time).
-#[pyclass(frozen, module = "drpc._native")]
-struct NativeConn {
-    conn: Conn,
-    addr: String,
+/// First wait after a failed redial; doubled per further failure.
+const REDIAL_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
+/// Longest wait between redials.
+const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The wait before redial attempt number `failures + 1`: exponential, capped,
+/// with ±20 % jitter so many clients of one restarted server spread out.
+fn redial_backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = REDIAL_BACKOFF_INITIAL.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(REDIAL_BACKOFF_MAX);
+    // RandomState is randomly keyed: a cheap jitter source without a crate.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let factor = 0.8 + 0.4 * (random % 1024) as f64 / 1023.0;
+    base.mul_f64(factor)
 }
 
-fn conv_conn(py: Python<'_>, c: (Conn, String)) -> PyResult<PyObject> {
-    Ok(Py::new(py, NativeConn { conn: c.0, addr: c.1 })?.into_any())
+/// Redial state, behind an async lock so concurrent callers share one dial.
+#[derive(Default)]
+struct DialState {
+    /// Failed redials in a row.
+    failures: u32,
+    /// No redial before this; calls fail fast with `last_error` until then.
+    next_attempt: Option<tokio::time::Instant>,
+    last_error: Option<Status>,
+}
+
+/// A client's connection to one address: redialled on the next use after it
+/// was lost (when `reconnect`), with backoff between failed redials.
+struct Dialer {
+    addr: String,
+    opts: ConnOptions,
+    connect_timeout: Option<Duration>,
+    reconnect: bool,
+    current: Mutex<Conn>,
+    closed_by_user: AtomicBool,
+    dialing: tokio::sync::Mutex<DialState>,
+    /// Connections dialled after the first one.
+    redials: AtomicUsize,
+}
+
+impl Dialer {
+    async fn connect(addr: String, opts: ConnOptions, connect_timeout: Option<Duration>, reconnect: bool) -> Result<Dialer, Status> {
+        let conn = connect_with(&addr, opts.clone(), connect_timeout).await?;
+        Ok(Dialer {
+            addr,
+            opts,
+            connect_timeout,
+            reconnect,
+            current: Mutex::new(conn),
+            closed_by_user: AtomicBool::new(false),
+            dialing: tokio::sync::Mutex::new(DialState::default()),
+            redials: AtomicUsize::new(0),
+        })
+    }
+
+    fn current(&self) -> Conn {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The connection to use for a new call: the current one while it is
+    /// open (or when reconnecting is off, so the call fails as the lost
+    /// connection fails), else a fresh one.
+    async fn conn(&self) -> Result<Conn, Status> {
+        if self.closed_by_user.load(Ordering::SeqCst) {
+            return Err(Status::unavailable(format!("the client of {} is closed", self.addr)));
+        }
+        let conn = self.current();
+        if !conn.is_closed() || !self.reconnect {
+            return Ok(conn);
+        }
+        let mut st = self.dialing.lock().await;
+        let conn = self.current();
+        if !conn.is_closed() {
+            return Ok(conn); // another caller redialled meanwhile
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(next) = st.next_attempt.filter(|next| *next > now) {
+            let why = st.last_error.as_ref().map(|s| s.message().to_string()).unwrap_or_default();
+            return Err(Status::unavailable(format!(
+                "connection to {} lost; redialling in {:.1}s (last attempt: {why})",
+                self.addr,
+                (next - now).as_secs_f64()
+            )));
+        }
+        match connect_with(&self.addr, self.opts.clone(), self.connect_timeout).await {
+            Ok(fresh) => {
+                *st = DialState::default();
+                let old = std::mem::replace(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()), fresh.clone());
+                self.redials.fetch_add(1, Ordering::Relaxed);
+                // Ends the lost connection's tasks.
+                rt().spawn(async move { old.close().await });
+                if self.closed_by_user.load(Ordering::SeqCst) {
+                    fresh.close().await; // close() ran while this dial was in flight
+                    return Err(Status::unavailable(format!("the client of {} is closed", self.addr)));
+                }
+                Ok(fresh)
+            }
+            Err(status) => {
+                st.failures = st.failures.saturating_add(1);
+                st.next_attempt = Some(tokio::time::Instant::now() + redial_backoff(st.failures));
+                st.last_error = Some(status.clone());
+                Err(status)
+            }
+        }
+    }
+
+    async fn close(&self) {
+        self.closed_by_user.store(true, Ordering::SeqCst);
+        self.current().close().await;
+    }
+}
+
+/// The connection for a call with `opts`, whose timeout starts now and so
+/// also bounds a redial.
+async fn call_conn(dialer: &Dialer, opts: &mut CallOptions) -> Result<Conn, Status> {
+    if let Some(timeout) = opts.timeout.take() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        opts.deadline = Some(opts.deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+    match opts.deadline {
+        None => dialer.conn().await,
+        Some(deadline) => tokio::time::timeout_at(deadline, dialer.conn())
+            .await
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("deadline exceeded redialling {}", dialer.addr)))),
+    }
+}
+
+/// A client connection (multiplexing, or sequential: one stream at a time)
+/// that redials on the next use after it was lost.
+#[pyclass(frozen, module = "drpc._native")]
+struct NativeConn {
+    dialer: Arc<Dialer>,
+}
+
+fn conv_conn(py: Python<'_>, d: Dialer) -> PyResult<PyObject> {
+    Ok(Py::new(py, NativeConn { dialer: Arc::new(d) })?.into_any())
 }
 
 fn conv_stream(py: Python<'_>, s: Stream) -> PyResult<PyObject> {
@@ -310,7 +498,7 @@ fn conv_stream(py: Python<'_>, s: Stream) -> PyResult<PyObject> {
 impl NativeConn {
     /// Connects (blocking) to `host:port` or `unix:/path`.
     #[staticmethod]
-    #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false))]
+    #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true))]
     fn connect(
         py: Python<'_>,
         addr: String,
@@ -318,16 +506,17 @@ impl NativeConn {
         max_message_size: Option<usize>,
         connect_timeout: Option<f64>,
         flow_control: bool,
+        reconnect: bool,
     ) -> PyResult<NativeConn> {
         let opts = conn_options(sequential, max_message_size, flow_control)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
-        let conn = wait(py, connect_with(addr.clone(), opts, timeout))?.map_err(|s| status_to_err(py, &s))?;
-        Ok(NativeConn { conn, addr })
+        let dialer = wait(py, Dialer::connect(addr, opts, timeout, reconnect))?.map_err(|s| status_to_err(py, &s))?;
+        Ok(NativeConn { dialer: Arc::new(dialer) })
     }
 
     /// Connects in the background; `cb(NativeConn | None, exc | None)`.
     #[staticmethod]
-    #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false))]
+    #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true))]
     fn connect_async(
         addr: String,
         callback: PyObject,
@@ -335,33 +524,38 @@ impl NativeConn {
         max_message_size: Option<usize>,
         connect_timeout: Option<f64>,
         flow_control: bool,
+        reconnect: bool,
     ) -> PyResult<Task> {
         let opts = conn_options(sequential, max_message_size, flow_control)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
-        Ok(spawn_cb(
-            async move { connect_with(addr.clone(), opts, timeout).await.map(|c| (c, addr)) },
-            callback,
-            conv_conn,
-        ))
+        Ok(spawn_cb(Dialer::connect(addr, opts, timeout, reconnect), callback, conv_conn))
     }
 
     #[getter]
     fn address(&self) -> &str {
-        &self.addr
+        &self.dialer.addr
     }
 
     #[getter]
     fn sequential(&self) -> bool {
-        self.conn.is_sequential()
+        self.dialer.opts.sequential
     }
 
+    /// Whether the connection is down: closed by `close()`, or lost and not
+    /// redialled (yet).
     #[getter]
     fn closed(&self) -> bool {
-        self.conn.is_closed()
+        self.dialer.closed_by_user.load(Ordering::SeqCst) || self.dialer.current().is_closed()
+    }
+
+    /// Connections dialled after the first (successful redials).
+    #[getter]
+    fn redials(&self) -> usize {
+        self.dialer.redials.load(Ordering::Relaxed)
     }
 
     fn active_streams(&self) -> usize {
-        self.conn.active_streams()
+        self.dialer.current().active_streams()
     }
 
     /// A unary call on raw bytes (blocking).
@@ -375,8 +569,11 @@ impl NativeConn {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let opts = call_options(metadata, timeout)?;
-        let conn = &self.conn;
-        let result = wait(py, async { conn.unary(&rpc, &request, &opts).await })?;
+        let dialer = &*self.dialer;
+        let result = wait(py, async {
+            let mut opts = opts;
+            call_conn(dialer, &mut opts).await?.unary(&rpc, &request, &opts).await
+        })?;
         match result {
             Ok(b) => Ok(PyBytes::new(py, &b)),
             Err(s) => Err(status_to_err(py, &s)),
@@ -394,8 +591,15 @@ impl NativeConn {
         timeout: Option<f64>,
     ) -> PyResult<Task> {
         let opts = call_options(metadata, timeout)?;
-        let conn = self.conn.clone();
-        Ok(spawn_cb(async move { conn.unary(&rpc, &request, &opts).await }, callback, conv_bytes))
+        let dialer = self.dialer.clone();
+        Ok(spawn_cb(
+            async move {
+                let mut opts = opts;
+                call_conn(&dialer, &mut opts).await?.unary(&rpc, &request, &opts).await
+            },
+            callback,
+            conv_bytes,
+        ))
     }
 
     /// Opens a streaming call (blocking while a sequential connection is busy).
@@ -408,8 +612,12 @@ impl NativeConn {
         timeout: Option<f64>,
     ) -> PyResult<NativeStream> {
         let opts = call_options(metadata, timeout)?;
-        let conn = &self.conn;
-        match wait(py, async { conn.stream(&rpc, &opts).await })? {
+        let dialer = &*self.dialer;
+        let opened = wait(py, async {
+            let mut opts = opts;
+            call_conn(dialer, &mut opts).await?.stream(&rpc, &opts).await
+        })?;
+        match opened {
             Ok(s) => Ok(NativeStream::new(s)),
             Err(s) => Err(status_to_err(py, &s)),
         }
@@ -425,26 +633,33 @@ impl NativeConn {
         timeout: Option<f64>,
     ) -> PyResult<Task> {
         let opts = call_options(metadata, timeout)?;
-        let conn = self.conn.clone();
-        Ok(spawn_cb(async move { conn.stream(&rpc, &opts).await }, callback, conv_stream))
+        let dialer = self.dialer.clone();
+        Ok(spawn_cb(
+            async move {
+                let mut opts = opts;
+                call_conn(&dialer, &mut opts).await?.stream(&rpc, &opts).await
+            },
+            callback,
+            conv_stream,
+        ))
     }
 
-    /// Closes the connection (blocking until its tasks ended); calls on it fail
-    /// with Unavailable.
+    /// Closes the connection (blocking until its tasks ended); calls on it
+    /// fail with Unavailable and it is not redialled.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let conn = self.conn.clone();
+        let dialer = self.dialer.clone();
         // Run the close on the runtime so an interrupt cannot leave it half done.
-        let handle = rt().spawn(async move { conn.close().await });
+        let handle = rt().spawn(async move { dialer.close().await });
         wait(py, async move {
             let _ = handle.await;
         })
     }
 
     fn close_async(&self, callback: PyObject) -> Task {
-        let conn = self.conn.clone();
+        let dialer = self.dialer.clone();
         spawn_cb(
             async move {
-                conn.close().await;
+                dialer.close().await;
                 Ok(())
             },
             callback,
@@ -456,16 +671,73 @@ impl NativeConn {
 // ---------------------------------------------------------------------------
 // Streams
 
+/// What one receive produced: a message, the end (None), or the failure.
+type Received = Result<Option<Bytes>, Status>;
+
+/// A stream and the message its last interrupted receive took.
+///
+/// A receive only ever takes a message off the core's queue inside the poll
+/// that completes it, and always with `held` locked, so the message is either
+/// handed straight to the caller or parked in `held`, which every receive
+/// empties first. A cancelled asyncio `recv()`, a sync `recv(timeout=...)`
+/// that timed out, or an abandoned background wait therefore never loses a
+/// message, and one reader at a time sees them in order.
+struct StreamCore {
+    stream: Stream,
+    held: Mutex<Option<Received>>,
+}
+
+impl StreamCore {
+    /// Polls the core queue once (registering `cx`'s waker when empty).
+    fn poll_wire(&self, cx: &mut Context<'_>) -> Poll<Received> {
+        let fut = self.stream.recv();
+        let mut fut = std::pin::pin!(fut);
+        fut.as_mut().poll(cx)
+    }
+
+    /// The next message: the parked one first, else the core's next.
+    fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Received> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = held.take() {
+            return Poll::Ready(r);
+        }
+        self.poll_wire(cx)
+    }
+
+    /// Ready once a message (or the end, or a failure) is parked for the
+    /// next receive; takes nothing from the caller's point of view.
+    fn poll_park(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_some() {
+            return Poll::Ready(());
+        }
+        match self.poll_wire(cx) {
+            Poll::Ready(r) => {
+                *held = Some(r);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// One side of a streaming call: a client's call, or the stream a server's
 /// streaming handler works on.
 #[pyclass(frozen, module = "drpc._native")]
 struct NativeStream {
-    stream: Arc<Stream>,
+    core: Arc<StreamCore>,
 }
 
 impl NativeStream {
     fn new(stream: Stream) -> NativeStream {
-        NativeStream { stream: Arc::new(stream) }
+        NativeStream { core: Arc::new(StreamCore { stream, held: Mutex::new(None) }) }
+    }
+}
+
+fn received_to_py<'py>(py: Python<'py>, r: Received) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    match r {
+        Ok(m) => Ok(m.map(|b| PyBytes::new(py, &b))),
+        Err(s) => Err(status_to_err(py, &s)),
     }
 }
 
@@ -473,24 +745,24 @@ impl NativeStream {
 impl NativeStream {
     #[getter]
     fn id(&self) -> u64 {
-        self.stream.id()
+        self.core.stream.id()
     }
 
     #[getter]
     fn finished(&self) -> bool {
-        self.stream.is_finished()
+        self.core.stream.is_finished()
     }
 
     #[getter]
     fn context(&self) -> ServerContext {
-        ServerContext { ctx: self.stream.context().clone() }
+        ServerContext { ctx: self.core.stream.context().clone() }
     }
 
     /// Sends one message.
     fn send(&self, py: Python<'_>, data: PyBackedBytes) -> PyResult<()> {
-        let stream = self.stream.clone();
+        let core = self.core.clone();
         let data = bytes_of(data);
-        let mut fut = Box::pin(async move { stream.send(data).await });
+        let mut fut = Box::pin(async move { core.stream.send(data).await });
         let result = match poll_once(fut.as_mut()) {
             Poll::Ready(r) => r,
             Poll::Pending => wait(py, fut)?,
@@ -502,9 +774,9 @@ impl NativeStream {
     /// once (or raises), else a Task that finishes the send in the background
     /// (waiting for flow-control credit) and then calls `cb(None, exc)`.
     fn send_nowait(&self, py: Python<'_>, data: PyBackedBytes, callback: PyObject) -> PyResult<Option<Task>> {
-        let stream = self.stream.clone();
+        let core = self.core.clone();
         let data = bytes_of(data);
-        let mut fut = Box::pin(async move { stream.send(data).await });
+        let mut fut = Box::pin(async move { core.stream.send(data).await });
         match poll_once(fut.as_mut()) {
             Poll::Ready(r) => r.map(|_| None).map_err(|s| status_to_err(py, &s)),
             Poll::Pending => Ok(Some(spawn_cb(fut, callback, conv_unit))),
@@ -513,8 +785,8 @@ impl NativeStream {
 
     /// Tells the remote no more messages will be sent.
     fn close_send(&self, py: Python<'_>) -> PyResult<()> {
-        let stream = self.stream.clone();
-        let mut fut = Box::pin(async move { stream.close_send().await });
+        let core = self.core.clone();
+        let mut fut = Box::pin(async move { core.stream.close_send().await });
         let result = match poll_once(fut.as_mut()) {
             Poll::Ready(r) => r,
             Poll::Pending => wait(py, fut)?,
@@ -523,48 +795,68 @@ impl NativeStream {
     }
 
     /// The next message, or None once the remote finished sending (blocking).
-    /// An interrupt while waiting cancels the stream.
-    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let stream = self.stream.clone();
-        let mut fut = Box::pin(async move { stream.recv().await });
-        let result = match poll_once(fut.as_mut()) {
-            Poll::Ready(r) => r,
-            Poll::Pending => match wait(py, fut) {
-                Ok(r) => r,
-                Err(err) => {
-                    self.stream.cancel();
-                    return Err(err);
-                }
-            },
-        };
-        match result {
-            Ok(m) => Ok(m.map(|b| PyBytes::new(py, &b))),
-            Err(s) => Err(status_to_err(py, &s)),
+    /// With `timeout`, raises TimeoutError when nothing arrived in time; the
+    /// stream is unaffected and the next `recv()` gets the next message. An
+    /// interrupt (Ctrl-C) while waiting cancels the stream.
+    #[pyo3(signature = (timeout=None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let timeout = to_duration("timeout", timeout)?;
+        let core = &*self.core;
+        if let Poll::Ready(r) = core.poll_take(&mut Context::from_waker(std::task::Waker::noop())) {
+            return received_to_py(py, r);
+        }
+        let next = poll_fn(|cx| core.poll_take(cx));
+        let waited = wait(py, async move {
+            match timeout {
+                None => Some(next.await),
+                Some(t) => tokio::time::timeout(t, next).await.ok(),
+            }
+        });
+        match waited {
+            Ok(Some(r)) => received_to_py(py, r),
+            Ok(None) => Err(PyTimeoutError::new_err("no message within the timeout")),
+            Err(err) => {
+                core.stream.cancel();
+                Err(err)
+            }
         }
     }
 
     /// Non-blocking receive: `(True, bytes | None)` when a message or the end
     /// is available, `(False, None)` otherwise; raises on failure.
     fn poll_recv(&self, py: Python<'_>) -> PyResult<(bool, PyObject)> {
-        let stream = self.stream.clone();
-        let mut fut = Box::pin(async move { stream.recv().await });
-        match poll_once(fut.as_mut()) {
-            Poll::Ready(Ok(m)) => Ok((true, conv_opt_bytes(py, m)?)),
-            Poll::Ready(Err(s)) => Err(status_to_err(py, &s)),
+        match self.core.poll_take(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(r) => {
+                let value = match received_to_py(py, r)? {
+                    Some(b) => b.into_any().unbind(),
+                    None => py.None(),
+                };
+                Ok((true, value))
+            }
             Poll::Pending => Ok((false, py.None())),
         }
     }
 
-    /// Receives in the background; `cb(bytes | None, exc | None)`.
-    fn recv_async(&self, callback: PyObject) -> Task {
-        let stream = self.stream.clone();
-        spawn_cb(async move { stream.recv().await }, callback, conv_opt_bytes)
+    /// Calls `cb(None, None)` once `poll_recv()` has something to return
+    /// (a message, the end, or a failure). Cancelling the Task (or ignoring
+    /// the callback) loses nothing: whatever arrived waits for the next
+    /// `poll_recv()` / `recv()`.
+    fn wait_recv_async(&self, callback: PyObject) -> Task {
+        let core = self.core.clone();
+        spawn_cb(
+            async move {
+                poll_fn(|cx| core.poll_park(cx)).await;
+                Ok(())
+            },
+            callback,
+            conv_unit,
+        )
     }
 
     /// Cancels the call: the remote gets a Cancel frame; the connection is
     /// not affected.
     fn cancel(&self) {
-        self.stream.cancel();
+        self.core.stream.cancel();
     }
 }
 
@@ -646,6 +938,8 @@ impl ServerContext {
 #[pyclass(frozen, module = "drpc._native")]
 struct Completion {
     tx: Mutex<Option<oneshot::Sender<Result<Bytes, Status>>>>,
+    /// Counts the handler as running until it reports (or this is dropped).
+    running: Mutex<Option<RunningGuard>>,
 }
 
 #[pymethods]
@@ -666,50 +960,161 @@ impl Completion {
         if let Some(tx) = self.tx.lock().unwrap().take() {
             let _ = tx.send(outcome);
         }
+        self.running.lock().unwrap().take();
         Ok(())
     }
 }
 
+/// Counts one server's Python handler invocations that have not returned, so
+/// `stop()` can wait for them: a handler still running Python code on a
+/// runtime thread when the interpreter finalizes aborts the process.
+#[derive(Default)]
+struct Running {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held for as long as one handler invocation runs.
+struct RunningGuard(Arc<Running>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Running {
+    fn enter(self: &Arc<Self>) -> RunningGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        RunningGuard(self.clone())
+    }
+
+    fn len(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once at most `allowed` invocations run.
+    async fn at_most(&self, allowed: usize) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.len() <= allowed {
+                return;
+            }
+            // notify_waiters fires only on reaching zero; re-check periodically
+            // for `allowed > 0`.
+            let _ = tokio::time::timeout(Duration::from_millis(20), notified).await;
+        }
+    }
+}
+
+/// The handler invocations of one server, by kind.
+#[derive(Default)]
+struct Handlers {
+    /// Plain functions, each on a blocking-pool thread holding the GIL.
+    sync: Arc<Running>,
+    /// Coroutines on an asyncio loop (a Python thread).
+    asynchronous: Arc<Running>,
+}
+
+impl Handlers {
+    /// Sync handlers the calling thread may leave running: its own, when it
+    /// is one of this server's sync handlers (it cannot wait for itself).
+    fn own_sync_handlers(&self) -> usize {
+        let me = Arc::as_ptr(&self.sync) as usize;
+        IN_SYNC_HANDLER.with(|h| h.get() == me) as usize
+    }
+
+    /// Waits until the handlers have returned: the sync ones but `own_sync`,
+    /// and, when `include_async`, the async ones but `own_async` (a handler
+    /// stopping its own server cannot wait for itself).
+    async fn idle(&self, own_sync: usize, include_async: bool, own_async: usize) {
+        self.sync.at_most(own_sync).await;
+        if include_async {
+            self.asynchronous.at_most(own_async).await;
+        }
+    }
+}
+
+thread_local! {
+    /// The `Running` (by address) whose sync handler this thread is running.
+    static IN_SYNC_HANDLER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Runs a synchronous Python handler on the blocking pool.
-async fn run_sync<F>(f: F) -> Result<Bytes, Status>
+async fn run_sync<F>(running: &Arc<Running>, f: F) -> Result<Bytes, Status>
 where
     F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>> + Send + 'static,
 {
+    let guard = running.enter();
     let joined = tokio::task::spawn_blocking(move || {
-        enter_python(|py| match f(py) {
+        let me = Arc::as_ptr(&guard.0) as usize;
+        IN_SYNC_HANDLER.with(|h| h.set(me));
+        let outcome = enter_python(|py| match f(py) {
             Ok(Some(b)) => Ok(bytes_of(b)),
             Ok(None) => Ok(Bytes::new()),
             Err(err) => Err(err_to_status(py, err)),
         })
-        .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")))
+        .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")));
+        IN_SYNC_HANDLER.with(|h| h.set(0));
+        drop(guard);
+        outcome
     })
     .await;
     joined.unwrap_or_else(|e| Err(Status::internal(format!("handler failed: {e}"))))
 }
 
-/// Runs an asynchronous Python handler: `start(done)` schedules it and returns
-/// a handle with `cancel()`, called when the RPC is cancelled.
-async fn run_async<F>(ctx: CallContext, start: F) -> Result<Bytes, Status>
-where
-    F: FnOnce(Python<'_>, Completion) -> PyResult<PyObject>,
-{
-    let (tx, mut rx) = oneshot::channel();
-    let done = Completion { tx: Mutex::new(Some(tx)) };
-    let handle = enter_python(|py| start(py, done).map_err(|e| err_to_status(py, e)))
-        .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")))?;
-    let cancelled = ctx.cancelled();
-    tokio::pin!(cancelled);
-    let outcome = tokio::select! {
-        r = &mut rx => r,
-        _ = &mut cancelled => {
+/// A running async handler's handle (its `cancel()` cancels the coroutine),
+/// cancelled when dropped while armed: the server aborts a handler that
+/// outlives its grace period by dropping this future.
+struct CancelOnDrop {
+    handle: Held,
+    armed: bool,
+}
+
+impl CancelOnDrop {
+    fn cancel(&mut self) {
+        if std::mem::take(&mut self.armed) {
+            let handle = self.handle.get();
             enter_python(|py| {
                 if let Err(err) = handle.call_method0(py, "cancel") {
                     err.write_unraisable(py, None);
                 }
             });
+        }
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+/// Runs an asynchronous Python handler: `start(done)` schedules it and returns
+/// a handle with `cancel()`, called when the RPC is cancelled.
+async fn run_async<F>(running: &Arc<Running>, ctx: CallContext, start: F) -> Result<Bytes, Status>
+where
+    F: FnOnce(Python<'_>, Completion) -> PyResult<PyObject>,
+{
+    let (tx, mut rx) = oneshot::channel();
+    let done = Completion { tx: Mutex::new(Some(tx)), running: Mutex::new(Some(running.enter())) };
+    let handle = enter_python(|py| start(py, done).map_err(|e| err_to_status(py, e)))
+        .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")))?;
+    let mut handle = CancelOnDrop { handle: Held::new(handle), armed: true };
+    let cancelled = ctx.cancelled();
+    tokio::pin!(cancelled);
+    let outcome = tokio::select! {
+        r = &mut rx => r,
+        _ = &mut cancelled => {
+            handle.cancel();
             rx.await
         }
     };
+    handle.armed = false;
     outcome.unwrap_or_else(|_| Err(Status::internal("handler finished without a result")))
 }
 
@@ -723,8 +1128,8 @@ struct ServerState {
 #[pyclass(frozen, module = "drpc._native")]
 struct NativeServer {
     state: Mutex<ServerState>,
-    max_message_size: Option<usize>,
-    flow_control: bool,
+    conn_options: ConnOptions,
+    handlers: Arc<Handlers>,
 }
 
 impl NativeServer {
@@ -747,13 +1152,9 @@ impl NativeServer {
             return Ok(s.clone());
         }
         let router = st.router.take().unwrap_or_default();
-        let mut opts = drpc_core::ServerOptions::default();
-        if let Some(max) = self.max_message_size {
-            opts.conn.max_message_size = max;
-        }
-        if self.flow_control {
-            opts.conn = opts.conn.with_flow_control();
-        }
+        // The struct update keeps the core's other (and future) settings at their defaults.
+        #[allow(clippy::needless_update)]
+        let opts = drpc_core::ServerOptions { conn: self.conn_options.clone(), ..drpc_core::ServerOptions::default() };
         let server = Server::with_options(router, opts);
         st.server = Some(server.clone());
         Ok(server)
@@ -765,13 +1166,10 @@ impl NativeServer {
     #[new]
     #[pyo3(signature = (max_message_size=None, flow_control=false))]
     fn new(max_message_size: Option<usize>, flow_control: bool) -> PyResult<NativeServer> {
-        if max_message_size == Some(0) {
-            return Err(PyValueError::new_err("max_message_size must be positive"));
-        }
         Ok(NativeServer {
             state: Mutex::new(ServerState { router: Some(Router::new()), names: HashSet::new(), server: None }),
-            max_message_size,
-            flow_control,
+            conn_options: conn_options(false, max_message_size, flow_control)?,
+            handlers: Arc::default(),
         })
     }
 
@@ -785,19 +1183,21 @@ impl NativeServer {
             return Err(PyTypeError::new_err("handler must be callable"));
         }
         let func = Arc::new(func);
+        let handlers = self.handlers.clone();
         self.register(name, move |router| {
             router.unary_raw(name, move |req: Request| {
                 let func = func.clone();
+                let handlers = handlers.clone();
                 async move {
                     let ctx = req.context.clone();
                     if is_async {
-                        run_async(ctx.clone(), move |py, done| {
+                        run_async(&handlers.asynchronous, ctx.clone(), move |py, done| {
                             let data = PyBytes::new(py, &req.data);
                             func.call1(py, (data, ServerContext { ctx }, done))
                         })
                         .await
                     } else {
-                        run_sync(move |py| {
+                        run_sync(&handlers.sync, move |py| {
                             let data = PyBytes::new(py, &req.data);
                             let out = func.call1(py, (data, ServerContext { ctx }))?;
                             let out = out.bind(py);
@@ -826,16 +1226,18 @@ impl NativeServer {
             return Err(PyTypeError::new_err("handler must be callable"));
         }
         let func = Arc::new(func);
+        let handlers = self.handlers.clone();
         self.register(name, move |router| {
             router.stream_raw(name, move |stream: Stream| {
                 let func = func.clone();
+                let handlers = handlers.clone();
                 async move {
                     let ctx = stream.context().clone();
-                    let stream = NativeStream { stream: Arc::new(stream) };
+                    let stream = NativeStream::new(stream);
                     let result = if is_async {
-                        run_async(ctx, move |py, done| func.call1(py, (stream, done))).await
+                        run_async(&handlers.asynchronous, ctx, move |py, done| func.call1(py, (stream, done))).await
                     } else {
-                        run_sync(move |py| func.call1(py, (stream,)).map(|_| None)).await
+                        run_sync(&handlers.sync, move |py| func.call1(py, (stream,)).map(|_| None)).await
                     };
                     result.map(|_| ())
                 }
@@ -863,7 +1265,9 @@ impl NativeServer {
     }
 
     /// Stops accepting, lets in-flight RPCs finish for up to `grace` seconds,
-    /// cancels the rest and closes every connection (blocking).
+    /// cancels the rest and closes every connection (blocking). Handlers
+    /// that keep running Python code after that are waited for with
+    /// `wait_handlers`.
     #[pyo3(signature = (grace=None))]
     fn stop(&self, py: Python<'_>, grace: Option<f64>) -> PyResult<()> {
         let grace = to_duration("grace", grace)?.unwrap_or(Duration::ZERO);
@@ -878,16 +1282,74 @@ impl NativeServer {
     fn stop_async(&self, callback: PyObject, grace: Option<f64>) -> PyResult<Task> {
         let grace = to_duration("grace", grace)?.unwrap_or(Duration::ZERO);
         let server = self.state.lock().unwrap().server.clone();
+        // Its own task: cancelling the returned Task abandons the wait, never
+        // a shutdown half done.
+        let shutdown = rt().spawn(async move {
+            if let Some(server) = server {
+                server.shutdown(grace).await;
+            }
+        });
         Ok(spawn_cb(
             async move {
-                if let Some(server) = server {
-                    server.shutdown(grace).await;
-                }
+                let _ = shutdown.await;
                 Ok(())
             },
             callback,
             conv_unit,
         ))
+    }
+
+    /// Blocks (GIL released) until every sync handler (and every async one
+    /// but `own_async`, with `include_async`) has returned, or `timeout`
+    /// seconds passed; returns whether they all returned. Called from one of
+    /// this server's sync handlers, it does not wait for that one.
+    #[pyo3(signature = (timeout=None, include_async=true, own_async=0))]
+    fn wait_handlers(&self, py: Python<'_>, timeout: Option<f64>, include_async: bool, own_async: usize) -> PyResult<bool> {
+        let timeout = to_duration("timeout", timeout)?;
+        let handlers = self.handlers.clone();
+        let idle = handlers.idle(handlers.own_sync_handlers(), include_async, own_async);
+        wait(py, async move {
+            match timeout {
+                None => {
+                    idle.await;
+                    true
+                }
+                Some(t) => tokio::time::timeout(t, idle).await.is_ok(),
+            }
+        })
+    }
+
+    /// `wait_handlers` in the background; `cb(bool, None)`. `own_async`:
+    /// async handlers left running (the caller's own).
+    #[pyo3(signature = (callback, timeout=None, include_async=true, own_async=0))]
+    fn wait_handlers_async(
+        &self,
+        callback: PyObject,
+        timeout: Option<f64>,
+        include_async: bool,
+        own_async: usize,
+    ) -> PyResult<Task> {
+        let timeout = to_duration("timeout", timeout)?;
+        let handlers = self.handlers.clone();
+        Ok(spawn_cb(
+            async move {
+                let idle = handlers.idle(0, include_async, own_async);
+                Ok(match timeout {
+                    None => {
+                        idle.await;
+                        true
+                    }
+                    Some(t) => tokio::time::timeout(t, idle).await.is_ok(),
+                })
+            },
+            callback,
+            conv_bool,
+        ))
+    }
+
+    /// Python handler invocations (sync and async) that have not returned.
+    fn running_handlers(&self) -> usize {
+        self.handlers.sync.len() + self.handlers.asynchronous.len()
     }
 
     /// RPC handlers running now.

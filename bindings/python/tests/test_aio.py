@@ -144,3 +144,24 @@ def test_aio_many_concurrent_streams(server):
                 assert await s.recv() is None
             await asyncio.gather(*(one(k) for k in range(32)))
     run(main())
+
+
+@pytest.mark.parametrize("rpc", ["/t/Sum", "/t/ASum"])
+def test_aio_client_stream(server, rpc):
+    async def main():
+        async with drpc.aio.Client(server.address) as c:
+            assert await c.client_stream(rpc, [b"1", b"2", b"3"]) == b"6"
+
+            async def gen():
+                for n in (b"10", b"20"):
+                    await asyncio.sleep(0)
+                    yield n
+
+            assert await c.client_stream(rpc, gen()) == b"30"
+            assert await c.client_stream(rpc, []) == b"0"
+            with pytest.raises(TypeError):
+                await c.client_stream(rpc, b"123")
+            with pytest.raises(drpc.Unimplemented):
+                await c.client_stream("/x/Missing", [b"1"])
+
+    run(main())

@@ -95,3 +95,48 @@ def test_listen_error():
             drpc.Server().start(addr)
     finally:
         s.stop()
+
+
+def test_rpc_error_code_as_name_or_enum():
+    e = drpc.RpcError("NOT_FOUND", "no key")
+    assert type(e) is drpc.NotFound and e.code == drpc.StatusCode.NOT_FOUND and e.message == "no key"
+    assert isinstance(drpc.RpcError("not_found"), drpc.NotFound)
+    assert drpc.RpcError("not_found").message == ""
+    assert type(drpc.RpcError(drpc.StatusCode.PERMISSION_DENIED, "x")) is drpc.PermissionDenied
+    assert type(drpc.RpcError("CANCELED")) is drpc.Cancelled
+    assert type(drpc.RpcError(5)) is drpc.NotFound
+    assert type(drpc.RpcError(99, "custom")) is drpc.RpcError
+    assert drpc.NotFound("NOT_FOUND", "m").message == "m"
+    assert drpc.NotFound(5, "m").code == 5
+    # A subclass's single str argument is its message, whatever it says.
+    assert drpc.Unknown("unknown").message == "unknown"
+    with pytest.raises(ValueError, match="not a StatusCode name"):
+        drpc.RpcError("NOPE", "x")
+    with pytest.raises(ValueError, match="has code 5"):
+        drpc.NotFound("INTERNAL", "x")
+    with pytest.raises(TypeError):
+        drpc.RpcError(1.5, "x")
+    with pytest.raises(TypeError):
+        drpc.RpcError(True, "x")
+    assert pickle.loads(pickle.dumps(drpc.RpcError("NOT_FOUND", "p"))).message == "p"
+
+
+def test_handler_raising_rpc_error_with_a_code_name(server):
+    s = drpc.Server()
+
+    @s.unary("/t/Named")
+    def named(req, ctx):
+        raise drpc.RpcError(req.decode(), "by name")
+
+    addr = s.start("127.0.0.1:0")
+    try:
+        with drpc.Client(addr) as c:
+            with pytest.raises(drpc.NotFound, match="by name"):
+                c.invoke("/t/Named", b"NOT_FOUND")
+            with pytest.raises(drpc.Unavailable):
+                c.invoke("/t/Named", b"unavailable")
+            # A bad code name is the handler's bug: Unknown, with the reason.
+            with pytest.raises(drpc.Unknown, match="not a StatusCode name"):
+                c.invoke("/t/Named", b"NO_SUCH_CODE")
+    finally:
+        s.stop(0)

@@ -134,7 +134,7 @@ typedef struct {
     void *userdata;
 } drpc__interop__test_service__empty_call__async_context;
 
-static void drpc__interop__test_service__empty_call__async_done(void *userdata, drpc_status status, drpc_buffer *buf, drpc_error *error)
+static void drpc__interop__test_service__empty_call__async_done(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *buf, drpc_error *error)
 {
     drpc__interop__test_service__empty_call__async_context *ctx = (drpc__interop__test_service__empty_call__async_context *)userdata;
     Drpc__Interop__Empty *response = NULL;
@@ -143,7 +143,7 @@ static void drpc__interop__test_service__empty_call__async_done(void *userdata, 
         if (response == NULL) status = DRPC_INTERNAL;
     }
     drpc_buffer_free(buf);
-    ctx->callback(ctx->userdata, status, response, error);
+    ctx->callback(ctx->userdata, call, status, response, error);
     free(ctx);
 }
 
@@ -211,7 +211,7 @@ typedef struct {
     void *userdata;
 } drpc__interop__test_service__unary_call__async_context;
 
-static void drpc__interop__test_service__unary_call__async_done(void *userdata, drpc_status status, drpc_buffer *buf, drpc_error *error)
+static void drpc__interop__test_service__unary_call__async_done(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *buf, drpc_error *error)
 {
     drpc__interop__test_service__unary_call__async_context *ctx = (drpc__interop__test_service__unary_call__async_context *)userdata;
     Drpc__Interop__SimpleResponse *response = NULL;
@@ -220,7 +220,7 @@ static void drpc__interop__test_service__unary_call__async_done(void *userdata, 
         if (response == NULL) status = DRPC_INTERNAL;
     }
     drpc_buffer_free(buf);
-    ctx->callback(ctx->userdata, status, response, error);
+    ctx->callback(ctx->userdata, call, status, response, error);
     free(ctx);
 }
 
@@ -565,7 +565,7 @@ typedef struct {
     void *userdata;
 } drpc__interop__test_service__unimplemented_call__async_context;
 
-static void drpc__interop__test_service__unimplemented_call__async_done(void *userdata, drpc_status status, drpc_buffer *buf, drpc_error *error)
+static void drpc__interop__test_service__unimplemented_call__async_done(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *buf, drpc_error *error)
 {
     drpc__interop__test_service__unimplemented_call__async_context *ctx = (drpc__interop__test_service__unimplemented_call__async_context *)userdata;
     Drpc__Interop__Empty *response = NULL;
@@ -574,7 +574,7 @@ static void drpc__interop__test_service__unimplemented_call__async_done(void *us
         if (response == NULL) status = DRPC_INTERNAL;
     }
     drpc_buffer_free(buf);
-    ctx->callback(ctx->userdata, status, response, error);
+    ctx->callback(ctx->userdata, call, status, response, error);
     free(ctx);
 }
 
@@ -642,7 +642,7 @@ typedef struct {
     void *userdata;
 } drpc__interop__test_service__get_stats__async_context;
 
-static void drpc__interop__test_service__get_stats__async_done(void *userdata, drpc_status status, drpc_buffer *buf, drpc_error *error)
+static void drpc__interop__test_service__get_stats__async_done(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *buf, drpc_error *error)
 {
     drpc__interop__test_service__get_stats__async_context *ctx = (drpc__interop__test_service__get_stats__async_context *)userdata;
     Drpc__Interop__ServerStats *response = NULL;
@@ -651,7 +651,7 @@ static void drpc__interop__test_service__get_stats__async_done(void *userdata, d
         if (response == NULL) status = DRPC_INTERNAL;
     }
     drpc_buffer_free(buf);
-    ctx->callback(ctx->userdata, status, response, error);
+    ctx->callback(ctx->userdata, call, status, response, error);
     free(ctx);
 }
 

@@ -32,7 +32,7 @@ extern "C" {
 /* /drpc.interop.TestService/EmptyCall: unary, drpc.interop.Empty -> drpc.interop.Empty. Client side. */
 drpc_status drpc__interop__test_service__empty_call__call(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__Empty **response_out, drpc_error **err_out);
-typedef void (*Drpc__Interop__TestService__EmptyCall_Callback)(void *userdata, drpc_status status, Drpc__Interop__Empty *response, drpc_error *error);
+typedef void (*Drpc__Interop__TestService__EmptyCall_Callback)(void *userdata, drpc_call *call, drpc_status status, Drpc__Interop__Empty *response, drpc_error *error);
 drpc_status drpc__interop__test_service__empty_call__call_async(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__TestService__EmptyCall_Callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
 /* Server side. */
@@ -43,7 +43,7 @@ drpc_server_call *drpc__interop__test_service__empty_call__server_call(Drpc__Int
 /* /drpc.interop.TestService/UnaryCall: unary, drpc.interop.SimpleRequest -> drpc.interop.SimpleResponse. Client side. */
 drpc_status drpc__interop__test_service__unary_call__call(const drpc_conn *conn, const Drpc__Interop__SimpleRequest *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__SimpleResponse **response_out, drpc_error **err_out);
-typedef void (*Drpc__Interop__TestService__UnaryCall_Callback)(void *userdata, drpc_status status, Drpc__Interop__SimpleResponse *response, drpc_error *error);
+typedef void (*Drpc__Interop__TestService__UnaryCall_Callback)(void *userdata, drpc_call *call, drpc_status status, Drpc__Interop__SimpleResponse *response, drpc_error *error);
 drpc_status drpc__interop__test_service__unary_call__call_async(const drpc_conn *conn, const Drpc__Interop__SimpleRequest *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__TestService__UnaryCall_Callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
 /* Server side. */
@@ -123,7 +123,7 @@ drpc_stream *drpc__interop__test_service__half_duplex_call__server_stream(Drpc__
 /* /drpc.interop.TestService/UnimplementedCall: unary, drpc.interop.Empty -> drpc.interop.Empty. Client side. */
 drpc_status drpc__interop__test_service__unimplemented_call__call(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__Empty **response_out, drpc_error **err_out);
-typedef void (*Drpc__Interop__TestService__UnimplementedCall_Callback)(void *userdata, drpc_status status, Drpc__Interop__Empty *response, drpc_error *error);
+typedef void (*Drpc__Interop__TestService__UnimplementedCall_Callback)(void *userdata, drpc_call *call, drpc_status status, Drpc__Interop__Empty *response, drpc_error *error);
 drpc_status drpc__interop__test_service__unimplemented_call__call_async(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__TestService__UnimplementedCall_Callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
 /* Server side. */
@@ -134,7 +134,7 @@ drpc_server_call *drpc__interop__test_service__unimplemented_call__server_call(D
 /* /drpc.interop.TestService/GetStats: unary, drpc.interop.Empty -> drpc.interop.ServerStats. Client side. */
 drpc_status drpc__interop__test_service__get_stats__call(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__ServerStats **response_out, drpc_error **err_out);
-typedef void (*Drpc__Interop__TestService__GetStats_Callback)(void *userdata, drpc_status status, Drpc__Interop__ServerStats *response, drpc_error *error);
+typedef void (*Drpc__Interop__TestService__GetStats_Callback)(void *userdata, drpc_call *call, drpc_status status, Drpc__Interop__ServerStats *response, drpc_error *error);
 drpc_status drpc__interop__test_service__get_stats__call_async(const drpc_conn *conn, const Drpc__Interop__Empty *request, const drpc_metadata *md,
     uint64_t timeout_ms, Drpc__Interop__TestService__GetStats_Callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
 /* Server side. */

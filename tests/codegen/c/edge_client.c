@@ -133,8 +133,9 @@ typedef struct {
     drpc_error *error;
 } async_result;
 
-static void on_unary(void *userdata, drpc_status status, Edge__V1__Reply *response, drpc_error *error)
+static void on_unary(void *userdata, drpc_call *call, drpc_status status, Edge__V1__Reply *response, drpc_error *error)
 {
+    (void)call; /* the waiter holds the call handle */
     async_result *r = userdata;
     pthread_mutex_lock(&r->mu);
     r->status = status;
@@ -192,8 +193,9 @@ typedef struct {
     int index;
 } race_slot;
 
-static void on_race(void *userdata, drpc_status status, Edge__V1__Reply *response, drpc_error *error)
+static void on_race(void *userdata, drpc_call *call, drpc_status status, Edge__V1__Reply *response, drpc_error *error)
 {
+    (void)call; /* the racing thread holds the call handle */
     race_slot *slot = userdata;
     race_state *st = slot->state;
     int good = (status == DRPC_OK && response != NULL && response->number == slot->index + 1) ||

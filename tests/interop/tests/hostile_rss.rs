@@ -3,6 +3,10 @@
 //! its resident memory (RSS, read from /proc) must stay under the default
 //! memory budget plus a fixed overhead, and a well-behaved client on a new
 //! connection must be served during and after every attack.
+//!
+//! The Rust interop server by default; `DRPC_HOSTILE_SERVER="prog args..."`
+//! attacks another implementation's interop server (tests/matrix/run.sh does
+//! so for the C and Python ones).
 
 use drpc_core::wire::{put_frame, FrameHeader, Kind};
 use drpc_core::{CallOptions, Conn, ConnOptions};
@@ -24,7 +28,12 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start() -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_drpc-interop-server"))
+        let argv: Vec<String> = match std::env::var("DRPC_HOSTILE_SERVER") {
+            Ok(cmd) if !cmd.trim().is_empty() => cmd.split_whitespace().map(String::from).collect(),
+            _ => vec![env!("CARGO_BIN_EXE_drpc-interop-server").to_string()],
+        };
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .args(["--addr", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .spawn()
@@ -48,7 +57,7 @@ impl ServerProcess {
     /// Stops it with SIGTERM; it must exit within 6 s.
     fn stop(mut self) {
         let started = std::time::Instant::now();
-        unsafe_kill(self.child.id());
+        sigterm(self.child.id());
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success() || status.code().is_none(), "server exited with {status}");
@@ -60,7 +69,15 @@ impl ServerProcess {
     }
 }
 
-fn unsafe_kill(pid: u32) {
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A failed test must not leave the server running (it holds the test's stderr).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sigterm(pid: u32) {
     Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
 }
 

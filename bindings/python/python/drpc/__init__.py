@@ -9,8 +9,9 @@ are bytes, or protobuf messages (anything with ``SerializeToString`` /
 
 from . import errors
 from ._client import Client, ClientStream, connect
+from ._common import DEFAULT_CONNECT_TIMEOUT, Message, MessageType, Sendable
 from ._native import DEFAULT_MAX_MESSAGE_SIZE, ServerContext
-from ._server import AsyncServerStream, Server, ServerStream
+from ._server import LOGGER_NAME, AsyncServerStream, Server, ServerStream
 from .errors import (
     Aborted,
     AlreadyExists,
@@ -46,6 +47,11 @@ __all__ = [
     "AsyncServerStream",
     "ServerContext",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "LOGGER_NAME",
+    "Message",
+    "MessageType",
+    "Sendable",
     "errors",
     "aio",
     "StatusCode",

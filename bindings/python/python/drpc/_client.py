@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Generic, Iterable, Iterator, Mapping, Optional, Type, TypeVar, overload
 
 from . import _native
 from ._common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    MessageType,
+    Sendable,
     check_address,
+    check_bool,
     check_max_message_size,
     check_metadata,
     check_rpc,
@@ -19,9 +23,12 @@ from ._common import (
 
 __all__ = ["Client", "ClientStream", "connect"]
 
+M = TypeVar("M")
 
-class ClientStream:
-    """A streaming call (client-, server- or bidi-streaming).
+
+class ClientStream(Generic[M]):
+    """A streaming call (client-, server- or bidi-streaming); its messages are
+    ``M`` (bytes, or the ``response_type`` the call was opened with).
 
     ``send`` messages, ``close_send`` when done sending, ``recv`` until it
     returns None (or iterate). ``cancel`` gives up on the call. Used as a
@@ -31,7 +38,7 @@ class ClientStream:
 
     __slots__ = ("_native", "_decode", "__weakref__")
 
-    def __init__(self, native: Any, response_type: Any = None) -> None:
+    def __init__(self, native: _native.NativeStream, response_type: Any = None) -> None:
         self._native = native
         self._decode = decoder(response_type)
 
@@ -45,7 +52,7 @@ class ClientStream:
         """Whether the call has ended (completed, failed or cancelled)."""
         return self._native.finished
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Sendable) -> None:
         """Sends one message (bytes or a protobuf message)."""
         self._native.send(encode(message, "message"))
 
@@ -53,28 +60,32 @@ class ClientStream:
         """Tells the server no more messages will be sent."""
         self._native.close_send()
 
-    def recv(self) -> Any:
+    def recv(self, timeout: Optional[float] = None) -> Optional[M]:
         """The next response, or None once the server finished sending.
-        Raises RpcError if the call failed."""
-        return decode(self._native.recv(), self._decode)
+        Raises RpcError if the call failed. With ``timeout`` (seconds), raises
+        ``TimeoutError`` if nothing arrived in time; the call goes on and the
+        next ``recv()`` returns the next message (none is lost). Ctrl-C while
+        waiting cancels the call."""
+        data = self._native.recv(check_timeout(timeout))
+        return decode(data, self._decode)  # type: ignore[no-any-return]
 
     def cancel(self) -> None:
         """Cancels the call; the connection stays usable."""
         self._native.cancel()
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[M]:
         return self
 
-    def __next__(self) -> Any:
+    def __next__(self) -> M:
         data = self._native.recv()
         if data is None:
             raise StopIteration
-        return decode(data, self._decode)
+        return decode(data, self._decode)  # type: ignore[no-any-return]
 
-    def __enter__(self) -> "ClientStream":
+    def __enter__(self) -> "ClientStream[M]":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self._native.finished:
             self._native.cancel()
 
@@ -82,13 +93,20 @@ class ClientStream:
 class Client:
     """A DRPC client connection, blocking API.
 
-    ``Client("host:port")`` or ``Client("unix:/path")`` connects at once.
+    ``Client("host:port")`` or ``Client("unix:/path")`` connects at once
+    (within ``connect_timeout`` seconds, default
+    :data:`DEFAULT_CONNECT_TIMEOUT`; None waits as long as the OS does).
     Calls multiplex over the one connection, unless ``sequential=True`` (at
     most one call at a time, as a ``storj.io/drpc`` server needs).
     ``flow_control=True`` turns on cockroachdb/drpc-compatible per-stream flow
-    control (only towards peers that speak it). A Client is
-    safe to share between threads. Use it as a context manager or call
-    ``close()``.
+    control (only towards peers that speak it).
+
+    A connection that is lost (server restarted, network failure) is redialled
+    on the next call, unless ``reconnect=False``: calls in flight when it
+    dropped fail with Unavailable; after a failed redial, calls fail fast with
+    Unavailable until the next attempt is due (backoff from 0.2 s doubling to
+    10 s, with jitter). A Client is safe to share between threads. Use it as a
+    context manager or call ``close()``.
     """
 
     def __init__(
@@ -97,20 +115,18 @@ class Client:
         *,
         sequential: bool = False,
         max_message_size: Optional[int] = None,
-        connect_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         flow_control: bool = False,
+        reconnect: bool = True,
     ) -> None:
         check_address(address)
-        if not isinstance(sequential, bool):
-            raise TypeError("sequential must be a bool")
-        if not isinstance(flow_control, bool):
-            raise TypeError("flow_control must be a bool")
         self._native = _native.NativeConn.connect(
             address,
-            sequential,
+            check_bool(sequential, "sequential"),
             check_max_message_size(max_message_size),
             check_timeout(connect_timeout, "connect_timeout"),
-            flow_control,
+            check_bool(flow_control, "flow_control"),
+            check_bool(reconnect, "reconnect"),
         )
         track(self)
 
@@ -124,13 +140,41 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        """Whether the connection has terminated (closed here or lost)."""
+        """Whether the connection is down: closed by ``close()``, or lost and
+        not redialled (yet)."""
         return self._native.closed
+
+    @property
+    def redials(self) -> int:
+        """How many times the connection was redialled after being lost."""
+        return self._native.redials
+
+    @overload
+    def invoke(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> bytes: ...
+
+    @overload
+    def invoke(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> M: ...
 
     def invoke(
         self,
         rpc: str,
-        request: Any,
+        request: Sendable,
         *,
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
@@ -146,6 +190,26 @@ class Client:
         )
         return decode(data, dec)
 
+    @overload
+    def stream(
+        self,
+        rpc: str,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> ClientStream[bytes]: ...
+
+    @overload
+    def stream(
+        self,
+        rpc: str,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> ClientStream[M]: ...
+
     def stream(
         self,
         rpc: str,
@@ -153,17 +217,38 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
-    ) -> ClientStream:
+    ) -> ClientStream[Any]:
         """Opens a streaming call; ``timeout`` applies to the whole call."""
-        dec_type = response_type
-        decoder(dec_type)
+        decoder(response_type)
         native = self._native.stream(check_rpc(rpc), check_metadata(metadata), check_timeout(timeout))
-        return ClientStream(native, dec_type)
+        return ClientStream(native, response_type)
+
+    @overload
+    def server_stream(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[bytes]: ...
+
+    @overload
+    def server_stream(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Iterator[M]: ...
 
     def server_stream(
         self,
         rpc: str,
-        request: Any,
+        request: Sendable,
         *,
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
@@ -176,16 +261,39 @@ class Client:
             s.close_send()
             yield from s
 
+    @overload
     def client_stream(
         self,
         rpc: str,
-        requests: Iterable[Any],
+        requests: Iterable[Sendable],
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Optional[bytes]: ...
+
+    @overload
+    def client_stream(
+        self,
+        rpc: str,
+        requests: Iterable[Sendable],
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Optional[M]: ...
+
+    def client_stream(
+        self,
+        rpc: str,
+        requests: Iterable[Sendable],
         *,
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
     ) -> Any:
-        """A client-streaming call: sends every request, returns the response."""
+        """A client-streaming call: sends every request, returns the response
+        (None if the server sent none)."""
         with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout) as s:
             for r in requests:
                 s.send(r)
@@ -193,7 +301,8 @@ class Client:
             return s.recv()
 
     def close(self) -> None:
-        """Closes the connection; calls in flight fail with Unavailable."""
+        """Closes the connection; calls in flight fail with Unavailable, and
+        it is not redialled."""
         self._native.close()
 
     def _shutdown_at_exit(self) -> None:
@@ -202,7 +311,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -214,8 +323,9 @@ def connect(
     *,
     sequential: bool = False,
     max_message_size: Optional[int] = None,
-    connect_timeout: Optional[float] = None,
+    connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
     flow_control: bool = False,
+    reconnect: bool = True,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     return Client(
@@ -224,4 +334,5 @@ def connect(
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         flow_control=flow_control,
+        reconnect=reconnect,
     )

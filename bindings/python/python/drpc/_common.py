@@ -1,12 +1,39 @@
-"""Argument checking and message (de)serialization shared by the sync and
-asyncio layers."""
+"""Argument checking, message (de)serialization and message types shared by
+the sync and asyncio layers."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import sys
 import threading
 import weakref
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol, TypeVar, Union
+
+#: Seconds a connect may take before it fails with Unavailable (the default
+#: of every client's ``connect_timeout``; pass None for no limit).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+class Message(Protocol):
+    """A message drpc can send: anything with ``SerializeToString()``, such as
+    a protobuf message."""
+
+    def SerializeToString(self) -> bytes: ...
+
+
+#: A request or response as passed to drpc: bytes-like, or a :class:`Message`.
+Sendable = Union[bytes, bytearray, memoryview, Message]
+
+M_co = TypeVar("M_co", covariant=True)
+
+
+class MessageType(Protocol[M_co]):
+    """A message class drpc can decode into: anything with a
+    ``FromString(bytes)`` constructor, such as a protobuf message class."""
+
+    def FromString(self, s: bytes, /) -> M_co: ...
+
 
 Decoder = Optional[Callable[[bytes], Any]]
 
@@ -52,10 +79,10 @@ def check_timeout(timeout: Any, name: str = "timeout") -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}")
-    timeout = float(timeout)
-    if timeout != timeout or timeout < 0:
-        raise ValueError(f"{name} must be a non-negative number of seconds, got {timeout}")
-    return timeout
+    seconds = float(timeout)
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {seconds}")
+    return seconds
 
 
 def check_max_message_size(size: Any) -> Optional[int]:
@@ -86,11 +113,17 @@ def encode(message: Any, what: str = "request") -> bytes:
     return data
 
 
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def decoder(message_type: Any, what: str = "response_type") -> Decoder:
     """The function turning received bytes into `message_type` (None: bytes)."""
     if message_type is None or message_type is bytes:
         return None
-    from_string = getattr(message_type, "FromString", None)
+    from_string: object = getattr(message_type, "FromString", None)
     if from_string is None or not callable(from_string):
         raise TypeError(f"{what} must be a protobuf message class (with FromString) or None, got {message_type!r}")
     return from_string
@@ -125,9 +158,29 @@ def _close_all() -> None:
     try:
         from . import _native
 
-        _native._quiesce(2.0)
+        # Runtime threads only run short callbacks once every server has
+        # stopped; still, never let finalization start while one is inside
+        # Python: that aborts the process.
+        waited = 0.0
+        while not _native._quiesce(5.0):
+            waited += 5.0
+            sys.stderr.write(f"drpc: exit is waiting for runtime threads inside Python ({waited:.0f} s)\n")
     except BaseException:  # noqa: BLE001
         pass
+
+
+async def recv_async(native: Any) -> Optional[bytes]:
+    """Receives on a native stream without blocking the event loop.
+
+    The message is taken only by ``poll_recv()``, synchronously, in the step
+    that returns it; the awaited part only waits until one is ready (and
+    parks it in the stream). So a cancelled ``recv()`` (``wait_for``,
+    ``task.cancel()``) leaves the message for the next one."""
+    while True:
+        ready, data = native.poll_recv()
+        if ready:
+            return data  # type: ignore[no-any-return]
+        await await_native(native.wait_recv_async)
 
 
 async def send_async(native: Any, data: bytes) -> None:
@@ -142,8 +195,6 @@ async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> An
     at once); ``cb(value, exc)`` is called
     once from a runtime thread. Cancelling the awaiting coroutine cancels the
     operation (and so the call on the wire)."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
 

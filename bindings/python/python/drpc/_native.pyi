@@ -5,18 +5,31 @@ Callbacks ``cb(value, exc)`` of ``*_async`` methods are called once, from a
 runtime thread, with exactly one of the two arguments not None.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, final
 
-Callback = Callable[[Any, Optional[BaseException]], None]
+_Callback = Callable[[Any, Optional[BaseException]], None]
+
+__all__ = [
+    "NativeConn",
+    "NativeStream",
+    "NativeServer",
+    "ServerContext",
+    "Completion",
+    "Task",
+    "_quiesce",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+]
 
 DEFAULT_MAX_MESSAGE_SIZE: int
 
+@final
 class Task:
     """A background operation started by an ``*_async`` method."""
 
     def cancel(self) -> None: ...
     def done(self) -> bool: ...
 
+@final
 class ServerContext:
     """What a server handler sees of its call besides the messages."""
 
@@ -30,8 +43,9 @@ class ServerContext:
     def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
         """Blocks (GIL released) until the call is cancelled or ``timeout``
         seconds passed; returns whether it was cancelled."""
-    def cancelled_async(self, callback: Callback) -> Task: ...
+    def cancelled_async(self, callback: _Callback) -> Task: ...
 
+@final
 class NativeStream:
     @property
     def id(self) -> int: ...
@@ -40,13 +54,18 @@ class NativeStream:
     @property
     def context(self) -> ServerContext: ...
     def send(self, data: bytes) -> None: ...
-    def send_nowait(self, data: bytes, callback: Callback) -> Optional[Task]: ...
+    def send_nowait(self, data: bytes, callback: _Callback) -> Optional[Task]: ...
     def close_send(self) -> None: ...
-    def recv(self) -> Optional[bytes]: ...
-    def poll_recv(self) -> Tuple[bool, Optional[bytes]]: ...
-    def recv_async(self, callback: Callback) -> Task: ...
+    def recv(self, timeout: Optional[float] = None) -> Optional[bytes]:
+        """Blocks for the next message (None at the end); TimeoutError after
+        ``timeout`` seconds, losing nothing."""
+    def poll_recv(self) -> Tuple[bool, Optional[bytes]]:
+        """``(True, message | None)`` when one is ready (taking it), else ``(False, None)``."""
+    def wait_recv_async(self, callback: _Callback) -> Task:
+        """Calls ``cb(None, None)`` once ``poll_recv()`` has something; cancelling loses nothing."""
     def cancel(self) -> None: ...
 
+@final
 class NativeConn:
     @staticmethod
     def connect(
@@ -55,15 +74,17 @@ class NativeConn:
         max_message_size: Optional[int] = None,
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
+        reconnect: bool = True,
     ) -> "NativeConn": ...
     @staticmethod
     def connect_async(
         addr: str,
-        callback: Callback,
+        callback: _Callback,
         sequential: bool = False,
         max_message_size: Optional[int] = None,
         connect_timeout: Optional[float] = None,
         flow_control: bool = False,
+        reconnect: bool = True,
     ) -> Task: ...
     @property
     def address(self) -> str: ...
@@ -71,6 +92,8 @@ class NativeConn:
     def sequential(self) -> bool: ...
     @property
     def closed(self) -> bool: ...
+    @property
+    def redials(self) -> int: ...
     def active_streams(self) -> int: ...
     def unary(
         self, rpc: str, request: bytes, metadata: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
@@ -79,7 +102,7 @@ class NativeConn:
         self,
         rpc: str,
         request: bytes,
-        callback: Callback,
+        callback: _Callback,
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
     ) -> Task: ...
@@ -89,25 +112,35 @@ class NativeConn:
     def stream_async(
         self,
         rpc: str,
-        callback: Callback,
+        callback: _Callback,
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
     ) -> Task: ...
     def close(self) -> None: ...
-    def close_async(self, callback: Callback) -> Task: ...
+    def close_async(self, callback: _Callback) -> Task: ...
 
+@final
 class Completion:
     def __call__(self, result: Optional[bytes] = None, exc: Optional[BaseException] = None) -> None: ...
 
+@final
 class NativeServer:
-    def __init__(self, max_message_size: Optional[int] = None, flow_control: bool = False) -> None: ...
+    def __new__(cls, max_message_size: Optional[int] = None, flow_control: bool = False) -> "NativeServer": ...
     def add_unary(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def add_stream(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def start(self, addr: str) -> str: ...
-    def start_async(self, addr: str, callback: Callback) -> Task: ...
+    def start_async(self, addr: str, callback: _Callback) -> Task: ...
     def stop(self, grace: Optional[float] = None) -> None: ...
-    def stop_async(self, callback: Callback, grace: Optional[float] = None) -> Task: ...
+    def stop_async(self, callback: _Callback, grace: Optional[float] = None) -> Task: ...
+    def wait_handlers(self, timeout: Optional[float] = None, include_async: bool = True, own_async: int = 0) -> bool:
+        """Blocks until the handlers (but ``own_async`` async ones) have
+        returned or ``timeout`` passed; whether they all returned."""
+    def wait_handlers_async(
+        self, callback: _Callback, timeout: Optional[float] = None, include_async: bool = True, own_async: int = 0
+    ) -> Task: ...
+    def running_handlers(self) -> int: ...
     def active_rpcs(self) -> int: ...
     def connections(self) -> int: ...
+
 def _quiesce(timeout: float = 2.0) -> bool:
     """At interpreter exit: stop runtime threads entering Python, wait for those inside."""

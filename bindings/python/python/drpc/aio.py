@@ -2,7 +2,9 @@
 
 They share the extension's runtime with the blocking API; awaiting never
 blocks the event loop, and cancelling an awaiting task (``asyncio.wait_for``,
-``task.cancel()``) cancels the call on the wire.
+``task.cancel()``) cancels the call on the wire, except for a stream's
+``recv()``: cancelling it only abandons the wait, the stream goes on and the
+next ``recv()`` returns the message (none is lost).
 
 Example::
 
@@ -13,13 +15,31 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Mapping, Optional
+import threading
+from collections.abc import AsyncIterable as _AsyncIterableABC, Iterable as _IterableABC
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Generic,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Type,
+    TypeVar,
+    Union,
+    overload,
+)
 
 from . import _native
 from ._common import (
+    DEFAULT_CONNECT_TIMEOUT,
+    MessageType,
+    Sendable,
     await_native,
-    send_async,
     check_address,
+    check_bool,
     check_max_message_size,
     check_metadata,
     check_rpc,
@@ -27,22 +47,30 @@ from ._common import (
     decode,
     decoder,
     encode,
+    recv_async,
+    send_async,
     track,
 )
-from ._server import AsyncServerStream, ServerContext, _ServerBase
+from ._server import AsyncServerStream, ServerContext, _log, _ServerBase
 from .errors import Unavailable
 
 __all__ = ["Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
 
+M = TypeVar("M")
 
-class ClientStream:
+
+class ClientStream(Generic[M]):
     """An asyncio streaming call: ``await send(msg)``, ``await close_send()``,
     ``await recv()`` (None at the end) or ``async for``, ``cancel()``. As an
-    async context manager, an unfinished stream is cancelled on exit."""
+    async context manager, an unfinished stream is cancelled on exit.
+
+    Cancelling a task awaiting ``recv()`` (``asyncio.wait_for(stream.recv(),
+    t)``, ``task.cancel()``) leaves the stream as it was: the message that
+    was on its way is returned by the next ``recv()``."""
 
     __slots__ = ("_native", "_decode", "__weakref__")
 
-    def __init__(self, native: Any, response_type: Any = None) -> None:
+    def __init__(self, native: _native.NativeStream, response_type: Any = None) -> None:
         self._native = native
         self._decode = decoder(response_type)
 
@@ -54,7 +82,7 @@ class ClientStream:
     def finished(self) -> bool:
         return self._native.finished
 
-    async def send(self, message: Any) -> None:
+    async def send(self, message: Sendable) -> None:
         """Sends one message (bytes or a protobuf message); waits only for
         flow-control credit."""
         await send_async(self._native, encode(message, "message"))
@@ -63,30 +91,27 @@ class ClientStream:
         """Tells the server no more messages will be sent."""
         self._native.close_send()
 
-    async def recv(self) -> Any:
+    async def recv(self) -> Optional[M]:
         """The next response, or None once the server finished sending."""
-        ready, data = self._native.poll_recv()
-        if not ready:
-            data = await await_native(self._native.recv_async)
-        return decode(data, self._decode)
+        return decode(await recv_async(self._native), self._decode)  # type: ignore[no-any-return]
 
     def cancel(self) -> None:
         """Cancels the call; the connection stays usable."""
         self._native.cancel()
 
-    def __aiter__(self) -> "ClientStream":
+    def __aiter__(self) -> "ClientStream[M]":
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> M:
         item = await self.recv()
         if item is None:
             raise StopAsyncIteration
         return item
 
-    async def __aenter__(self) -> "ClientStream":
+    async def __aenter__(self) -> "ClientStream[M]":
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if not self._native.finished:
             self._native.cancel()
 
@@ -96,7 +121,8 @@ class Client:
 
     ``await drpc.aio.connect(addr)``, or ``async with drpc.aio.Client(addr) as
     c``, or ``c = drpc.aio.Client(addr); await c.connect()``. Options as for
-    :class:`drpc.Client`.
+    :class:`drpc.Client`, including the redial of a lost connection on the
+    next call (``reconnect=True``).
     """
 
     def __init__(
@@ -105,32 +131,36 @@ class Client:
         *,
         sequential: bool = False,
         max_message_size: Optional[int] = None,
-        connect_timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         flow_control: bool = False,
+        reconnect: bool = True,
     ) -> None:
         self._address = check_address(address)
-        if not isinstance(sequential, bool):
-            raise TypeError("sequential must be a bool")
-        if not isinstance(flow_control, bool):
-            raise TypeError("flow_control must be a bool")
-        self._flow_control = flow_control
-        self._sequential = sequential
+        self._sequential = check_bool(sequential, "sequential")
+        self._flow_control = check_bool(flow_control, "flow_control")
+        self._reconnect = check_bool(reconnect, "reconnect")
         self._max = check_max_message_size(max_message_size)
         self._connect_timeout = check_timeout(connect_timeout, "connect_timeout")
-        self._native: Any = None
+        self._native: Optional[_native.NativeConn] = None
 
     async def connect(self) -> "Client":
         """Connects (a no-op when connected); returns self."""
         if self._native is None:
             self._native = await await_native(
                 lambda cb: _native.NativeConn.connect_async(
-                    self._address, cb, self._sequential, self._max, self._connect_timeout, self._flow_control
+                    self._address,
+                    cb,
+                    self._sequential,
+                    self._max,
+                    self._connect_timeout,
+                    self._flow_control,
+                    self._reconnect,
                 )
             )
             track(self)
         return self
 
-    def _conn(self) -> Any:
+    def _conn(self) -> _native.NativeConn:
         if self._native is None:
             raise Unavailable("not connected: await client.connect() first")
         return self._native
@@ -145,12 +175,41 @@ class Client:
 
     @property
     def closed(self) -> bool:
+        """Whether the connection is down: closed by ``close()``, or lost and
+        not redialled (yet)."""
         return self._native is not None and self._native.closed
+
+    @property
+    def redials(self) -> int:
+        """How many times the connection was redialled after being lost."""
+        return 0 if self._native is None else self._native.redials
+
+    @overload
+    async def invoke(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> bytes: ...
+
+    @overload
+    async def invoke(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> M: ...
 
     async def invoke(
         self,
         rpc: str,
-        request: Any,
+        request: Sendable,
         *,
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
@@ -159,10 +218,30 @@ class Client:
         """A unary call; see :meth:`drpc.Client.invoke`."""
         dec = decoder(response_type)
         conn = self._conn()
-        args = (check_rpc(rpc), encode(request))
+        name, data = check_rpc(rpc), encode(request)
         md, to = check_metadata(metadata), check_timeout(timeout)
-        data = await await_native(lambda cb: conn.unary_async(args[0], args[1], cb, md, to))
-        return decode(data, dec)
+        reply = await await_native(lambda cb: conn.unary_async(name, data, cb, md, to))
+        return decode(reply, dec)
+
+    @overload
+    async def stream(
+        self,
+        rpc: str,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> ClientStream[bytes]: ...
+
+    @overload
+    async def stream(
+        self,
+        rpc: str,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> ClientStream[M]: ...
 
     async def stream(
         self,
@@ -171,7 +250,7 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
-    ) -> ClientStream:
+    ) -> ClientStream[Any]:
         """Opens a streaming call; ``timeout`` applies to the whole call."""
         decoder(response_type)
         conn = self._conn()
@@ -179,10 +258,32 @@ class Client:
         native = await await_native(lambda cb: conn.stream_async(name, cb, md, to))
         return ClientStream(native, response_type)
 
+    @overload
+    def server_stream(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[bytes]: ...
+
+    @overload
+    def server_stream(
+        self,
+        rpc: str,
+        request: Sendable,
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> AsyncIterator[M]: ...
+
     async def server_stream(
         self,
         rpc: str,
-        request: Any,
+        request: Sendable,
         *,
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
@@ -196,8 +297,56 @@ class Client:
             async for item in s:
                 yield item
 
+    @overload
+    async def client_stream(
+        self,
+        rpc: str,
+        requests: Union[Iterable[Sendable], AsyncIterable[Sendable]],
+        *,
+        response_type: Optional[Type[bytes]] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Optional[bytes]: ...
+
+    @overload
+    async def client_stream(
+        self,
+        rpc: str,
+        requests: Union[Iterable[Sendable], AsyncIterable[Sendable]],
+        *,
+        response_type: MessageType[M],
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Optional[M]: ...
+
+    async def client_stream(
+        self,
+        rpc: str,
+        requests: Union[Iterable[Sendable], AsyncIterable[Sendable]],
+        *,
+        response_type: Any = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """A client-streaming call: sends every request (from an iterable or
+        an async iterable), returns the response (None if the server sent
+        none)."""
+        if not isinstance(requests, (_IterableABC, _AsyncIterableABC)) or isinstance(requests, (bytes, str)):
+            raise TypeError(f"requests must be an iterable or an async iterable, got {type(requests).__name__}")
+        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout)
+        async with s:
+            if isinstance(requests, _AsyncIterableABC):
+                async for r in requests:
+                    await s.send(r)
+            else:
+                for r in requests:
+                    await s.send(r)
+            await s.close_send()
+            return await s.recv()
+
     async def close(self) -> None:
-        """Closes the connection; calls in flight fail with Unavailable."""
+        """Closes the connection; calls in flight fail with Unavailable, and
+        it is not redialled."""
         if self._native is not None:
             conn = self._native
             await await_native(conn.close_async)
@@ -209,7 +358,7 @@ class Client:
     async def __aenter__(self) -> "Client":
         return await self.connect()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def __repr__(self) -> str:
@@ -221,8 +370,9 @@ async def connect(
     *,
     sequential: bool = False,
     max_message_size: Optional[int] = None,
-    connect_timeout: Optional[float] = None,
+    connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
     flow_control: bool = False,
+    reconnect: bool = True,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     client = Client(
@@ -231,8 +381,14 @@ async def connect(
         max_message_size=max_message_size,
         connect_timeout=connect_timeout,
         flow_control=flow_control,
+        reconnect=reconnect,
     )
     return await client.connect()
+
+
+def _resolve(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Server(_ServerBase):
@@ -252,32 +408,86 @@ class Server(_ServerBase):
         await server.stop(grace=1.0)
     """
 
+    def __init__(self, *, max_message_size: Optional[int] = None, flow_control: bool = False) -> None:
+        super().__init__(max_message_size=max_message_size, flow_control=flow_control)
+        self._terminated = threading.Event()
+        self._waiters: List["asyncio.Future[None]"] = []
+        self._waiters_lock = threading.Lock()
+
     async def start(self, address: str = "127.0.0.1:0") -> str:
         """Listens on ``address`` and serves in the background; returns the
         bound address."""
         check_address(address)
+        if self._terminated.is_set():
+            raise RuntimeError("the server was stopped; create a new one")
         self._loop = asyncio.get_running_loop()
         native = self._native
-        bound = await await_native(lambda cb: native.start_async(address, cb))
+        bound: str = await await_native(lambda cb: native.start_async(address, cb))
         self._addresses.append(bound)
         track(self)
         return bound
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Stops accepting, lets running RPCs finish for up to ``grace``
-        seconds, cancels the rest and closes every connection."""
+        seconds, then cancels the rest and closes every connection. Returns
+        once every handler has returned (see :meth:`drpc.Server.stop`)."""
         g = check_timeout(grace, "grace")
         native = self._native
         await await_native(lambda cb: native.stop_async(cb, g))
+        waited = 0.0
+        every = 5.0
+        own = self._own_async_handlers()
+        while not await await_native(lambda cb: native.wait_handlers_async(cb, every, True, own)):
+            waited += every
+            _log.warning(
+                "stop: still waiting for %d handler(s) to return after %.0f s", native.running_handlers(), waited
+            )
+        self._set_terminated()
 
-    async def wait_closed(self) -> None:  # pragma: no cover - convenience
-        await asyncio.Event().wait()
+    def _set_terminated(self) -> None:
+        self._terminated.set()
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            try:
+                fut.get_loop().call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    async def wait_for_termination(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the server is stopped or ``timeout`` seconds passed;
+        returns True if it stopped."""
+        timeout = check_timeout(timeout)
+        if self._terminated.is_set():
+            return True
+        fut: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        with self._waiters_lock:
+            if self._terminated.is_set():
+                return True
+            self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with self._waiters_lock:
+                if fut in self._waiters:
+                    self._waiters.remove(fut)
+
+    async def wait_closed(self) -> None:
+        """Waits until the server is stopped."""
+        await self.wait_for_termination()
 
     def _shutdown_at_exit(self) -> None:
         self._native.stop(0)
+        # The loop async handlers ran on has usually ended by now: only the
+        # plain-function handlers (on runtime threads) must be waited for.
+        self._wait_for_handlers(include_async=False)
+        self._set_terminated()
 
     async def __aenter__(self) -> "Server":
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()

@@ -12,7 +12,7 @@ Codes use the gRPC numbering (DESIGN.md section 5).
 from __future__ import annotations
 
 import enum
-from typing import Dict, Optional, Type, Union
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type, Union
 
 __all__ = [
     "StatusCode",
@@ -69,33 +69,75 @@ def _code(value: int) -> Union[StatusCode, int]:
         return value
 
 
+def _parse_code(code: object) -> int:
+    """A code given as an int (or StatusCode) or a StatusCode name such as
+    ``"NOT_FOUND"`` (any case; ``"CANCELED"`` too)."""
+    if isinstance(code, bool):
+        raise TypeError("RpcError code must be an int, a StatusCode or a StatusCode name, got bool")
+    if isinstance(code, int):
+        if code < 0:
+            raise ValueError(f"RpcError code must be non-negative, got {code}")
+        return int(code)
+    if isinstance(code, str):
+        name = code.strip().upper()
+        if name == "CANCELED":
+            name = "CANCELLED"
+        try:
+            return int(StatusCode[name])
+        except KeyError:
+            raise ValueError(f"{code!r} is not a StatusCode name (such as 'NOT_FOUND')") from None
+    raise TypeError(f"RpcError code must be an int, a StatusCode or a StatusCode name, got {type(code).__name__}")
+
+
 class RpcError(Exception):
     """A failed RPC: ``code`` and ``message``.
 
     Raise it (or a subclass) from a handler to fail the call with that code:
-    ``raise drpc.RpcError(7, "denied")`` or ``raise drpc.NotFound("no such key")``.
+    ``raise drpc.RpcError(7, "denied")``, ``raise drpc.RpcError("NOT_FOUND",
+    "no such key")``, ``raise drpc.RpcError(drpc.StatusCode.NOT_FOUND, ...)``
+    or ``raise drpc.NotFound("no such key")``. ``RpcError(code, ...)`` with a
+    known code makes an instance of the subclass for it, so ``except
+    drpc.NotFound`` catches ``RpcError("NOT_FOUND")``.
     """
 
     #: The code a subclass stands for (None on RpcError itself).
-    CODE: Optional[StatusCode] = None
+    CODE: ClassVar[Optional[StatusCode]] = None
+
+    code: Union[StatusCode, int]
+    message: str
+    _code_first: bool
+
+    def __new__(cls, code: Union[int, str, None] = None, message: Optional[str] = None) -> "RpcError":
+        target = cls
+        if cls is RpcError:
+            try:
+                target = _BY_CODE.get(_parse_code(code), cls)
+            except (TypeError, ValueError):
+                pass  # __init__ reports it
+        self = super().__new__(target)
+        # Made through RpcError(code, ...): __init__ reads the first argument
+        # as the code even on the subclass.
+        self._code_first = target is not cls
+        return self
 
     def __init__(self, code: Union[int, str, None] = None, message: Optional[str] = None) -> None:
-        if self.CODE is not None and not isinstance(code, int):
-            # Subclass form: NotFound("message") or NotFound(message="...").
-            if message is None:
-                message = code  # type: ignore[assignment]
-            code = int(self.CODE)
-        if isinstance(code, bool) or not isinstance(code, int):
-            raise TypeError(f"RpcError code must be an int, got {type(code).__name__}")
-        if code < 0:
-            raise ValueError(f"RpcError code must be non-negative, got {code}")
+        if self.CODE is not None and not getattr(self, "_code_first", False):
+            # Subclass forms: NotFound("message"), NotFound(message="..."),
+            # NotFound(5, "message"), NotFound("NOT_FOUND", "message").
+            if message is None and not isinstance(code, int):
+                message, code = code, None
+            if code is None:
+                code = int(self.CODE)
         if message is None:
             message = ""
         if not isinstance(message, str):
             raise TypeError(f"RpcError message must be a str, got {type(message).__name__}")
-        super().__init__(code, message)
-        self.code: Union[StatusCode, int] = _code(code)
-        self.message: str = message
+        number = _parse_code(code)
+        if self.CODE is not None and number != int(self.CODE):
+            raise ValueError(f"{type(self).__name__} has code {int(self.CODE)}, got {code!r}")
+        super().__init__(number, message)
+        self.code = _code(number)
+        self.message = message
 
     def __str__(self) -> str:
         name = self.code.name if isinstance(self.code, StatusCode) else str(self.code)
@@ -104,39 +146,111 @@ class RpcError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={int(self.code)}, message={self.message!r})"
 
-    def __reduce__(self):  # picklable across processes
+    def __reduce__(self) -> Tuple[Any, Tuple[int, int, str]]:  # picklable across processes
         return (_from_status, (int(self.code), int(self.code), self.message))
 
 
-def _subclass(name: str, code: StatusCode, doc: str) -> Type[RpcError]:
-    cls = type(name, (RpcError,), {"CODE": code, "__doc__": doc, "__module__": __name__})
-    return cls
+class Cancelled(RpcError):
+    """The call was cancelled (code 1)."""
+
+    CODE = StatusCode.CANCELLED
 
 
-Cancelled = _subclass("Cancelled", StatusCode.CANCELLED, "The call was cancelled (code 1).")
 Canceled = Cancelled
-Unknown = _subclass("Unknown", StatusCode.UNKNOWN, "Unknown error, e.g. a handler's plain exception (code 2).")
-InvalidArgument = _subclass("InvalidArgument", StatusCode.INVALID_ARGUMENT, "Invalid argument (code 3).")
-DeadlineExceeded = _subclass("DeadlineExceeded", StatusCode.DEADLINE_EXCEEDED, "The deadline passed (code 4).")
-NotFound = _subclass("NotFound", StatusCode.NOT_FOUND, "Not found (code 5).")
-AlreadyExists = _subclass("AlreadyExists", StatusCode.ALREADY_EXISTS, "Already exists (code 6).")
-PermissionDenied = _subclass("PermissionDenied", StatusCode.PERMISSION_DENIED, "Permission denied (code 7).")
-ResourceExhausted = _subclass(
-    "ResourceExhausted", StatusCode.RESOURCE_EXHAUSTED, "Resource exhausted, e.g. a message over the size limit (code 8)."
-)
-FailedPrecondition = _subclass("FailedPrecondition", StatusCode.FAILED_PRECONDITION, "Failed precondition (code 9).")
-Aborted = _subclass("Aborted", StatusCode.ABORTED, "Aborted (code 10).")
-OutOfRange = _subclass("OutOfRange", StatusCode.OUT_OF_RANGE, "Out of range (code 11).")
-Unimplemented = _subclass("Unimplemented", StatusCode.UNIMPLEMENTED, "The rpc is not implemented by the server (code 12).")
-Internal = _subclass("Internal", StatusCode.INTERNAL, "Internal error (code 13).")
-Unavailable = _subclass(
-    "Unavailable", StatusCode.UNAVAILABLE, "The connection is closed, lost or refused (code 14; retryable)."
-)
-DataLoss = _subclass("DataLoss", StatusCode.DATA_LOSS, "Data loss (code 15).")
-Unauthenticated = _subclass("Unauthenticated", StatusCode.UNAUTHENTICATED, "Unauthenticated (code 16).")
+
+
+class Unknown(RpcError):
+    """Unknown error, e.g. a handler's plain exception (code 2)."""
+
+    CODE = StatusCode.UNKNOWN
+
+
+class InvalidArgument(RpcError):
+    """Invalid argument (code 3)."""
+
+    CODE = StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceeded(RpcError):
+    """The deadline passed (code 4)."""
+
+    CODE = StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(RpcError):
+    """Not found (code 5)."""
+
+    CODE = StatusCode.NOT_FOUND
+
+
+class AlreadyExists(RpcError):
+    """Already exists (code 6)."""
+
+    CODE = StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(RpcError):
+    """Permission denied (code 7)."""
+
+    CODE = StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(RpcError):
+    """Resource exhausted, e.g. a message over the size limit (code 8)."""
+
+    CODE = StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(RpcError):
+    """Failed precondition (code 9)."""
+
+    CODE = StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(RpcError):
+    """Aborted (code 10)."""
+
+    CODE = StatusCode.ABORTED
+
+
+class OutOfRange(RpcError):
+    """Out of range (code 11)."""
+
+    CODE = StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(RpcError):
+    """The rpc is not implemented by the server (code 12)."""
+
+    CODE = StatusCode.UNIMPLEMENTED
+
+
+class Internal(RpcError):
+    """Internal error (code 13)."""
+
+    CODE = StatusCode.INTERNAL
+
+
+class Unavailable(RpcError):
+    """The connection is closed, lost or refused (code 14; retryable)."""
+
+    CODE = StatusCode.UNAVAILABLE
+
+
+class DataLoss(RpcError):
+    """Data loss (code 15)."""
+
+    CODE = StatusCode.DATA_LOSS
+
+
+class Unauthenticated(RpcError):
+    """Unauthenticated (code 16)."""
+
+    CODE = StatusCode.UNAUTHENTICATED
+
 
 _BY_CODE: Dict[int, Type[RpcError]] = {
-    int(c.CODE): c  # type: ignore[arg-type]
+    int(c.CODE): c
     for c in (
         Cancelled, Unknown, InvalidArgument, DeadlineExceeded, NotFound, AlreadyExists, PermissionDenied,
         ResourceExhausted, FailedPrecondition, Aborted, OutOfRange, Unimplemented, Internal, Unavailable,

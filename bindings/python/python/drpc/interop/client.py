@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any, Awaitable, Callable, Dict, List
+from typing import Any, Awaitable, Callable, Dict, List, Optional, TypeVar
 
 import drpc
 import drpc.aio
@@ -26,6 +26,9 @@ from . import test_pb2 as pb
 SIZES = [31415, 9, 2653, 58979]
 
 
+T = TypeVar("T")
+
+
 class CaseFailed(Exception):
     pass
 
@@ -33,6 +36,13 @@ class CaseFailed(Exception):
 def check(cond: bool, reason: str) -> None:
     if not cond:
         raise CaseFailed(reason)
+
+
+def present(value: Optional[T], reason: str) -> T:
+    """`value`, which must not be None."""
+    if value is None:
+        raise CaseFailed(reason)
+    return value
 
 
 def simple(**kw: Any) -> Any:
@@ -84,8 +94,7 @@ class Cases:
             for n in [27182, 8, 1828, 45904]:
                 await s.send(pb.StreamingInputCallRequest(payload=pb.Payload(body=bytes(n))))
             await s.close_send()
-            resp = await s.recv()
-            check(resp is not None, "no response")
+            resp = present(await s.recv(), "no response")
             check(resp.aggregated_payload_size == 74922, f"aggregated_payload_size {resp.aggregated_payload_size}")
             check(await s.recv() is None, "more than one response")
 
@@ -103,8 +112,7 @@ class Cases:
         async with s:
             for n in SIZES:
                 await s.send(out_req(n))
-                r = await s.recv()
-                check(r is not None, f"no response to {n}")
+                r = present(await s.recv(), f"no response to {n}")
                 check(len(r.payload.body) == n, f"response of {len(r.payload.body)}, want {n}")
             await s.close_send()
             check(await s.recv() is None, "no clean end")
@@ -214,8 +222,7 @@ class Cases:
                 for r in range(50):
                     n = 1 + k * 1000 + r
                     await s.send(out_req(n))
-                    resp = await s.recv()
-                    check(resp is not None, f"stream {k} round {r}: no response")
+                    resp = present(await s.recv(), f"stream {k} round {r}: no response")
                     check(len(resp.payload.body) == n, f"stream {k} round {r}: {len(resp.payload.body)} bytes, want {n}")
                 await s.close_send()
                 check(await s.recv() is None, f"stream {k}: no clean end")
