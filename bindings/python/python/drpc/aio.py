@@ -54,7 +54,7 @@ from ._common import (
 from ._server import AsyncServerStream, ServerContext, _log, _ServerBase
 from .errors import Unavailable
 
-__all__ = ["Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
+__all__ = ["Channel", "Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
 
 M = TypeVar("M")
 
@@ -491,3 +491,6 @@ class Server(_ServerBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+from ._channel import AsyncChannel as Channel  # noqa: E402  (needs ClientStream above)
