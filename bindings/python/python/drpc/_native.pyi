@@ -151,25 +151,25 @@ def _quiesce(timeout: float = 2.0) -> bool:
 class NativeChannel:
     """A client for the servers behind a target (drpc-channel)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         target: str,
         load_balancing: str = "round_robin",
         max_attempts: int = 3,
         initial_backoff: float = 0.05,
         max_backoff: float = 1.0,
-        retry_budget: Optional[Tuple[float, float]] = (10.0, 0.1),
+        retry_budget: Optional[Tuple[float, float]] = ...,
         wait_for_ready: bool = False,
         health_check: Optional[str] = None,
-        connect_backoff: Tuple[float, float] = (1.0, 120.0),
+        connect_backoff: Tuple[float, float] = ...,
         idle_timeout: float = 1800.0,
-        tcp_keepalive: Optional[float] = 60.0,
+        tcp_keepalive: Optional[float] = ...,
         sequential: bool = False,
         max_message_size: Optional[int] = None,
         flow_control: bool = False,
         max_conns_per_endpoint: int = 1,
         resolve_interval: float = 30.0,
-    ) -> None: ...
+    ) -> "NativeChannel": ...
     @property
     def target(self) -> str: ...
     def ready(self, timeout: float) -> None: ...
@@ -212,7 +212,7 @@ class NativeChannel:
 class NativeHealth:
     """grpc.health.v1 statuses served by a NativeServer."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> "NativeHealth": ...
     def set_status(self, service: str, status: int) -> None: ...
     def status(self, service: str) -> Optional[int]: ...
     def shutdown(self) -> None: ...
