@@ -10,8 +10,14 @@ PREFIX ?= /usr/local
 .PHONY: demo test test-rust test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection.
+## `make demo CHANNEL=1`: a Channel over three local servers: the per-server split,
+## one server killed mid-run (retries), restarted (used again), and a graceful drain.
 demo:
+ifdef CHANNEL
+	$(CARGO) run --release -p drpc-channel --example channel_demo
+else
 	$(CARGO) run --release -p drpc-core --example demo
+endif
 
 ## Every test: lint, Rust, interop, C, Python, the code generators, Go, and the cross-implementation matrix.
 test: lint test-rust test-miri test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke

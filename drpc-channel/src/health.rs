@@ -135,7 +135,9 @@ impl HealthService {
             })
     }
 
-    /// Sends the current status, then every change, until the client goes.
+    /// Sends the current status, then every change, until the client goes
+    /// or the server shuts down (NOT_SERVING is sent, then the stream ends,
+    /// so watches do not hold a graceful shutdown up).
     async fn watch(&self, service: &str, stream: Stream) -> Result<(), Status> {
         let mut changes = self.inner.changed.subscribe();
         let mut last = None;
@@ -145,6 +147,9 @@ impl HealthService {
             if last != Some(status) {
                 stream.send_msg(&HealthCheckResponse { status: status as i32 }).await?;
                 last = Some(status);
+            }
+            if self.inner.state.lock().unwrap().shutting_down {
+                return Ok(());
             }
             tokio::select! {
                 changed = changes.changed() => if changed.is_err() { return Ok(()) },

@@ -147,6 +147,27 @@ impl std::fmt::Debug for dyn HostLookup {
     }
 }
 
+/// Binds `addr` (`host:port`, port 0 allowed) with TCP keepalive probes on
+/// every accepted connection, and serves it on `server` until its shutdown;
+/// returns the bound address. (Accepted sockets inherit the listening
+/// socket's keepalive settings on Linux and the BSDs.)
+pub async fn listen_with_keepalive(server: &drpc_core::Server, addr: &str, keepalive: TcpKeepalive) -> std::io::Result<String> {
+    let listener = keepalive_listener(addr, &keepalive).await?;
+    let local = listener.local_addr()?.to_string();
+    server.serve(drpc_core::Listener::Tcp(listener));
+    Ok(local)
+}
+
+async fn keepalive_listener(addr: &str, keepalive: &TcpKeepalive) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(keepalive.time)
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    socket2::SockRef::from(&listener).set_tcp_keepalive(&ka)?;
+    Ok(listener)
+}
+
 /// Connects to one endpoint with the channel's socket options.
 pub(crate) async fn dial(addr: &str, opts: &ChannelOptions) -> Result<Conn, Status> {
     let fail = |e: std::io::Error| Status::unavailable(format!("connecting to {addr}: {e}"));
@@ -182,6 +203,29 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), 2);
         let plain = connect_tcp(&addr, None).await.unwrap();
         assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_keepalive() {
+        let ka = TcpKeepalive { time: Duration::from_secs(9), interval: Duration::from_secs(4), retries: 3 };
+        let listener = keepalive_listener("127.0.0.1:0", &ka).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(9));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(4));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_keepalive_server_serves_channels() {
+        let server = drpc_core::Server::new(drpc_core::Router::new().unary_raw("/t/Ping", |_r| async { Ok(Bytes::from_static(b"pong")) }));
+        let addr = listen_with_keepalive(&server, "127.0.0.1:0", TcpKeepalive::default()).await.unwrap();
+        let channel = Channel::new(&addr, ChannelOptions::default()).unwrap();
+        assert_eq!(&channel.unary("/t/Ping", b"", &CallOptions::new()).await.unwrap()[..], b"pong");
+        server.shutdown(Duration::from_secs(1)).await;
     }
 }
 

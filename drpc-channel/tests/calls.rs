@@ -176,6 +176,8 @@ async fn health_service_check_and_watch() {
     assert_eq!(next().await, ServingStatus::Serving);
     server.health.shutdown();
     assert_eq!(next().await, ServingStatus::NotServing);
+    // Then the watch ends, so it does not hold the server's shutdown up.
+    assert!(watch.recv().await.unwrap().is_none());
     // Shutting down is final.
     server.health.set_status("kv.KV", ServingStatus::Serving);
     assert_eq!(health::check(&conn, "kv.KV", &opts).await.unwrap(), ServingStatus::NotServing);
@@ -246,7 +248,9 @@ async fn graceful_shutdown_is_drained_without_failed_calls() {
         });
     }
     assert!(eventually(Duration::from_secs(5), || servers[0].hits() >= 100).await);
+    let shutdown_started = Instant::now();
     health::graceful_shutdown(&servers[0].server, &servers[0].health, Duration::from_millis(200), Duration::from_secs(5)).await;
+    assert!(shutdown_started.elapsed() < Duration::from_secs(2), "health watches held the shutdown up");
     let stopped_at = servers[0].hits();
     assert!(eventually(Duration::from_secs(5), || servers[1].hits() + servers[2].hits() >= 800).await);
     stop.cancel();

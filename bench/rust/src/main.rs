@@ -2,6 +2,7 @@
 //!
 //!   drpc-bench {drpc|tonic|tcp} server --addr 127.0.0.1:0
 //!       prints "ADDR host:port", serves until stdin closes
+//!   drpc-bench channel client ...   drpc-rs through drpc_channel::Channel
 //!   drpc-bench {drpc|tonic|tcp} client --addr A --workload W [--size N]
 //!       [--concurrency N] [--streams N] [--calls N] [--warmup S]
 //!       [--duration S] [--reps N] [--server-pid PID]
@@ -28,6 +29,7 @@ fn main() {
     match (argv[1].as_str(), argv[2].as_str()) {
         ("drpc", "server") => drpc_impl::server(&rt, &p.addr),
         ("drpc", "client") => drpc_impl::client(&rt, &p),
+        ("channel", "client") => drpc_impl::channel_client(&rt, &p),
         ("tonic", "server") => tonic_impl::server(&rt, &p.addr),
         ("tonic", "client") => tonic_impl::client(&rt, &p),
         ("tcp", "server") => tcp::server(&p.addr),
