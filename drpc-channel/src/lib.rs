@@ -437,6 +437,12 @@ impl Channel {
     ) -> Result<(Arc<Subchannel>, Conn), Status> {
         self.shared.in_use.store(true, Ordering::Release);
         self.start();
+        // Fast path: something is ready, no need to register for wake-ups.
+        if let Pick::Ready(sub) = self.shared.try_pick() {
+            if let Some(conn) = sub.conn().await {
+                return Ok((sub, conn));
+            }
+        }
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -478,7 +484,7 @@ impl Channel {
     pub async fn unary(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<Bytes, Status> {
         let (attempt_opts, deadline) = fix_deadline(opts);
         self.with_retries(deadline, opts, |conn| {
-            let attempt_opts = &attempt_opts;
+            let attempt_opts = &*attempt_opts;
             async move { conn.unary(rpc, request, attempt_opts).await }
         })
         .await
@@ -501,7 +507,7 @@ impl Channel {
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
         let (attempt_opts, deadline) = fix_deadline(opts);
         self.with_retries(deadline, opts, |conn| {
-            let attempt_opts = &attempt_opts;
+            let attempt_opts = &*attempt_opts;
             async move { conn.stream(rpc, attempt_opts).await }
         })
         .await
@@ -513,7 +519,7 @@ impl Channel {
     pub async fn server_streaming(&self, rpc: &str, request: &[u8], opts: &CallOptions) -> Result<ServerStreaming, Status> {
         let (attempt_opts, deadline) = fix_deadline(opts);
         self.with_retries(deadline, opts, |conn| {
-            let attempt_opts = &attempt_opts;
+            let attempt_opts = &*attempt_opts;
             async move {
                 let stream = conn.stream(rpc, attempt_opts).await?;
                 stream.send(request).await?;
@@ -574,16 +580,16 @@ impl Channel {
 
 /// The per-call options every attempt runs with: one absolute deadline,
 /// fixed when the call starts.
-fn fix_deadline(opts: &CallOptions) -> (CallOptions, Option<Instant>) {
-    let now = Instant::now();
-    let deadline = match (opts.deadline, opts.timeout.map(|t| now + t)) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+fn fix_deadline(opts: &CallOptions) -> (std::borrow::Cow<'_, CallOptions>, Option<Instant>) {
+    let Some(timeout) = opts.timeout else {
+        return (std::borrow::Cow::Borrowed(opts), opts.deadline);
     };
+    let by_timeout = Instant::now() + timeout;
+    let deadline = Some(opts.deadline.map_or(by_timeout, |d| d.min(by_timeout)));
     let mut fixed = opts.clone();
     fixed.deadline = deadline;
     fixed.timeout = None;
-    (fixed, deadline)
+    (std::borrow::Cow::Owned(fixed), deadline)
 }
 
 impl Shared {
@@ -653,6 +659,10 @@ impl Shared {
         if eps.list.is_empty() {
             let why = eps.resolve_error.clone().map_or("the resolver returned no endpoints".to_string(), |s| s.message().to_string());
             return Pick::Fail(Status::unavailable(format!("{}: {why}", self.target)));
+        }
+        // The common case, one endpoint ready: no allocation.
+        if eps.list.len() == 1 && eps.list[0].state() == EndpointState::Ready {
+            return Pick::Ready(eps.list[0].clone());
         }
         let list = eps.list.clone();
         drop(eps);

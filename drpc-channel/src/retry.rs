@@ -2,6 +2,7 @@
 //! policy, and retry throttling (gRPC's token bucket).
 
 use drpc_core::Code;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -106,18 +107,26 @@ impl Default for RetryBudget {
 pub(crate) struct Throttle {
     budget: Option<RetryBudget>,
     tokens: Mutex<f64>,
+    /// The bucket is full: successes need not touch the lock (the hot path).
+    full: AtomicBool,
 }
 
 impl Throttle {
     pub(crate) fn new(budget: Option<RetryBudget>) -> Throttle {
         let tokens = budget.as_ref().map_or(0.0, |b| b.max_tokens);
-        Throttle { budget, tokens: Mutex::new(tokens) }
+        Throttle { budget, tokens: Mutex::new(tokens), full: AtomicBool::new(true) }
     }
 
     pub(crate) fn success(&self) {
         if let Some(b) = &self.budget {
+            if self.full.load(Ordering::Relaxed) {
+                return;
+            }
             let mut t = self.tokens.lock().unwrap();
             *t = (*t + b.token_ratio).min(b.max_tokens);
+            if *t >= b.max_tokens {
+                self.full.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -128,6 +137,7 @@ impl Throttle {
             Some(b) => {
                 let mut t = self.tokens.lock().unwrap();
                 *t = (*t - 1.0).max(0.0);
+                self.full.store(false, Ordering::Relaxed);
                 *t > b.max_tokens / 2.0
             }
         }
