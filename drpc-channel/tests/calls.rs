@@ -166,7 +166,12 @@ async fn health_service_check_and_watch() {
     let watch = conn.stream(health::WATCH_RPC, &opts).await.unwrap();
     watch.send_msg(&health::HealthCheckRequest { service: "kv.KV".into() }).await.unwrap();
     watch.close_send().await.unwrap();
-    let next = || async { ServingStatus::try_from(watch.recv_msg::<health::HealthCheckResponse>().await.unwrap().unwrap().status).unwrap() };
+    let next = || async {
+        match watch.recv_msg::<health::HealthCheckResponse>().await {
+            Ok(Some(resp)) => ServingStatus::try_from(resp.status).unwrap(),
+            other => panic!("watch ended early: {other:?} (stream failure: {:?})", watch.context().failure()),
+        }
+    };
     assert_eq!(next().await, ServingStatus::NotServing);
     server.health.set_status("kv.KV", ServingStatus::Serving);
     assert_eq!(next().await, ServingStatus::Serving);
