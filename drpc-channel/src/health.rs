@@ -143,12 +143,17 @@ impl HealthService {
         let mut last = None;
         loop {
             changes.borrow_and_update();
-            let status = self.status(service).unwrap_or(ServingStatus::ServiceUnknown);
+            // One snapshot: the status sent is the one the shutdown check
+            // saw, so the last message before the end is NOT_SERVING.
+            let (status, shutting_down) = {
+                let state = self.inner.state.lock().unwrap();
+                (state.statuses.get(service).copied().unwrap_or(ServingStatus::ServiceUnknown), state.shutting_down)
+            };
             if last != Some(status) {
                 stream.send_msg(&HealthCheckResponse { status: status as i32 }).await?;
                 last = Some(status);
             }
-            if self.inner.state.lock().unwrap().shutting_down {
+            if shutting_down {
                 return Ok(());
             }
             tokio::select! {
@@ -180,7 +185,10 @@ pub async fn check(conn: &Conn, service: &str, opts: &CallOptions) -> Result<Ser
 pub(crate) async fn watch_serving(conn: &Conn, service: &str, mut report: impl FnMut(bool)) -> Status {
     let stream = match conn.stream(WATCH_RPC, &CallOptions::new()).await {
         Ok(stream) => stream,
-        Err(status) => return status,
+        Err(status) => {
+            report(false);
+            return status;
+        }
     };
     let request = HealthCheckRequest { service: service.into() };
     if let Err(status) = stream.send_msg(&request).await {
@@ -192,13 +200,21 @@ pub(crate) async fn watch_serving(conn: &Conn, service: &str, mut report: impl F
     loop {
         match stream.recv_msg::<HealthCheckResponse>().await {
             Ok(Some(resp)) => report(resp.status == ServingStatus::Serving as i32),
-            Ok(None) => return Status::unavailable("health watch ended"),
+            // Servers end the watch when they shut down: stop sending there.
+            Ok(None) => {
+                report(false);
+                return Status::unavailable("health watch ended");
+            }
             Err(status) if status.code() == drpc_core::Code::Unimplemented => {
                 tracing::warn!("server has no health service; treating it as serving");
                 report(true);
                 return status;
             }
-            Err(status) => return status,
+            Err(status) => {
+                // Unknown until a new watch answers: out of rotation meanwhile.
+                report(false);
+                return status;
+            }
         }
     }
 }

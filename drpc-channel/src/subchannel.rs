@@ -169,18 +169,29 @@ impl Subchannel {
             let sub = self.clone();
             let watched = conn.clone();
             let health = tokio::spawn(async move {
-                let end = health::watch_serving(&watched, &service, |serving| {
-                    let changed = {
-                        let mut s = sub.state.lock().unwrap();
-                        s.serving.replace(serving) != Some(serving)
-                    };
-                    if changed {
-                        tracing::debug!(endpoint = %sub.addr, serving, "health changed");
-                        sub.changed.notify_waiters();
+                // A watch that fails while the connection lives (a transient
+                // refusal) is tried again; meanwhile the endpoint is out of
+                // rotation, never stuck as "connecting".
+                let mut failures = 0u32;
+                loop {
+                    let end = health::watch_serving(&watched, &service, |serving| {
+                        let changed = {
+                            let mut s = sub.state.lock().unwrap();
+                            s.serving.replace(serving) != Some(serving)
+                        };
+                        if changed {
+                            tracing::debug!(endpoint = %sub.addr, serving, "health changed");
+                            sub.changed.notify_waiters();
+                        }
+                    })
+                    .await;
+                    tracing::debug!(endpoint = %sub.addr, status = %end, "health watch ended");
+                    if end.code() == drpc_core::Code::Unimplemented || watched.is_closed() {
+                        return;
                     }
-                })
-                .await;
-                tracing::debug!(endpoint = %sub.addr, status = %end, "health watch ended");
+                    failures += 1;
+                    tokio::time::sleep(sub.opts.connect_backoff.delay(failures)).await;
+                }
             });
             s.tasks.push(health.abort_handle());
         }

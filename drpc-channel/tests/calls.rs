@@ -166,10 +166,12 @@ async fn health_service_check_and_watch() {
     let watch = conn.stream(health::WATCH_RPC, &opts).await.unwrap();
     watch.send_msg(&health::HealthCheckRequest { service: "kv.KV".into() }).await.unwrap();
     watch.close_send().await.unwrap();
+    let step = std::sync::atomic::AtomicUsize::new(0);
     let next = || async {
+        let n = step.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         match watch.recv_msg::<health::HealthCheckResponse>().await {
             Ok(Some(resp)) => ServingStatus::try_from(resp.status).unwrap(),
-            other => panic!("watch ended early: {other:?} (stream failure: {:?})", watch.context().failure()),
+            other => panic!("watch ended early at step {n}: {other:?} (stream failure: {:?})", watch.context().failure()),
         }
     };
     assert_eq!(next().await, ServingStatus::NotServing);
