@@ -2,7 +2,9 @@
 
 Usage: ``python -m drpc.interop.server --addr HOST:PORT [--api aio|sync]
 [--flow-control]``. Prints ``listening HOST:PORT`` first (flushed), serves
-until SIGTERM/SIGINT, then stops gracefully and exits 0. ``--api`` picks
+until SIGTERM/SIGINT, then stops gracefully (2 s for running RPCs, then
+cancelling them) and exits 0 within 6 s, leaving handlers that ignore
+cancellation behind if it must. ``--api`` picks
 asyncio handlers on ``drpc.aio.Server`` (default) or blocking handlers on
 ``drpc.Server``. ``--flow-control`` turns on per-stream flow control.
 The handlers are servicers of the generated ``test_drpc`` module (see
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -209,6 +212,22 @@ def build_aio(stats: Stats, flow_control: bool = False) -> drpc.aio.Server:
     return server
 
 
+# SIGTERM must end the process within 6 s in every state (issue 11): a 2 s
+# grace for running RPCs, then cancellation; stop() is given this long in all.
+_GRACE = 2.0
+_STOP_LIMIT = 4.0
+
+
+def _exit_now() -> None:
+    """Ends the process at once. Only when stop() overran _STOP_LIMIT:
+    Python cannot interrupt a plain-function handler (or a coroutine that
+    ignores cancellation), and stop() would wait for it without end."""
+    sys.stderr.write(f"interop server: handlers still running {_STOP_LIMIT:.0f} s after SIGTERM; exiting anyway\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def _announce(addr: str) -> None:
     sys.stdout.write(f"listening {addr}\n")
     sys.stdout.flush()
@@ -223,7 +242,10 @@ async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS
         loop.add_signal_handler(sig, stop.set)
     _announce(bound)
     await stop.wait()
-    await server.stop(grace=2.0)
+    try:
+        await asyncio.wait_for(server.stop(grace=_GRACE), _STOP_LIMIT)
+    except asyncio.TimeoutError:
+        _exit_now()
 
 
 def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
@@ -235,7 +257,11 @@ def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) ->
     _announce(bound)
     while not stop.wait(0.2):
         pass
-    server.stop(grace=2.0)
+    stopping = threading.Thread(target=server.stop, kwargs={"grace": _GRACE}, name="interop-stop", daemon=True)
+    stopping.start()
+    stopping.join(_STOP_LIMIT)
+    if stopping.is_alive():
+        _exit_now()
 
 
 def main(argv: Any = None) -> int:
