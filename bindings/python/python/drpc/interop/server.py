@@ -82,8 +82,12 @@ def _simple_response(req: Any, ctx: Any) -> Any:
 
 
 def _responses(req: Any) -> Any:
+    """(parameters, serialized response) for each response asked for. Yielded
+    serialized (the stream sends bytes as they are): the message itself, a
+    copy of a payload of up to several MiB, is freed before the send waits
+    for the peer, so a stalled peer holds one copy per stream, not two."""
     for p in req.response_parameters:
-        yield p, pb.StreamingOutputCallResponse(payload=pb.Payload(body=bytes(p.size)))
+        yield p, pb.StreamingOutputCallResponse(payload=pb.Payload(body=bytes(p.size))).SerializeToString()
 
 
 class _SyncService(test_drpc.TestServiceServicer):
