@@ -1266,23 +1266,20 @@ where
 /// A running async handler's handle (its `cancel()` cancels the coroutine),
 /// cancelled when dropped while armed: the server aborts a handler that
 /// outlives its grace period by dropping this future.
-///
-/// Cancelling and releasing the handle are Python calls, deferred to
-/// `defer_to_python`: at shutdown thousands of handlers are cancelled at
-/// once, and taking the GIL once for each from the runtime's threads (while
-/// the event loop thread holds it) takes a switch interval each, seconds in
-/// all.
 struct CancelOnDrop {
-    handle: Option<PyObject>,
+    handle: Held,
     armed: bool,
 }
 
 impl CancelOnDrop {
     fn cancel(&mut self) {
         if std::mem::take(&mut self.armed) {
-            if let Some(handle) = self.handle.take() {
-                defer_to_python(Deferred::Cancel(handle));
-            }
+            let handle = self.handle.get();
+            enter_python(|py| {
+                if let Err(err) = handle.call_method0(py, "cancel") {
+                    err.write_unraisable(py, None);
+                }
+            });
         }
     }
 }
@@ -1290,54 +1287,6 @@ impl CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.cancel();
-        if let Some(handle) = self.handle.take() {
-            defer_to_python(Deferred::Release(handle));
-        }
-    }
-}
-
-/// Python work that may wait a moment and is done in batches.
-enum Deferred {
-    /// `handle.cancel()`, then release it.
-    Cancel(PyObject),
-    /// Release the object.
-    Release(PyObject),
-}
-
-static DEFERRED: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
-
-/// Queues `work`; the first item of a batch starts a blocking task that takes
-/// the GIL once and does everything queued meanwhile.
-fn defer_to_python(work: Deferred) {
-    let first = {
-        let mut queue = DEFERRED.lock().unwrap_or_else(|e| e.into_inner());
-        queue.push(work);
-        queue.len() == 1
-    };
-    if first {
-        rt().spawn_blocking(run_deferred);
-    }
-}
-
-fn run_deferred() {
-    let take = || std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|e| e.into_inner()));
-    let ran = enter_python(|py| loop {
-        let batch = take();
-        if batch.is_empty() {
-            break;
-        }
-        for work in batch {
-            if let Deferred::Cancel(handle) = &work {
-                if let Err(err) = handle.call_method0(py, "cancel") {
-                    err.write_unraisable(py, None);
-                }
-            }
-        }
-    });
-    if ran.is_none() {
-        // The interpreter is exiting: the objects are left to pyo3's deferred
-        // release, as `Held` does.
-        drop(take());
     }
 }
 
@@ -1351,7 +1300,7 @@ where
     let done = Completion { tx: Mutex::new(Some(tx)), running: Mutex::new(Some(running.enter())) };
     let handle = enter_python(|py| start(py, done).map_err(|e| err_to_status(py, e)))
         .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")))?;
-    let mut handle = CancelOnDrop { handle: Some(handle), armed: true };
+    let mut handle = CancelOnDrop { handle: Held::new(handle), armed: true };
     let cancelled = ctx.cancelled();
     tokio::pin!(cancelled);
     let outcome = tokio::select! {

@@ -6,7 +6,8 @@ until SIGTERM/SIGINT, then stops gracefully (2 s for running RPCs, then
 cancelling them) and exits 0 within 6 s, leaving handlers that ignore
 cancellation behind if it must. ``--api`` picks
 asyncio handlers on ``drpc.aio.Server`` (default) or blocking handlers on
-``drpc.Server``. ``--flow-control`` turns on per-stream flow control.
+``drpc.Server``. ``--flow-control`` turns on per-stream flow control; ``--memory-budget``
+sets the server's memory budget (default 128 MiB, see _MEMORY_BUDGET).
 The handlers are servicers of the generated ``test_drpc`` module (see
 ``bindings/python/gen_proto.sh``).
 """
@@ -204,14 +205,14 @@ class _AsyncService(test_drpc.TestServiceServicer):
             return self._stats.message()
 
 
-def build_sync(stats: Stats, flow_control: bool = False) -> drpc.Server:
-    server = drpc.Server(flow_control=flow_control)
+def build_sync(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.Server:
+    server = drpc.Server(flow_control=flow_control, memory_budget=memory_budget)
     test_drpc.add_TestService_to_server(_SyncService(stats), server)
     return server
 
 
-def build_aio(stats: Stats, flow_control: bool = False) -> drpc.aio.Server:
-    server = drpc.aio.Server(flow_control=flow_control)
+def build_aio(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.aio.Server:
+    server = drpc.aio.Server(flow_control=flow_control, memory_budget=memory_budget)
     test_drpc.add_TestService_to_server(_AsyncService(stats), server)
     return server
 
@@ -224,6 +225,12 @@ _STOP_LIMIT = 4.0
 
 
 _EXIT_DEADLINE = 5.0
+
+# Half the library's default budget (256 MiB): a handler blocked sending to a
+# stalled peer holds its serialized response (up to 4 MiB here) outside the
+# budget until the send is accepted, one per stream, and the process must stay
+# under 512 MiB with 64 such peers (issue 11).
+_MEMORY_BUDGET = 128 << 20
 
 
 def _exit_now() -> None:
@@ -253,8 +260,8 @@ def _announce(addr: str) -> None:
     sys.stdout.flush()
 
 
-async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
-    server = build_aio(Stats(), flow_control)
+async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
+    server = build_aio(Stats(), flow_control, budget)
     bound = await server.start(addr, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -272,8 +279,8 @@ async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS
     await server.stop(grace=_GRACE)
 
 
-def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
-    server = build_sync(Stats(), flow_control)
+def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
+    server = build_sync(Stats(), flow_control, budget)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:
@@ -315,6 +322,12 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--addr", default="127.0.0.1:0", help="HOST:PORT (port 0 picks one) or unix:/path")
     ap.add_argument("--api", choices=["aio", "sync"], default="aio", help="handler flavour")
     ap.add_argument("--flow-control", action="store_true", help="per-stream flow control (default window)")
+    ap.add_argument(
+        "--memory-budget",
+        type=int,
+        default=_MEMORY_BUDGET,
+        help="bytes all connections together may hold (default %(default)s; 0: no limit)",
+    )
     ap.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
     ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
@@ -324,9 +337,9 @@ def main(argv: Any = None) -> int:
         ap.error("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
     tls = drpc.ServerTLS(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca) if args.tls_cert else None
     if args.api == "aio":
-        asyncio.run(_serve_aio(args.addr, args.flow_control, tls))
+        asyncio.run(_serve_aio(args.addr, args.flow_control, tls, args.memory_budget))
     else:
-        _serve_sync(args.addr, args.flow_control, tls)
+        _serve_sync(args.addr, args.flow_control, tls, args.memory_budget)
     return 0
 
 
