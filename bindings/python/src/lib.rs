@@ -1236,7 +1236,7 @@ thread_local! {
 
 /// Runs a synchronous Python handler on the handler pool and waits for its
 /// outcome; a full pool refuses the call with ResourceExhausted at once.
-async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, f: F) -> Result<Bytes, Status>
+async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, conn: u64, f: F) -> Result<Bytes, Status>
 where
     F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>> + Send + 'static,
 {
@@ -1244,6 +1244,7 @@ where
     let (tx, rx) = oneshot::channel();
     let spawned = handler_pool().spawn(
         kind,
+        conn,
         Box::new(move || {
             let me = Arc::as_ptr(&guard.0) as usize;
             IN_SYNC_HANDLER.with(|h| h.set(me));
@@ -1305,6 +1306,8 @@ where
     let cancelled = ctx.cancelled();
     tokio::pin!(cancelled);
     let outcome = tokio::select! {
+        // An outcome already reported wins: cancelling then is wasted work.
+        biased;
         r = &mut rx => r,
         _ = &mut cancelled => {
             handle.cancel();
@@ -1437,7 +1440,7 @@ impl NativeServer {
                         })
                         .await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Unary, move |py| {
+                        run_sync(&handlers.sync, JobKind::Unary, ctx.connection_id(), move |py| {
                             let data = PyBytes::new(py, &req.data);
                             let out = func.call1(py, (data, ServerContext { ctx }))?;
                             let out = out.bind(py);
@@ -1477,7 +1480,7 @@ impl NativeServer {
                     let result = if is_async {
                         run_async(&handlers.asynchronous, ctx, move |py, done| func.call1(py, (stream, done))).await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Stream, move |py| func.call1(py, (stream,)).map(|_| None)).await
+                        run_sync(&handlers.sync, JobKind::Stream, ctx.connection_id(), move |py| func.call1(py, (stream,)).map(|_| None)).await
                     };
                     result.map(|_| ())
                 }

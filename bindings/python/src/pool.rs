@@ -5,10 +5,11 @@
 //! tokio's own blocking pool would do, but it queues without bound behind
 //! its 512 threads: 512 long-lived streaming handlers (idle Watch-style
 //! streams blocked in `recv()`) would make every new unary call wait until
-//! its deadline. This pool refuses at once instead, and keeps a quarter of
-//! its threads for unary handlers.
+//! its deadline. This pool refuses at once instead, keeps a quarter of its
+//! threads for unary handlers, and shares the last quarter fairly between
+//! connections (as drpc-ffi's pool does).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -120,7 +121,9 @@ pub(crate) enum JobKind {
 /// When every thread is busy a new handler is refused at once (the caller
 /// fails the call with ResourceExhausted) instead of waiting behind handlers
 /// that may never return. Streaming handlers may hold at most three quarters
-/// of the threads, so unary handlers always find the rest.
+/// of the threads, so unary handlers always find the rest; and the last
+/// quarter is shared fairly between connections, so a few connections
+/// flooding slow calls cannot take every thread from the others.
 pub(crate) struct HandlerPool {
     max: usize,
     max_streams: usize,
@@ -133,15 +136,34 @@ struct PoolState {
     threads: usize,
     idle: usize,
     busy_streams: usize,
+    /// Jobs queued or running.
+    in_use: usize,
+    /// Jobs queued or running per connection (by `CallContext::connection_id`).
+    per_conn: HashMap<u64, usize>,
     queue: VecDeque<Job>,
 }
 
-/// Gives a streaming job's slot back when the job ends (or is dropped unrun).
-struct StreamSlot(&'static HandlerPool);
+/// One job's place in the pool's counts, given back when the job ends (or is
+/// dropped unrun).
+struct Slot {
+    pool: &'static HandlerPool,
+    kind: JobKind,
+    conn: u64,
+}
 
-impl Drop for StreamSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.lock().busy_streams -= 1;
+        let mut st = self.pool.lock();
+        st.in_use -= 1;
+        if self.kind == JobKind::Stream {
+            st.busy_streams -= 1;
+        }
+        if let Some(n) = st.per_conn.get_mut(&self.conn) {
+            *n -= 1;
+            if *n == 0 {
+                st.per_conn.remove(&self.conn);
+            }
+        }
     }
 }
 
@@ -161,26 +183,30 @@ impl HandlerPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `job` on a pool thread, or refuses it (returning why) when the
-    /// pool, or its share for streaming handlers, is exhausted.
-    pub(crate) fn spawn(&'static self, kind: JobKind, job: Job) -> Result<(), String> {
+    /// Runs `job` (a handler of a call on connection `conn`) on a pool
+    /// thread, or refuses it (returning why) when the pool, its share for
+    /// streaming handlers, or the connection's fair share is exhausted.
+    pub(crate) fn spawn(&'static self, kind: JobKind, conn: u64, job: Job) -> Result<(), String> {
         let mut st = self.lock();
-        let job: Job = if kind == JobKind::Stream {
-            if st.busy_streams >= self.max_streams {
-                return Err(format!(
-                    "all {} handler threads for streaming calls are busy (see drpc.configure_runtime)",
-                    self.max_streams
-                ));
-            }
+        if kind == JobKind::Stream && st.busy_streams >= self.max_streams {
+            return Err(format!(
+                "all {} handler threads for streaming calls are busy (see drpc.configure_runtime)",
+                self.max_streams
+            ));
+        }
+        if let Some(why) = self.over_fair_share(&st, conn) {
+            return Err(why);
+        }
+        st.in_use += 1;
+        *st.per_conn.entry(conn).or_insert(0) += 1;
+        if kind == JobKind::Stream {
             st.busy_streams += 1;
-            let slot = StreamSlot(self);
-            Box::new(move || {
-                let _slot = slot;
-                job()
-            })
-        } else {
-            job
-        };
+        }
+        let slot = Slot { pool: self, kind, conn };
+        let job: Job = Box::new(move || {
+            let _slot = slot;
+            job()
+        });
         if st.idle > st.queue.len() {
             st.queue.push_back(job);
             self.work.notify_one();
@@ -188,7 +214,7 @@ impl HandlerPool {
         }
         if st.threads >= self.max {
             drop(st);
-            // Dropping `job` here gives a stream's slot back (it takes the lock).
+            // Dropping `job` here gives its slot back (that takes the lock).
             drop(job);
             return Err(format!("all {} handler threads are busy (see drpc.configure_runtime)", self.max));
         }
@@ -198,11 +224,29 @@ impl HandlerPool {
         match spawned {
             Ok(_) => Ok(()),
             Err(e) => {
-                // The job moved into the failed spawn and was dropped there.
+                // The job (and its slot) moved into the failed spawn and was dropped there.
                 self.lock().threads -= 1;
                 Err(format!("starting a handler thread failed: {e}"))
             }
         }
+    }
+
+    /// Why connection `conn` may not take another thread now, if it may not:
+    /// once three quarters of the pool are in use, the last quarter is kept
+    /// for connections holding few threads, each guaranteed an equal part of
+    /// half of it. A lone connection may use it all (there is no one to be
+    /// fair to).
+    fn over_fair_share(&self, st: &PoolState, conn: u64) -> Option<String> {
+        let held = st.per_conn.get(&conn).copied().unwrap_or(0);
+        let others = st.per_conn.len() - usize::from(held > 0);
+        if st.in_use < self.max - self.max / 4 || others == 0 {
+            return None;
+        }
+        let connections = st.per_conn.len() + usize::from(held == 0);
+        let guaranteed = ((self.max / 4) / (2 * connections)).max(1);
+        (held >= guaranteed).then(|| {
+            format!("this connection holds its share of the {} handler threads (see drpc.configure_runtime)", self.max)
+        })
     }
 
     fn worker(&'static self, first: Job) {

@@ -2,9 +2,12 @@
 
 Usage: ``python -m drpc.interop.server --addr HOST:PORT [--api aio|sync]
 [--flow-control]``. Prints ``listening HOST:PORT`` first (flushed), serves
-until SIGTERM/SIGINT, then stops gracefully and exits 0. ``--api`` picks
+until SIGTERM/SIGINT, then stops gracefully (2 s for running RPCs, then
+cancelling them) and exits 0 within 6 s, leaving handlers that ignore
+cancellation behind if it must. ``--api`` picks
 asyncio handlers on ``drpc.aio.Server`` (default) or blocking handlers on
-``drpc.Server``. ``--flow-control`` turns on per-stream flow control.
+``drpc.Server``. ``--flow-control`` turns on per-stream flow control; ``--memory-budget``
+sets the server's memory budget (default 128 MiB, see _MEMORY_BUDGET).
 The handlers are servicers of the generated ``test_drpc`` module (see
 ``bindings/python/gen_proto.sh``).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -79,8 +83,12 @@ def _simple_response(req: Any, ctx: Any) -> Any:
 
 
 def _responses(req: Any) -> Any:
+    """(parameters, serialized response) for each response asked for. Yielded
+    serialized (the stream sends bytes as they are): the message itself, a
+    copy of a payload of up to several MiB, is freed before the send waits
+    for the peer, so a stalled peer holds one copy per stream, not two."""
     for p in req.response_parameters:
-        yield p, pb.StreamingOutputCallResponse(payload=pb.Payload(body=bytes(p.size)))
+        yield p, pb.StreamingOutputCallResponse(payload=pb.Payload(body=bytes(p.size))).SerializeToString()
 
 
 class _SyncService(test_drpc.TestServiceServicer):
@@ -197,16 +205,54 @@ class _AsyncService(test_drpc.TestServiceServicer):
             return self._stats.message()
 
 
-def build_sync(stats: Stats, flow_control: bool = False) -> drpc.Server:
-    server = drpc.Server(flow_control=flow_control)
+def build_sync(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.Server:
+    server = drpc.Server(flow_control=flow_control, memory_budget=memory_budget)
     test_drpc.add_TestService_to_server(_SyncService(stats), server)
     return server
 
 
-def build_aio(stats: Stats, flow_control: bool = False) -> drpc.aio.Server:
-    server = drpc.aio.Server(flow_control=flow_control)
+def build_aio(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.aio.Server:
+    server = drpc.aio.Server(flow_control=flow_control, memory_budget=memory_budget)
     test_drpc.add_TestService_to_server(_AsyncService(stats), server)
     return server
+
+
+# SIGTERM must end the process within 6 s in every state (issue 11): a 2 s
+# grace for running RPCs, then cancellation; stopping (and exiting) is given
+# _STOP_LIMIT in all.
+_GRACE = 2.0
+_STOP_LIMIT = 4.0
+
+
+_EXIT_DEADLINE = 5.0
+
+# Half the library's default budget (256 MiB): a handler blocked sending to a
+# stalled peer holds its serialized response (up to 4 MiB here) outside the
+# budget until the send is accepted, one per stream, and the process must stay
+# under 512 MiB with 64 such peers (issue 11).
+_MEMORY_BUDGET = 128 << 20
+
+
+def _exit_now() -> None:
+    """Ends the process at once. Only when stopping overran _STOP_LIMIT:
+    Python cannot interrupt a plain-function handler (or a coroutine that
+    ignores cancellation), and stop() would wait for it without end."""
+    sys.stderr.write(f"interop server: still stopping {_STOP_LIMIT:.0f} s after SIGTERM; exiting anyway\n")
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _arm_exit_deadline() -> None:
+    """Called on SIGTERM/SIGINT: whatever the event loop or the interpreter
+    is busy with (thousands of handlers to cancel, finalization), the process
+    ends in time. A watchdog thread exits at _STOP_LIMIT; should it not get
+    the GIL (a thread cannot take it once finalization began), the kernel
+    ends the process with SIGALRM at _EXIT_DEADLINE."""
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.setitimer(signal.ITIMER_REAL, _EXIT_DEADLINE)
+    watchdog = threading.Timer(_STOP_LIMIT, _exit_now)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 def _announce(addr: str) -> None:
@@ -214,28 +260,61 @@ def _announce(addr: str) -> None:
     sys.stdout.flush()
 
 
-async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
-    server = build_aio(Stats(), flow_control)
+async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
+    server = build_aio(Stats(), flow_control, budget)
     bound = await server.start(addr, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        _arm_exit_deadline()
+        stop.set()
+
+    # loop.add_signal_handler, not signal.signal: the signal may land on a
+    # runtime thread, and only the loop's wakeup fd wakes the main thread then.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     _announce(bound)
     await stop.wait()
-    await server.stop(grace=2.0)
+    await server.stop(grace=_GRACE)
 
 
-def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS]) -> None:
-    server = build_sync(Stats(), flow_control)
+def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
+    server = build_sync(Stats(), flow_control, budget)
     stop = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        _arm_exit_deadline()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     bound = server.start(addr, tls=tls)
     _announce(bound)
     while not stop.wait(0.2):
         pass
-    server.stop(grace=2.0)
+    server.stop(grace=_GRACE)
+
+
+def _return_large_buffers_to_the_os() -> None:
+    """glibc raises its mmap threshold each time a large block is freed, after
+    which multi-MiB messages (4 MiB responses, built and serialized in Python)
+    are carved from per-thread arenas that keep the memory: under load the
+    process grows far past the server's memory budget. A fixed threshold
+    (glibc's default value) keeps every block over 128 KiB in its own mapping,
+    unmapped when freed. A no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    m_mmap_threshold = -3
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(128 << 10))
+    except (OSError, AttributeError):
+        pass
 
 
 def main(argv: Any = None) -> int:
@@ -243,17 +322,24 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--addr", default="127.0.0.1:0", help="HOST:PORT (port 0 picks one) or unix:/path")
     ap.add_argument("--api", choices=["aio", "sync"], default="aio", help="handler flavour")
     ap.add_argument("--flow-control", action="store_true", help="per-stream flow control (default window)")
+    ap.add_argument(
+        "--memory-budget",
+        type=int,
+        default=_MEMORY_BUDGET,
+        help="bytes all connections together may hold (default %(default)s; 0: no limit)",
+    )
     ap.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
     ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
     args = ap.parse_args(argv)
+    _return_large_buffers_to_the_os()
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         ap.error("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
     tls = drpc.ServerTLS(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca) if args.tls_cert else None
     if args.api == "aio":
-        asyncio.run(_serve_aio(args.addr, args.flow_control, tls))
+        asyncio.run(_serve_aio(args.addr, args.flow_control, tls, args.memory_budget))
     else:
-        _serve_sync(args.addr, args.flow_control, tls)
+        _serve_sync(args.addr, args.flow_control, tls, args.memory_budget)
     return 0
 
 
