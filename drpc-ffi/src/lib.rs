@@ -34,7 +34,6 @@ macro_rules! cstr {
     };
 }
 
-mod channel;
 mod client;
 mod handles;
 mod runtime;
@@ -42,7 +41,6 @@ mod server;
 mod stream;
 mod tls;
 
-pub use channel::*;
 pub use client::*;
 pub use server::*;
 pub use stream::*;
