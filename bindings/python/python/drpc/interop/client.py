@@ -269,7 +269,9 @@ class Cases:
             a.cancel()
 
     async def no_leaks(self) -> None:
-        deadline = time.monotonic() + 2.0
+        # Polls: a cancelled asyncio handler can take a while to unwind on a
+        # loaded machine; a leak still fails (it never reaches 1).
+        deadline = time.monotonic() + 5.0
         while True:
             active = (await self.stats()).active_rpcs
             if active == 1:
