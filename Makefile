@@ -10,11 +10,15 @@ PREFIX ?= /usr/local
 .PHONY: demo test test-rust test-interop test-c test-python test-codegen test-go test-matrix test-fuzz test-bench-smoke bench lint test-miri soak install
 
 ## The main job: 1,000 concurrent unary calls and several bidi streams over ONE connection
-## (`make demo TLS=1`: the same over mutual TLS, with an identity check in the handlers).
+## (`make demo TLS=1`: the same over mutual TLS, with an identity check in the handlers;
+## `make demo CHANNEL=1`: a Channel over three local servers: the per-server split,
+## one server killed mid-run (retries), restarted (used again), and a graceful drain).
 TLS ?= 0
 demo:
 ifeq ($(TLS),1)
 	$(CARGO) run --release -p drpc-tls --example demo-tls
+else ifdef CHANNEL
+	$(CARGO) run --release -p drpc-channel --example channel_demo
 else
 	$(CARGO) run --release -p drpc-core --example demo
 endif

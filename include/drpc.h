@@ -156,6 +156,66 @@ typedef uint32_t drpc_peer_field;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How a channel spreads calls over its endpoints.
+enum drpc_load_balancing
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Every call to the first endpoint (in resolver order) that connects.
+    DRPC_LB_PICK_FIRST = 0,
+    // Each call to the next ready endpoint in turn (the default).
+    DRPC_LB_ROUND_ROBIN = 1,
+    // Two ready endpoints at random; the one with fewer open streams.
+    DRPC_LB_POWER_OF_TWO_CHOICES = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_load_balancing drpc_load_balancing;
+#else
+typedef uint32_t drpc_load_balancing;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Per call: wait for a ready endpoint until the call's timeout, or fail at
+// once with `DRPC_UNAVAILABLE` when none can be reached.
+enum drpc_wait_for_ready
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // The channel's setting (`drpc_channel_options_set_wait_for_ready`).
+    DRPC_WAIT_DEFAULT = 0,
+    DRPC_WAIT_FOR_READY = 1,
+    DRPC_FAIL_FAST = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_wait_for_ready drpc_wait_for_ready;
+#else
+typedef uint32_t drpc_wait_for_ready;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// `grpc.health.v1.HealthCheckResponse.ServingStatus`.
+enum drpc_serving_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    DRPC_SERVING_UNKNOWN = 0,
+    DRPC_SERVING = 1,
+    DRPC_NOT_SERVING = 2,
+    DRPC_SERVICE_UNKNOWN = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_serving_status drpc_serving_status;
+#else
+typedef uint32_t drpc_serving_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A received message: an immutable byte buffer owned by the caller, to be
 // released with `drpc_buffer_free`. May be read from any thread.
 typedef struct drpc_buffer drpc_buffer;
@@ -163,6 +223,15 @@ typedef struct drpc_buffer drpc_buffer;
 // An asynchronous unary call started by `drpc_conn_unary_async`.
 // Thread-safe. Released with `drpc_call_free`.
 typedef struct drpc_call drpc_call;
+
+// A client for the servers behind a target. Thread-safe. Released with
+// `drpc_channel_free`.
+typedef struct drpc_channel drpc_channel;
+
+// Options for `drpc_channel_new`. Owned by the caller
+// (`drpc_channel_options_new` / `drpc_channel_options_free`); read only
+// during `drpc_channel_new`, so it may be freed right after.
+typedef struct drpc_channel_options drpc_channel_options;
 
 // A client connection. Thread-safe: any number of threads may make calls
 // on it at once (they multiplex over the one socket unless the connection
@@ -180,6 +249,11 @@ typedef struct drpc_conn_options drpc_conn_options;
 // parameter or a completion callback; the receiver owns it and must release
 // it with `drpc_error_free`. Immutable: may be read from any thread.
 typedef struct drpc_error drpc_error;
+
+// The per-service statuses a server reports through the
+// `grpc.health.v1.Health` Check and Watch rpcs. Thread-safe. Released with
+// `drpc_health_free` (the server keeps what it registered).
+typedef struct drpc_health drpc_health;
 
 // Invoke metadata to send with a call: string keys to string values.
 // Owned by the caller (`drpc_metadata_new` / `drpc_metadata_free`); not
@@ -226,6 +300,19 @@ typedef struct drpc_tls_server_config drpc_tls_server_config;
 // `drpc_conn_unary_async`, `drpc_call_cancel` and the `_free` functions are
 // fine.
 typedef void (*drpc_unary_callback)(void *userdata, drpc_call *call, drpc_status status, drpc_buffer *response, drpc_error *error);
+
+// What a channel did so far.
+typedef struct {
+    // Attempts made (first tries and retries).
+    uint64_t attempts;
+    uint64_t retries;
+    // Retries refused by the retry budget.
+    uint64_t throttled;
+    // Endpoints the channel knows now.
+    uint64_t endpoints;
+    // Of which ready for calls.
+    uint64_t ready_endpoints;
+} drpc_channel_stats;
 
 // A blocking unary handler: called with the handler's `userdata`, the call
 // (valid only until the handler returns) and the request bytes (owned by
@@ -387,6 +474,125 @@ void drpc_runtime_settings(size_t *worker_threads_out, size_t *handler_threads_o
 // freed everything sees 0 (once running handlers have returned). For leak
 // checks in tests. Never blocks; any thread.
 size_t drpc_live_handles(void);
+
+// Default channel options: round-robin, gRPC's connection backoff (1 s
+// growing 1.6x to 120 s, ±20 % jitter), up to 3 attempts for calls failing
+// with `DRPC_UNAVAILABLE` under a retry budget of 10 tokens (ratio 0.1),
+// fail-fast calls, no health checking, re-resolution every 30 s, idle
+// connections closed after 30 min, TCP keepalive after 60 s. Never returns
+// NULL. Never blocks.
+drpc_channel_options *drpc_channel_options_new(void);
+
+// Uses a copy of `conn` (sequential mode, message size, flow control,
+// memory, timeouts) for every connection the channel makes.
+drpc_status drpc_channel_options_set_conn_options(drpc_channel_options *opts, const drpc_conn_options *conn);
+
+// `policy` is a `drpc_load_balancing` value.
+drpc_status drpc_channel_options_set_load_balancing(drpc_channel_options *opts, uint32_t policy);
+
+// The retry policy for calls failing with `DRPC_UNAVAILABLE` (unary calls;
+// streams only while opening): up to `max_attempts` attempts in all (1 = no
+// retries; at most 10), waiting a random time up to
+// `initial_backoff_ms * 2^(n-1)`, capped at `max_backoff_ms`, before retry n.
+// Every attempt runs within the call's one timeout.
+drpc_status drpc_channel_options_set_retry(drpc_channel_options *opts, uint32_t max_attempts, uint64_t initial_backoff_ms, uint64_t max_backoff_ms);
+
+// Retry throttling (gRPC's): each retryable failure takes a token, each
+// success gives back `token_ratio`; retries stop while half of `max_tokens`
+// or fewer remain. `max_tokens` 0 turns throttling off.
+drpc_status drpc_channel_options_set_retry_budget(drpc_channel_options *opts, uint32_t max_tokens, double token_ratio);
+
+// The default of calls made with `DRPC_WAIT_DEFAULT`: wait for a ready
+// endpoint until the call's timeout (true), or fail fast (false, default).
+drpc_status drpc_channel_options_set_wait_for_ready(drpc_channel_options *opts, bool wait);
+
+// Watches `service` ("" for the whole server) with the health service on
+// every connection, and sends calls only to endpoints reporting SERVING
+// (servers without the health service count as serving). NULL turns it off
+// (the default).
+drpc_status drpc_channel_options_set_health_check(drpc_channel_options *opts, const char *service);
+
+// The wait between connection attempts to one endpoint: `initial_ms`,
+// growing 1.6x per failure up to `max_ms`, ±20 % jitter.
+drpc_status drpc_channel_options_set_connect_backoff(drpc_channel_options *opts, uint64_t initial_ms, uint64_t max_ms);
+
+// Connections without a call for `idle_ms` are closed (reopened on demand).
+drpc_status drpc_channel_options_set_idle_timeout(drpc_channel_options *opts, uint64_t idle_ms);
+
+// TCP keepalive probes after `time_ms` idle, every `interval_ms`, giving up
+// after `retries`; `time_ms` 0 turns them off.
+drpc_status drpc_channel_options_set_tcp_keepalive(drpc_channel_options *opts, uint64_t time_ms, uint64_t interval_ms, uint32_t retries);
+
+// Connections per endpoint: 1 for multiplexing peers (the default); for
+// sequential peers up to this many are opened as concurrent calls need.
+drpc_status drpc_channel_options_set_max_conns_per_endpoint(drpc_channel_options *opts, size_t n);
+
+// How often DNS names are re-resolved (also after connection failures).
+drpc_status drpc_channel_options_set_resolve_interval(drpc_channel_options *opts, uint64_t interval_ms);
+
+// NULL (or a handle of another kind) is a no-op.
+void drpc_channel_options_free(drpc_channel_options *opts);
+
+// A channel for `target`: `"dns:///host:port"` (or plain `"host:port"`;
+// every A/AAAA address, re-resolved periodically and on failure),
+// `"unix:/path"`, `"ipv4:1.2.3.4:5,6.7.8.9:10"` or `"ipv6:[::1]:5,..."`.
+// `opts` may be NULL for defaults. Nothing connects until the first call
+// (or `drpc_channel_ready`). On success `*channel_out` is a new channel
+// owned by the caller (`drpc_channel_free`); a malformed target is
+// `DRPC_INVALID_ARGUMENT`. Never blocks.
+drpc_status drpc_channel_new(const char *target, const drpc_channel_options *opts, drpc_channel **channel_out, drpc_error **err_out);
+
+// Starts connecting and waits until some endpoint is ready, at most
+// `timeout_ms` (then `DRPC_DEADLINE_EXCEEDED`, naming each endpoint's
+// state). Blocks the calling thread; not from a callback.
+drpc_status drpc_channel_ready(const drpc_channel *channel, uint64_t timeout_ms, drpc_error **err_out);
+
+// A blocking unary call, like `drpc_conn_unary`, on a ready endpoint of the
+// channel, retried per the retry policy within the one `timeout_ms`;
+// `wait` (a `drpc_wait_for_ready` value) chooses wait-for-ready or
+// fail-fast for this call. Blocks the
+// calling thread; not from a callback.
+drpc_status drpc_channel_unary(const drpc_channel *channel, const char *rpc, const uint8_t *request, size_t request_len, const drpc_metadata *md, uint64_t timeout_ms, uint32_t wait, drpc_buffer **response_out, drpc_error **err_out);
+
+// Starts a unary call like `drpc_channel_unary` without blocking; the
+// completion, the callback and the call handle work exactly as with
+// `drpc_conn_unary_async` (`drpc_call_cancel`, `drpc_call_wait`,
+// `drpc_call_free`). Never blocks; fine from a callback.
+drpc_status drpc_channel_unary_async(const drpc_channel *channel, const char *rpc, const uint8_t *request, size_t request_len, const drpc_metadata *md, uint64_t timeout_ms, uint32_t wait, drpc_unary_callback callback, void *userdata, drpc_call **call_out, drpc_error **err_out);
+
+// Opens a streaming call on a ready endpoint, like `drpc_conn_stream`
+// (opening is retried; once open, failures are the caller's). Blocks the
+// calling thread until the stream is open; not from a callback.
+drpc_status drpc_channel_stream(const drpc_channel *channel, const char *rpc, const drpc_metadata *md, uint64_t timeout_ms, uint32_t wait, drpc_stream **stream_out, drpc_error **err_out);
+
+// Fills `*stats_out`. Never blocks.
+drpc_status drpc_channel_get_stats(const drpc_channel *channel, drpc_channel_stats *stats_out);
+
+// Releases the channel. Calls in flight (blocking, asynchronous, open
+// streams) complete normally; connections close once they are done.
+// Never blocks. NULL (or a handle of another kind) is a no-op.
+void drpc_channel_free(drpc_channel *channel);
+
+// Health statuses with the server as a whole ("") SERVING. Never returns
+// NULL. Never blocks.
+drpc_health *drpc_health_new(void);
+
+// Sets the status of `service` ("" = the whole server) to `status`, a
+// `drpc_serving_status` value; watchers are told.
+// Ignored after `drpc_health_shutdown`.
+drpc_status drpc_health_set_status(const drpc_health *health, const char *service, uint32_t status);
+
+// Reports every service NOT_SERVING from now on. Call it before
+// `drpc_server_shutdown`, and give health-checking clients a moment
+// (a few hundred ms) to move their calls elsewhere.
+drpc_status drpc_health_shutdown(const drpc_health *health);
+
+// Serves `health` on `server` (`/grpc.health.v1.Health/Check` and `/Watch`).
+// Like handler registration, before `drpc_server_listen`.
+drpc_status drpc_server_register_health(const drpc_server *server, const drpc_health *health, drpc_error **err_out);
+
+// NULL (or a handle of another kind) is a no-op.
+void drpc_health_free(drpc_health *health);
 
 // A new set of default options: multiplexing, max message size 4 MiB.
 // Never returns NULL. Never blocks.

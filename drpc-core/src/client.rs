@@ -118,6 +118,15 @@ impl Conn {
         Conn::from_parts(Box::new(rd), Box::new(wr), opts)
     }
 
+    /// Runs the protocol over a TCP socket the caller connected (and set
+    /// up: keepalive and the like). Turns Nagle off, like [`Conn::connect`].
+    pub fn from_tcp(tcp: tokio::net::TcpStream, opts: ConnOptions) -> Conn {
+        // Nagle would hold small frames back; failing to turn it off only costs latency.
+        let _ = tcp.set_nodelay(true);
+        let (rd, wr) = tcp.into_split();
+        Conn::from_parts(Box::new(rd), Box::new(wr), opts)
+    }
+
     fn from_parts(
         rd: crate::conn::BoxRead,
         wr: crate::writer::BoxWrite,

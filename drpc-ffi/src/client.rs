@@ -21,7 +21,7 @@ pub struct drpc_conn_options {
 }
 
 pub(crate) struct ConnOptionsObj {
-    opts: Mutex<ConnOptions>,
+    pub(crate) opts: Mutex<ConnOptions>,
 }
 
 /// A copy of the options a handle holds.
@@ -465,7 +465,7 @@ pub struct drpc_call {
 }
 
 pub(crate) struct CallObj {
-    cancel: CancelToken,
+    pub(crate) cancel: CancelToken,
     state: Mutex<CallState>,
     changed: Condvar,
 }
@@ -476,6 +476,18 @@ struct CallState {
     done: bool,
     /// The handle was freed (wakes waiters).
     freed: bool,
+}
+
+impl CallObj {
+    pub(crate) fn new(cancel: CancelToken) -> CallObj {
+        CallObj { cancel, state: Mutex::default(), changed: Condvar::new() }
+    }
+
+    /// The callback has returned: wakes `drpc_call_wait`.
+    pub(crate) fn mark_done(&self) {
+        lock(&self.state).done = true;
+        self.changed.notify_all();
+    }
 }
 
 impl HandleType for CallObj {

@@ -34,6 +34,7 @@ macro_rules! cstr {
     };
 }
 
+mod channel;
 mod client;
 mod handles;
 mod runtime;
@@ -41,6 +42,7 @@ mod server;
 mod stream;
 mod tls;
 
+pub use channel::*;
 pub use client::*;
 pub use server::*;
 pub use stream::*;

@@ -431,6 +431,17 @@ pub extern "C" fn drpc_server_set_timeouts(
     })
 }
 
+/// Registers `rpc` with handlers `add` puts on the router (services built
+/// elsewhere, such as the health service in channel.rs).
+pub(crate) fn register_with(
+    server: *const drpc_server,
+    rpc: *const c_char,
+    err_out: *mut *mut drpc_error,
+    add: impl FnOnce(Router) -> Router,
+) -> drpc_status {
+    register(server, rpc, err_out, |router, _, _| add(router))
+}
+
 fn register(
     server: *const drpc_server,
     rpc: *const c_char,

@@ -6,6 +6,9 @@
 #   - the race tests (tests/c/race_tests.c: every scenario raced
 #     RACE_ITERS times, default 300) under valgrind memcheck, and again
 #     natively with AddressSanitizer (race_tests_asan);
+#   - the channel tests (tests/c/channel_tests.c: drpc_channel_* and
+#     drpc_health_* against three servers, races CHANNEL_ITERS times) under
+#     valgrind memcheck;
 #   - the starvation test (tests/c/starvation_test.c): 600 idle streaming
 #     handlers do not delay a unary call; an exhausted handler pool refuses
 #     with RESOURCE_EXHAUSTED; DRPC_WORKER_THREADS / DRPC_HANDLER_THREADS and
@@ -183,6 +186,16 @@ if cargo run -q --release -p drpc-tls --example gen-test-certs -- "$certs" >"$lo
 else
     fail test_certificates "$(tail -5 "$logs/certs.log")"
 fi
+# ---- channels --------------------------------------------------------------
+CHANNEL_ITERS=${CHANNEL_ITERS:-100}
+echo "== C channel tests, $CHANNEL_ITERS race iterations (valgrind)"
+vg_setup channel
+timeout 900 "${VALGRIND[@]}" "$build/channel_tests" "$CHANNEL_ITERS" >"$logs/channel.out" 2>"$logs/channel.err"
+rc=$?
+cat "$logs/channel.out"
+tap_results "$logs/channel.out" channel "$logs/channel.err"
+grep -q '^channel: ' "$logs/channel.out" || fail channel_tests_completed "exit $rc: $(tail -20 "$logs/channel.err")"
+valgrind_verdict channel_tests_memcheck "$rc" "$vgdir/*.log"
 
 # ---- starvation, handler pool, runtime configuration -----------------------
 echo "== handler starvation and runtime configuration"

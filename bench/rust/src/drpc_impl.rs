@@ -52,13 +52,15 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
     serve_until_stdin_closes(&addr);
 }
 
+/// Calls through a bare `Conn`, or a `drpc_channel::Channel` (the generated
+/// clients' `Channel` trait covers both).
 #[derive(Clone)]
-struct DrpcClient {
-    conn: Conn,
+struct DrpcClient<Ch> {
+    conn: Ch,
     opts: std::sync::Arc<CallOptions>,
 }
 
-impl Client for DrpcClient {
+impl<Ch: drpc_core::call::Channel> Client for DrpcClient<Ch> {
     type Bidi = Stream;
     async fn unary(&self, data: Bytes) -> Bytes {
         self.conn.unary(UNARY, &data, &self.opts).await.expect("unary")
@@ -113,6 +115,20 @@ pub fn client(rt: &tokio::runtime::Runtime, p: &Params, tls: bool) {
         let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(CallOptions::new()) };
         workloads::run(c, p).await;
         conn.close().await;
+    }))
+    .unwrap();
+}
+
+/// The same workloads through a `drpc_channel::Channel` with one endpoint
+/// (round-robin, retries and budget at their defaults).
+pub fn channel_client(rt: &tokio::runtime::Runtime, p: &Params) {
+    let p = p.clone();
+    rt.block_on(rt.spawn(async move {
+        let p = &p;
+        let channel = drpc_channel::Channel::new(&p.addr, drpc_channel::ChannelOptions::default()).expect("channel");
+        channel.ready(std::time::Duration::from_secs(10)).await.expect("ready");
+        let c = DrpcClient { conn: channel, opts: std::sync::Arc::new(CallOptions::new()) };
+        workloads::run(c, p).await;
     }))
     .unwrap();
 }

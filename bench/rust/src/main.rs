@@ -3,6 +3,7 @@
 //!   drpc-bench {drpc|drpc-tls|tonic|tcp} server --addr 127.0.0.1:0
 //!       (drpc-tls: certificates from $DRPC_BENCH_CERTS, gen-test-certs output)
 //!       prints "ADDR host:port", serves until stdin closes
+//!   drpc-bench channel client ...   drpc-rs through drpc_channel::Channel
 //!   drpc-bench {drpc|tonic|tcp} client --addr A --workload W [--size N]
 //!       [--concurrency N] [--streams N] [--calls N] [--warmup S]
 //!       [--duration S] [--reps N] [--server-pid PID]
@@ -31,6 +32,7 @@ fn main() {
         ("drpc", "client") => drpc_impl::client(&rt, &p, false),
         ("drpc-tls", "server") => drpc_impl::server(&rt, &p.addr, true),
         ("drpc-tls", "client") => drpc_impl::client(&rt, &p, true),
+        ("channel", "client") => drpc_impl::channel_client(&rt, &p),
         ("tonic", "server") => tonic_impl::server(&rt, &p.addr),
         ("tonic", "client") => tonic_impl::client(&rt, &p),
         ("tcp", "server") => tcp::server(&p.addr),

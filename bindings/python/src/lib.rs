@@ -33,6 +33,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
+mod channel;
+
 /// How long a blocking wait runs before it checks for signals.
 const SLICE: Duration = Duration::from_millis(50);
 
@@ -1688,6 +1690,8 @@ fn runtime_settings() -> (usize, usize) {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeConn>()?;
+    m.add_class::<channel::NativeChannel>()?;
+    m.add_class::<channel::NativeHealth>()?;
     m.add_class::<NativeStream>()?;
     m.add_class::<NativeServer>()?;
     m.add_class::<ServerContext>()?;

@@ -1,7 +1,9 @@
 """drpc: DRPC (storj.io/drpc-compatible RPC, with stream multiplexing) for
 Python, over the Rust drpc-core.
 
-Blocking API: :class:`Client`, :class:`Server`; asyncio API: :mod:`drpc.aio`.
+Blocking API: :class:`Channel` (a client for the servers behind a target:
+resolution, reconnects, load balancing, retries, health checks), :class:`Client`
+(one connection), :class:`Server`; asyncio API: :mod:`drpc.aio`.
 Errors: :class:`RpcError` and its per-code subclasses. Requests and responses
 are bytes, or protobuf messages (anything with ``SerializeToString`` /
 ``FromString``).
@@ -43,12 +45,16 @@ from .errors import (
 )
 
 from . import aio  # noqa: E402  (drpc.aio)
+from ._channel import Channel, Health, ServingStatus  # noqa: E402  (after aio: it uses aio.ClientStream)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClientTLS",
     "ServerTLS",
+    "Channel",
+    "Health",
+    "ServingStatus",
     "Client",
     "ClientStream",
     "connect",

@@ -5,12 +5,14 @@ Callbacks ``cb(value, exc)`` of ``*_async`` methods are called once, from a
 runtime thread, with exactly one of the two arguments not None.
 """
 
-from typing import Any, Callable, Dict, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
 
 _Callback = Callable[[Any, Optional[BaseException]], None]
 
 __all__ = [
     "NativeConn",
+    "NativeChannel",
+    "NativeHealth",
     "NativeStream",
     "NativeServer",
     "ServerContext",
@@ -207,3 +209,74 @@ def configure_runtime(worker_threads: Optional[int] = None, handler_threads: Opt
 
 def runtime_settings() -> Tuple[int, int]:
     """``(worker_threads, handler_threads)`` in effect; starts the runtime."""
+
+@final
+class NativeChannel:
+    """A client for the servers behind a target (drpc-channel)."""
+
+    def __new__(
+        cls,
+        target: str,
+        load_balancing: str = "round_robin",
+        max_attempts: int = 3,
+        initial_backoff: float = 0.05,
+        max_backoff: float = 1.0,
+        retry_budget: Optional[Tuple[float, float]] = ...,
+        wait_for_ready: bool = False,
+        health_check: Optional[str] = None,
+        connect_backoff: Tuple[float, float] = ...,
+        idle_timeout: float = 1800.0,
+        tcp_keepalive: Optional[float] = ...,
+        sequential: bool = False,
+        max_message_size: Optional[int] = None,
+        flow_control: bool = False,
+        max_conns_per_endpoint: int = 1,
+        resolve_interval: float = 30.0,
+    ) -> "NativeChannel": ...
+    @property
+    def target(self) -> str: ...
+    def ready(self, timeout: float) -> None: ...
+    def stats(self) -> Dict[str, int]: ...
+    def endpoints(self) -> List[Tuple[str, str]]: ...
+    def unary(
+        self,
+        rpc: str,
+        request: bytes,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> bytes: ...
+    def unary_async(
+        self,
+        rpc: str,
+        request: bytes,
+        callback: _Callback,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> Task: ...
+    def stream(
+        self,
+        rpc: str,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> NativeStream: ...
+    def stream_async(
+        self,
+        rpc: str,
+        callback: _Callback,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> Task: ...
+
+@final
+class NativeHealth:
+    """grpc.health.v1 statuses served by a NativeServer."""
+
+    def __new__(cls) -> "NativeHealth": ...
+    def set_status(self, service: str, status: int) -> None: ...
+    def status(self, service: str) -> Optional[int]: ...
+    def shutdown(self) -> None: ...
+    def register(self, server: NativeServer) -> None: ...

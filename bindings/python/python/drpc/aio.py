@@ -57,7 +57,7 @@ from ._server import AsyncServerStream, ServerContext, _log, _ServerBase
 from .errors import Unavailable
 from .tls import ClientTLS, ServerTLS, check_server_tls, client_tls_args
 
-__all__ = ["Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
+__all__ = ["Channel", "Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
 
 M = TypeVar("M")
 
@@ -532,3 +532,6 @@ class Server(_ServerBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+from ._channel import AsyncChannel as Channel  # noqa: E402  (needs ClientStream above)
