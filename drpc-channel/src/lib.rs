@@ -237,6 +237,9 @@ pub struct ChannelStats {
     pub retries: u64,
     /// Retries refused by the retry budget.
     pub throttled: u64,
+    /// Calls refused by a server in graceful shutdown and sent to another
+    /// endpoint (not counted in `retries`).
+    pub transparent_retries: u64,
     /// Resolutions run.
     pub resolutions: u64,
 }
@@ -268,6 +271,7 @@ struct Shared {
     attempts: AtomicU64,
     retries: AtomicU64,
     throttled: AtomicU64,
+    transparent_retries: AtomicU64,
     resolutions: AtomicU64,
 }
 
@@ -322,6 +326,7 @@ impl Channel {
                 attempts: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
                 throttled: AtomicU64::new(0),
+                transparent_retries: AtomicU64::new(0),
                 resolutions: AtomicU64::new(0),
             }),
             wait_for_ready,
@@ -350,6 +355,7 @@ impl Channel {
             attempts: s.attempts.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             throttled: s.throttled.load(Ordering::Relaxed),
+            transparent_retries: s.transparent_retries.load(Ordering::Relaxed),
             resolutions: s.resolutions.load(Ordering::Relaxed),
         }
     }
@@ -541,17 +547,31 @@ impl Channel {
     {
         let policy = &self.shared.opts.retry;
         let mut tries = 0u32;
+        let mut transparent = 0u32;
         loop {
             tries += 1;
             self.shared.attempts.fetch_add(1, Ordering::Relaxed);
-            let (_sub, conn) = self.pick(deadline, self.wait_for_ready, opts.cancel.as_ref()).await?;
-            let status = match attempt(conn).await {
+            let (sub, conn) = self.pick(deadline, self.wait_for_ready, opts.cancel.as_ref()).await?;
+            let status = match attempt(conn.clone()).await {
                 Ok(value) => {
                     self.shared.throttle.success();
                     return Ok(value);
                 }
                 Err(status) => status,
             };
+            if refused_while_draining(&status) {
+                // No handler saw the call: the connection takes no new calls
+                // (like an HTTP/2 GOAWAY), and the call goes to another
+                // endpoint without counting as a retry (gRPC's transparent
+                // retry), within the deadline and a small cap.
+                sub.draining(&conn);
+                transparent += 1;
+                if transparent <= MAX_TRANSPARENT_RETRIES && deadline.is_none_or(|d| Instant::now() < d) {
+                    tries -= 1;
+                    self.shared.transparent_retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             if !policy.retries(status.code()) {
                 return Err(status);
             }
@@ -576,6 +596,17 @@ impl Channel {
             self.shared.retries.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Calls refused by a server in graceful shutdown that are sent elsewhere
+/// without counting against the retry policy.
+const MAX_TRANSPARENT_RETRIES: u32 = 4;
+
+/// drpc-core servers refuse new streams with this status once their
+/// graceful shutdown has begun; the refused call never reached a handler, so
+/// it can be replayed whatever it was.
+fn refused_while_draining(status: &Status) -> bool {
+    status.code() == Code::Unavailable && status.message() == drpc_core::SHUTTING_DOWN
 }
 
 /// The per-call options every attempt runs with: one absolute deadline,

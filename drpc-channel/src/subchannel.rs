@@ -242,6 +242,27 @@ impl Subchannel {
         }
     }
 
+    /// `conn`'s server is shutting down gracefully: the connection takes no
+    /// new calls (those on it finish; the server closes it after them), and
+    /// the endpoint reconnects, which fails while the server is down (the
+    /// endpoint then backs off out of rotation) and succeeds once it is back.
+    pub(crate) fn draining(self: &Arc<Self>, conn: &Conn) {
+        let reconnect = {
+            let mut s = self.state.lock().unwrap();
+            let before = s.conns.len();
+            s.conns.retain(|c| !c.same_connection(conn) && !c.is_closed());
+            if s.conns.len() == before {
+                return;
+            }
+            tracing::debug!(endpoint = %self.addr, "server is shutting down: draining its connection");
+            !s.shut_down && s.conns.is_empty()
+        };
+        self.changed.notify_waiters();
+        if reconnect {
+            self.request_connect();
+        }
+    }
+
     /// Closes connections nobody used for `idle_timeout`; the endpoint goes
     /// idle and reconnects on the next call that needs it.
     pub(crate) fn close_if_idle(&self) {

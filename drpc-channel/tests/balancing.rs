@@ -133,6 +133,30 @@ async fn without_retries_every_failed_call_has_a_clear_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutting_down_gracefully_loses_no_call_even_without_retries() {
+    let servers = three_servers().await;
+    // No retry policy and no health checking: only the transparent replay of
+    // calls the draining server refused keeps every call alive.
+    let opts = ChannelOptions { retry: RetryPolicy::none(), ..test_options() };
+    let channel = Channel::new(&ipv4_target(&servers), opts).unwrap();
+    let running = tokio::spawn({
+        let channel = channel.clone();
+        async move { load(&channel, WHO, b"5", 1500, 24).await }
+    });
+    assert!(eventually(Duration::from_secs(10), || servers[1].hits() >= 100).await);
+    servers[1].server.shutdown(Duration::from_secs(5)).await;
+    let stopped_at = servers[1].hits();
+    let results = running.await.unwrap();
+    let (per_server, errors) = split(&results);
+    assert!(errors.is_empty(), "calls failed: {errors:?}");
+    assert_eq!(results.len(), 1500);
+    assert_eq!(per_server.get("b").copied().unwrap_or(0) as u64, stopped_at);
+    let stats = channel.stats();
+    assert_eq!(stats.retries, 0, "{stats:?}");
+    assert!(stats.transparent_retries > 0, "no call reached b while it was draining: {stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_is_used_again() {
     let servers = three_servers().await;
     let channel = Channel::new(&ipv4_target(&servers), test_options()).unwrap();

@@ -341,6 +341,11 @@ impl Conn {
         Arc::strong_count(&self.owner) == 1
     }
 
+    /// Whether `other` is a handle of the same connection.
+    pub fn same_connection(&self, other: &Conn) -> bool {
+        Arc::ptr_eq(&self.owner, &other.owner)
+    }
+
     /// Whether the connection has terminated (closed here, by the peer, or by
     /// an error).
     pub fn is_closed(&self) -> bool {

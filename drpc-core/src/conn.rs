@@ -567,7 +567,7 @@ impl ConnShared {
             .map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
         if !acceptor.accepting() {
-            self.refuse(sid, &Status::unavailable("server is shutting down"));
+            self.refuse(sid, &Status::unavailable(crate::server::SHUTTING_DOWN));
             return Ok(());
         }
         let metadata = pending.metadata.unwrap_or_default();

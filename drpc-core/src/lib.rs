@@ -45,5 +45,5 @@ pub use stream::{CallContext, Stream};
 /// A cancellation signal shared by clones (tokio-util's `CancellationToken`):
 /// cancelling it cancels every call it was given to.
 pub use tokio_util::sync::CancellationToken as CancelToken;
-pub use server::HANDSHAKE_OVERHEAD;
+pub use server::{HANDSHAKE_OVERHEAD, SHUTTING_DOWN};
 pub use transport::{Listener, Socket};

@@ -52,6 +52,9 @@ struct ServerInner {
     router: Router,
     opts: ServerOptions,
     draining: AtomicBool,
+    /// Streams refused because the server is shutting down; shutdown waits
+    /// for this to stop growing before it closes connections.
+    refused_while_draining: AtomicU64,
     handlers: Arc<TaskSet>,
     conn_tasks: Arc<TaskSet>,
     accept_tasks: Arc<TaskSet>,
@@ -73,6 +76,7 @@ impl Server {
                 router,
                 opts,
                 draining: AtomicBool::new(false),
+                refused_while_draining: AtomicU64::new(0),
                 handlers: Arc::default(),
                 conn_tasks: Arc::default(),
                 accept_tasks: Arc::default(),
@@ -266,10 +270,14 @@ impl Server {
     /// every task the server started has ended.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
-        let hard_deadline = tokio::time::Instant::now() + grace + Duration::from_millis(900);
-        inner.draining.store(true, Ordering::SeqCst);
+        let start = tokio::time::Instant::now();
+        let hard_deadline = start + grace + Duration::from_millis(900);
+        // Listeners close before streams are refused: a client told "shutting
+        // down" that reconnects must be refused, not accepted into a backlog
+        // that is about to be reset.
         inner.accept_tasks.abort_all();
         let _ = tokio::time::timeout(Duration::from_millis(100), inner.accept_tasks.idle()).await;
+        inner.draining.store(true, Ordering::SeqCst);
         if tokio::time::timeout(grace, inner.handlers.idle())
             .await
             .is_err()
@@ -290,6 +298,7 @@ impl Server {
         }
         let rest = async {
             inner.handlers.idle().await;
+            self.wait_for_quiet(start + grace).await;
             self.close_all(Status::unavailable("server shut down"))
                 .await;
             inner.conn_tasks.idle().await;
@@ -302,6 +311,35 @@ impl Server {
             );
             inner.handlers.abort_all();
             inner.conn_tasks.abort_all();
+        }
+    }
+
+    /// DRPC has no "go away" frame: a client learns that this server is
+    /// shutting down only from refused streams. Closing connections while
+    /// clients still send would fail calls no handler saw with a bare
+    /// "connection closed", which they cannot safely replay; so connections
+    /// stay open until no stream has been refused for [`DRAIN_QUIET`] (the
+    /// clients moved on, or had nothing to send), at most 1 s and never past
+    /// `deadline`.
+    async fn wait_for_quiet(&self, deadline: tokio::time::Instant) {
+        let deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        let refused = || self.inner.refused_while_draining.load(Ordering::SeqCst);
+        let mut seen = refused();
+        if self.connections() == 0 {
+            return;
+        }
+        loop {
+            let wake = tokio::time::Instant::now() + DRAIN_QUIET;
+            if wake > deadline {
+                tokio::time::sleep_until(deadline).await;
+                return;
+            }
+            tokio::time::sleep_until(wake).await;
+            let now = refused();
+            if now == seen {
+                return;
+            }
+            seen = now;
         }
     }
 
@@ -321,6 +359,15 @@ impl Server {
     }
 }
 
+/// The message of the Unavailable status a server in graceful shutdown
+/// refuses new streams with: no handler saw such a call, so clients (the
+/// channel) may replay it on another server.
+pub const SHUTTING_DOWN: &str = "server is shutting down";
+
+/// How long a shutting-down server waits without refusing a stream before
+/// it closes its connections (see `Server::wait_for_quiet`).
+pub const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
 /// Memory a TLS (or other) handshake in progress is counted as holding.
 pub const HANDSHAKE_OVERHEAD: usize = 32 << 10;
 
@@ -331,9 +378,14 @@ struct ConnAcceptor {
 
 impl Acceptor for ConnAcceptor {
     fn accepting(&self) -> bool {
-        self.server
-            .upgrade()
-            .is_some_and(|s| !s.draining.load(Ordering::SeqCst))
+        let Some(server) = self.server.upgrade() else {
+            return false;
+        };
+        if server.draining.load(Ordering::SeqCst) {
+            server.refused_while_draining.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 
     fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
