@@ -13,6 +13,11 @@ exists against it, with the cases of shared/interop/CASES.md:
               whose both sides support TLS; certificates are made for the
               run by drpc-tls's gen-test-certs example)
 
+Between this project's implementations the mux run adds PROJECT_CASES
+(deadline propagation, trace context), and one more run chains servers
+(python -> c -> go-cgo -> rust, each forwarding with --forward) under the
+Rust client's trace_chain case: the trace id and the deadline cross all four.
+
 Each run gets a fresh server. Prints the matrix and the failures (case, the
 client's FAIL reason, the tails of both sides' stderr) and exits 1 if any
 applicable run failed. Implementations that are absent print "absent" and do
@@ -51,6 +56,14 @@ FLOW_CONTROL_CASES = ["slow_reader_isolation"]
 # The TLS run: every sequential-peer case over mutual TLS (it adds well
 # under a second per pair).
 TLS_CASES = EVERY_PEER
+# Cases of this project (not in shared/interop/CASES.md): deadline
+# propagation (`drpc-timeout`) and W3C trace context, run in the mux run
+# between implementations marked "project_cases" (not storj.io/drpc, which
+# ignores the metadata). See tests/interop/README.md.
+PROJECT_CASES = ["deadline_propagation", "trace_context"]
+# The trace chain: the Rust client calls the first server, each server
+# forwards to the next (--forward), the last one echoes what it received.
+CHAIN = ["python", "c", "go-cgo", "rust"]
 
 
 def python_for_bindings():
@@ -76,12 +89,14 @@ IMPLS = [
     {
         "name": "rust",
         "mux": True,
+        "project_cases": True,
         "server": ["{target}/release/drpc-interop-server"],
         "client": ["{target}/release/drpc-interop-client"],
     },
     {
         "name": "c",
         "mux": True,
+        "project_cases": True,
         # tests/c/build.sh is what tests/c/run.sh builds them with; it needs
         # {target}/release/libdrpc.so (cargo build --release -p drpc-ffi).
         "build": ["bash", "{root}/tests/c/build.sh", "interop"],
@@ -91,6 +106,7 @@ IMPLS = [
     {
         "name": "python",
         "mux": True,
+        "project_cases": True,
         "server": ["{python}", "-m", "drpc.interop.server"],
         "client": ["{python}", "-m", "drpc.interop.client"],
         "probe": ["{python}", "-c", "import drpc.interop.server, drpc.interop.client"],
@@ -106,6 +122,7 @@ IMPLS = [
     {
         "name": "go-cgo",
         "mux": True,
+        "project_cases": True,
         "build_if": "{root}/bindings/go/go.mod",
         "build": ["go", "build", "-o", "{bin}/", "./cmd/cgo-interop-server", "./cmd/cgo-interop-client"],
         "build_cwd": "{root}/bindings/go",
@@ -130,6 +147,7 @@ class Impl:
         self.mux = spec["mux"]
         self.flow_control = spec.get("flow_control", True)
         self.tls = spec.get("tls", True)
+        self.project_cases = spec.get("project_cases", False)
         self.server = subst(spec["server"], ctx)
         self.client = subst(spec["client"], ctx)
         self.present = False
@@ -217,7 +235,8 @@ def run_pair(srv_impl, cli_impl, mode, timeout, certs=None):
     elif mode == "sequential":
         cases = EVERY_PEER
     elif mode == "mux":
-        cases = EVERY_PEER + MUX_ONLY + MUX_LAST
+        ours = srv_impl.project_cases and cli_impl.project_cases
+        cases = EVERY_PEER + MUX_ONLY + (PROJECT_CASES if ours else []) + MUX_LAST
     else:
         cases = FLOW_CONTROL_CASES
     try:
@@ -271,6 +290,29 @@ def run_pair(srv_impl, cli_impl, mode, timeout, certs=None):
     return passed, len(cases), failures
 
 
+def run_chain(chain, client_impl, timeout):
+    """Starts the chain's servers from the last to the first, each forwarding
+    to the next, and runs the trace_chain case against the first."""
+    servers, failures = [], []
+    try:
+        forward = []
+        for impl in reversed(chain):
+            srv = Server(impl, False, forward)
+            servers.append((impl.name, srv))
+            forward = ["--forward", srv.addr]
+        argv = client_impl.client + ["--addr", servers[-1][1].addr, "--mode", "mux", "--case", "trace_chain"]
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+        if r.returncode != 0 or "PASS trace_chain" not in r.stdout:
+            failures.append("client: %s\n%s" % (r.stdout.strip(), tail(r.stderr)))
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        failures.append("chain failed: %s" % e)
+    for name, srv in servers:
+        err = srv.stop()
+        if err or failures:
+            failures.append("server %s: %s\n%s" % (name, err or "", tail(srv.read_stderr())))
+    return failures
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", action="append", default=[], help="limit to these implementations (repeatable)")
@@ -281,6 +323,7 @@ def main():
                     help="do not fail for absent implementations (overrides CI=true)")
     ap.add_argument("--no-flow-control", action="store_true", help="skip the mux+fc runs")
     ap.add_argument("--no-tls", action="store_true", help="skip the tls runs")
+    ap.add_argument("--no-chain", action="store_true", help="skip the trace chain run")
     ap.add_argument("--timeout", type=int, default=300, help="per client run, seconds")
     args = ap.parse_args()
 
@@ -339,6 +382,18 @@ def main():
                     bad = True
                     failures.append(("client %s -> server %s, %s" % (c.name, s.name, mode), fails))
             cells[(c.name, s.name)] = ", ".join(parts)
+
+    by_name = {im.name: im for im in present}
+    if not args.no_chain and all(n in by_name for n in CHAIN):
+        t0 = time.time()
+        fails = run_chain([by_name[n] for n in CHAIN], by_name["rust"], args.timeout)
+        print("  trace chain rust client -> %s: %s (%.1fs)" % (" -> ".join(CHAIN), "ok" if not fails else "FAIL", time.time() - t0))
+        if fails:
+            bad = True
+            failures.append(("trace chain", fails))
+    elif not args.no_chain and args.require_all:
+        bad = True
+        failures.append(("trace chain", ["needs %s" % ", ".join(CHAIN)]))
 
     names = [im.name for im in impls]
     width = max([len("client \\ server")] + [len(n) for n in names])
