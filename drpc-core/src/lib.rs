@@ -12,6 +12,7 @@ pub mod call;
 pub mod compress;
 pub mod metadata;
 pub mod packet;
+mod recycle;
 mod peer;
 pub mod state;
 pub mod status;

@@ -3,7 +3,7 @@
 //! not-yet-invoked stream id on a server) owns one assembler. No I/O.
 
 use crate::wire::{Frame, Kind};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// A complete packet of one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,8 +65,11 @@ pub struct Assembler {
     discarding: bool,
     kind: Kind,
     control: bool,
-    buf: BytesMut,
+    buf: Vec<u8>,
     max_len: usize,
+    /// The size of the last packet joined from several frames: senders tend
+    /// to send messages of one size, so the next one's buffer is sized once.
+    last_joined: usize,
 }
 
 impl Assembler {
@@ -79,8 +82,9 @@ impl Assembler {
             discarding: false,
             kind: Kind(0),
             control: false,
-            buf: BytesMut::new(),
+            buf: Vec::new(),
             max_len,
+            last_joined: 0,
         }
     }
 
@@ -119,7 +123,7 @@ impl Assembler {
             self.discarding = false;
             self.kind = h.kind;
             self.control = h.control;
-            self.buf = BytesMut::new();
+            self.buf = Vec::new();
         } else if h.kind != self.kind {
             return Err(AssemblyError::KindChanged {
                 message_id: h.message_id,
@@ -135,13 +139,17 @@ impl Assembler {
         if self.buf.len() + frame.payload.len() > self.max_len {
             self.discarding = true;
             self.in_progress = !h.done;
-            self.buf = BytesMut::new();
+            self.buf = Vec::new();
             return Ok(Assembled::TooLarge {
                 message_id: h.message_id,
                 kind: h.kind,
             });
         }
         if !h.done {
+            if self.buf.capacity() == 0 {
+                let guess = self.last_joined.max(2 * frame.payload.len());
+                self.buf = crate::recycle::take(guess.min(self.max_len));
+            }
             self.buf.extend_from_slice(&frame.payload);
             return Ok(Assembled::Partial);
         }
@@ -151,7 +159,8 @@ impl Assembler {
             frame.payload
         } else {
             self.buf.extend_from_slice(&frame.payload);
-            std::mem::take(&mut self.buf).freeze()
+            self.last_joined = self.buf.len();
+            crate::recycle::freeze(std::mem::take(&mut self.buf))
         };
         Ok(Assembled::Packet(Packet {
             message_id: h.message_id,

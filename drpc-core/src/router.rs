@@ -127,7 +127,7 @@ impl Router {
             async move {
                 let shared = stream.ctx.shared.clone();
                 let resp = f(stream).await?;
-                shared.send_last(&resp.encode_to_vec()).await
+                shared.send_last(Bytes::from(resp.encode_to_vec())).await
             }
         })
     }

@@ -429,7 +429,7 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
                     context: ctx.clone(),
                 })
                 .await?;
-                ctx.shared.send_last(&response).await
+                ctx.shared.send_last(response).await
             }
             Handler::Stream(f) => {
                 let stream = Stream {

@@ -8,8 +8,8 @@ use crate::metadata::Metadata;
 use crate::packet::{Assembled, Assembler};
 use crate::state::{End, Flow, Incoming, Recv, StreamState};
 use crate::status::Status;
-use crate::wire::{encode_error, put_frame, put_packet, put_varint, Frame, FrameHeader, Kind};
-use crate::writer::Lane;
+use crate::wire::{encode_error, put_frame, put_frame_header, put_packet, put_varint, Frame, FrameHeader, Kind};
+use crate::writer::{Lane, Out};
 use bytes::Bytes;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
@@ -281,19 +281,42 @@ impl StreamShared {
         })
     }
 
+    /// `send` of an owned buffer: a large one goes to the socket without
+    /// being copied.
+    pub(crate) async fn send_bytes(&self, data: Bytes) -> Result<(), Status> {
+        if let Err(status) = self.check_size(data.len()) {
+            self.cancel(status.clone());
+            return Err(status);
+        }
+        let data = self.encode_owned(data)?;
+        self.ready_to_send(data.len()).await?;
+        self.update(|inner, w| {
+            let mid = inner.state.begin_send()?;
+            inner.state.debit(data.len());
+            w.packet_bytes(inner, mid, Kind::MESSAGE, data)
+        })
+    }
+
+    fn encode_owned(&self, data: Bytes) -> Result<Bytes, Status> {
+        match self.codec {
+            None => Ok(data),
+            Some(codec) => codec.compress(&data).map(Bytes::from),
+        }
+    }
+
     /// Sends a final message followed by CloseSend in one write.
-    pub(crate) async fn send_last(&self, data: &[u8]) -> Result<(), Status> {
+    pub(crate) async fn send_last(&self, data: Bytes) -> Result<(), Status> {
         self.check_size(data.len())?;
-        let data = &*self.encode(data)?;
+        let data = self.encode_owned(data)?;
         self.ready_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
             let close = inner.state.close_send().expect("send side was open");
             let (sid, split) = (w.stream.id, w.stream.conn.opts.split_size);
-            w.write(inner, Lane::Data, |buf| {
-                put_packet(buf, sid, mid, Kind::MESSAGE, false, data, split);
-                put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
+            w.write_data(inner, |out| {
+                put_packet_bytes(out, sid, mid, Kind::MESSAGE, data, split);
+                put_packet(out.buf(), sid, close, Kind::CLOSE_SEND, false, &[], split);
             })
         })
     }
@@ -412,7 +435,18 @@ impl Writing<'_> {
         lane: Lane,
         encode: impl FnOnce(&mut bytes::BytesMut),
     ) -> Result<(), Status> {
-        match self.stream.conn.writer.append(lane, encode) {
+        let appended = self.stream.conn.writer.append(lane, encode);
+        self.appended(inner, lane, appended)
+    }
+
+    /// `write` for data frames with payloads queued by reference.
+    fn write_data(&mut self, inner: &mut Inner, encode: impl FnOnce(&mut Out<'_>)) -> Result<(), Status> {
+        let appended = self.stream.conn.writer.append_data(encode);
+        self.appended(inner, Lane::Data, appended)
+    }
+
+    fn appended(&mut self, inner: &mut Inner, lane: Lane, appended: Result<(u64, bool), Status>) -> Result<(), Status> {
+        match appended {
             Ok((position, flusher)) => {
                 self.flusher |= flusher;
                 if lane == Lane::Data {
@@ -440,6 +474,12 @@ impl Writing<'_> {
         self.write(inner, Lane::Data, |buf| {
             put_packet(buf, sid, mid, kind, false, data, split)
         })
+    }
+
+    /// A packet whose payload is queued without a copy when it is large.
+    fn packet_bytes(&mut self, inner: &mut Inner, mid: u64, kind: Kind, data: Bytes) -> Result<(), Status> {
+        let (sid, split) = (self.stream.id, self.stream.conn.opts.split_size);
+        self.write_data(inner, |out| put_packet_bytes(out, sid, mid, kind, data, split))
     }
 
     fn error(&mut self, inner: &mut Inner, status: &Status) {
@@ -475,6 +515,24 @@ impl Writing<'_> {
                 &payload,
             )
         });
+    }
+}
+
+/// `put_packet` for an owned payload: the frame headers are copied, the
+/// payload's pieces are queued by reference when large.
+fn put_packet_bytes(out: &mut Out<'_>, stream_id: u64, message_id: u64, kind: Kind, payload: Bytes, split: usize) {
+    let split = split.max(1);
+    let mut at = 0;
+    loop {
+        let n = (payload.len() - at).min(split);
+        let done = at + n == payload.len();
+        let header = FrameHeader { stream_id, message_id, kind, control: false, done };
+        put_frame_header(out.buf(), &header, n);
+        out.put_bytes(payload.slice(at..at + n));
+        if done {
+            return;
+        }
+        at += n;
     }
 }
 
@@ -564,8 +622,14 @@ impl Stream {
         self.ctx.shared.send(data.as_ref()).await
     }
 
+    /// `send` of an owned buffer: a large one (16 KiB or more) goes to the
+    /// socket without being copied (a vectored write).
+    pub async fn send_bytes(&self, data: impl Into<Bytes>) -> Result<(), Status> {
+        self.ctx.shared.send_bytes(data.into()).await
+    }
+
     pub async fn send_msg<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        self.ctx.shared.send(&msg.encode_to_vec()).await
+        self.ctx.shared.send_bytes(Bytes::from(msg.encode_to_vec())).await
     }
 
     /// The next message, or `None` once the remote finished sending.

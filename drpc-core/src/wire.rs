@@ -174,11 +174,17 @@ pub fn parse_header(
 
 /// Appends one frame.
 pub fn put_frame(buf: &mut impl BufMut, header: &FrameHeader, payload: &[u8]) {
+    put_frame_header(buf, header, payload.len());
+    buf.put_slice(payload);
+}
+
+/// Appends a frame's header only, for a payload of `len` bytes the caller
+/// appends itself.
+pub fn put_frame_header(buf: &mut impl BufMut, header: &FrameHeader, len: usize) {
     buf.put_u8(header.control_byte());
     put_varint(buf, header.stream_id);
     put_varint(buf, header.message_id);
-    put_varint(buf, payload.len() as u64);
-    buf.put_slice(payload);
+    put_varint(buf, len as u64);
 }
 
 /// Bytes `put_packet` will append for a packet of `len` bytes.

@@ -6,10 +6,16 @@
 //!
 //! Data frames share a capped buffer (senders wait for room); control frames
 //! (Cancel, WindowUpdate) bypass the cap and go out ahead of queued data.
+//!
+//! Large payloads handed over as `Bytes` are not copied: the queue keeps
+//! them as chunks between the copied frame headers and small frames, and the
+//! drain writes them with vectored writes.
 
 use crate::budget::Account;
 use crate::status::Status;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -33,7 +39,7 @@ pub(crate) struct Writer {
 }
 
 struct Queue {
-    data: BytesMut,
+    data: Data,
     control: BytesMut,
     /// Data bytes ever appended, and ever taken out for writing: a frame
     /// appended at position p has left the queue once `taken >= p`.
@@ -45,9 +51,70 @@ struct Queue {
     closed: Option<Status>,
 }
 
+/// Queued data frames: `chunks` (in order) then `tail`.
+#[derive(Default)]
+struct Data {
+    chunks: VecDeque<Bytes>,
+    tail: BytesMut,
+    /// Bytes in `chunks`.
+    chunked: usize,
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        self.chunked + self.tail.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn clear(&mut self) {
+        *self = Data::default();
+    }
+}
+
+/// Payloads at least this long are queued by reference, not copied; below
+/// it a copy is cheaper than a chunk of its own.
+pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
+
+/// Where a sender encodes its frames: header bytes and small payloads are
+/// copied, large `Bytes` payloads are queued without a copy.
+pub(crate) struct Out<'a> {
+    data: &'a mut Data,
+}
+
+impl Out<'_> {
+    /// The buffer copied bytes go to (after every chunk queued so far).
+    pub(crate) fn buf(&mut self) -> &mut BytesMut {
+        &mut self.data.tail
+    }
+
+    /// Appends `payload`, by reference when it is large.
+    pub(crate) fn put_bytes(&mut self, payload: Bytes) {
+        if payload.len() < ZERO_COPY_MIN {
+            self.data.tail.extend_from_slice(&payload);
+            return;
+        }
+        if !self.data.tail.is_empty() {
+            let sealed = self.data.tail.split().freeze();
+            self.data.chunked += sealed.len();
+            self.data.chunks.push_back(sealed);
+        }
+        self.data.chunked += payload.len();
+        self.data.chunks.push_back(payload);
+    }
+}
+
+/// Vectored writes take at most this many slices (Linux's IOV_MAX is 1024).
+const MAX_SLICES: usize = 64;
+
 struct Io {
     transport: Option<BoxWrite>,
     pending: BytesMut,
+    /// A taken batch that has chunks, in wire order (then `pending` is
+    /// empty); a batch without chunks is `pending` alone.
+    chunks: VecDeque<Bytes>,
     /// What `pending` was charged when it was taken from the queue.
     batch: usize,
     /// Bytes were written since the last flush.
@@ -81,7 +148,7 @@ impl Writer {
     pub(crate) fn new(transport: BoxWrite, cap: usize, account: Arc<Account>) -> Arc<Writer> {
         Arc::new(Writer {
             queue: Mutex::new(Queue {
-                data: BytesMut::with_capacity(8 * 1024),
+                data: Data { tail: BytesMut::with_capacity(8 * 1024), ..Data::default() },
                 control: BytesMut::new(),
                 appended: 0,
                 taken: 0,
@@ -91,6 +158,7 @@ impl Writer {
             io: Mutex::new(Io {
                 transport: Some(transport),
                 pending: BytesMut::new(),
+                chunks: VecDeque::new(),
                 batch: 0,
                 unflushed: false,
             }),
@@ -138,12 +206,29 @@ impl Writer {
             }
             _ => {
                 let before = q.data.len();
-                encode(&mut q.data);
+                encode(&mut q.data.tail);
                 let added = q.data.len() - before;
                 q.appended += added as u64;
                 added
             }
         };
+        self.finish_append(q, added)
+    }
+
+    /// `append` for data frames whose large payloads go by reference.
+    pub(crate) fn append_data(&self, encode: impl FnOnce(&mut Out<'_>)) -> Result<(u64, bool), Status> {
+        let mut q = self.queue.lock().unwrap();
+        if let Some(status) = &q.closed {
+            return Err(status.clone());
+        }
+        let before = q.data.len();
+        encode(&mut Out { data: &mut q.data });
+        let added = q.data.len() - before;
+        q.appended += added as u64;
+        self.finish_append(q, added)
+    }
+
+    fn finish_append(&self, mut q: std::sync::MutexGuard<'_, Queue>, added: usize) -> Result<(u64, bool), Status> {
         self.account.charge(added);
         let flusher = !q.flushing;
         q.flushing = true;
@@ -187,7 +272,7 @@ impl Writer {
         let mut io = self.io.lock().unwrap();
         let io = &mut *io;
         loop {
-            if io.pending.is_empty() {
+            if io.pending.is_empty() && io.chunks.is_empty() {
                 self.account.release(std::mem::take(&mut io.batch));
                 let mut q = self.queue.lock().unwrap();
                 if q.closed.is_some()
@@ -199,15 +284,29 @@ impl Writer {
                     return Drain::Idle;
                 }
                 // Control frames first, then all queued data in one batch.
-                if q.control.is_empty() {
-                    std::mem::swap(&mut io.pending, &mut q.data);
+                let batch = q.control.len() + q.data.len();
+                if q.data.chunks.is_empty() {
+                    if q.control.is_empty() {
+                        std::mem::swap(&mut io.pending, &mut q.data.tail);
+                    } else {
+                        std::mem::swap(&mut io.pending, &mut q.control);
+                        io.pending.extend_from_slice(&q.data.tail);
+                        q.data.tail.clear();
+                    }
                 } else {
-                    std::mem::swap(&mut io.pending, &mut q.control);
-                    io.pending.extend_from_slice(&q.data);
-                    q.data.clear();
+                    let data = std::mem::take(&mut q.data);
+                    if !q.control.is_empty() {
+                        io.chunks.push_back(q.control.split().freeze());
+                    }
+                    io.chunks.extend(data.chunks);
+                    if !data.tail.is_empty() {
+                        io.chunks.push_back(data.tail.freeze());
+                    }
+                    // Keep the copy buffer's capacity for the next frames.
+                    q.data.tail = std::mem::take(&mut io.pending);
                 }
                 q.taken = q.appended;
-                io.batch = io.pending.len();
+                io.batch = batch;
                 drop(q);
                 self.room.notify_waiters();
             }
@@ -215,6 +314,33 @@ impl Writer {
                 return self.fail(Status::unavailable("connection closed"));
             };
             let transport = Pin::new(&mut **transport);
+            if !io.chunks.is_empty() {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let n = io.chunks.len().min(MAX_SLICES);
+                for (slice, chunk) in slices.iter_mut().zip(io.chunks.iter()) {
+                    *slice = IoSlice::new(chunk);
+                }
+                match transport.poll_write_vectored(cx, &slices[..n]) {
+                    Poll::Ready(Ok(0)) => {
+                        return self.fail(Status::unavailable("connection closed while writing"))
+                    }
+                    Poll::Ready(Ok(mut written)) => {
+                        io.unflushed = true;
+                        while written > 0 {
+                            let front = io.chunks.front_mut().expect("wrote no more than queued");
+                            if written < front.len() {
+                                front.advance(written);
+                                break;
+                            }
+                            written -= front.len();
+                            io.chunks.pop_front();
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return self.fail(write_failed(e)),
+                    Poll::Pending => return Drain::Full,
+                }
+                continue;
+            }
             if io.pending.is_empty() {
                 // Transports with their own buffering need a flush; TCP's is free.
                 match transport.poll_flush(cx) {
@@ -243,7 +369,7 @@ impl Writer {
         q.closed.get_or_insert(status.clone());
         q.flushing = false;
         self.account.release(q.data.len() + q.control.len());
-        q.data = BytesMut::new();
+        q.data.clear();
         q.control = BytesMut::new();
         drop(q);
         // The writer task reports the failure, which terminates the connection.
@@ -297,13 +423,14 @@ impl Writer {
         let mut q = self.queue.lock().unwrap();
         q.closed.get_or_insert(status);
         self.account.release(q.data.len() + q.control.len());
-        q.data = BytesMut::new();
+        q.data.clear();
         q.control = BytesMut::new();
         drop(q);
         let transport = {
             let mut io = self.io.lock().unwrap();
             self.account.release(std::mem::take(&mut io.batch));
             io.pending = BytesMut::new();
+            io.chunks.clear();
             io.transport.take()
         };
         drop(transport);

@@ -29,13 +29,13 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
                 let msg = Bytes::from(vec![0xa5u8; size]);
                 let end = Instant::now() + dur;
                 while Instant::now() < end {
-                    s.send(&msg).await?;
+                    s.send_bytes(msg.clone()).await?;
                 }
                 Ok(())
             })
             .stream_raw(BIDI, |s: Stream| async move {
                 while let Some(m) = s.recv().await? {
-                    s.send(&m).await?;
+                    s.send_bytes(m).await?;
                 }
                 Ok(())
             });
