@@ -237,34 +237,20 @@ impl Conn {
         let deadline = opts.effective_deadline(Instant::now());
         self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
-        let open = async {
-            let permit = self.acquire_slot().await?;
-            let md = metadata::encode(&opts.metadata);
-            let split = self.shared().opts.split_size;
-            self.shared().open_stream(permit, codec, |buf, sid, state| {
-                if !md.is_empty() {
-                    put_packet(
-                        buf,
-                        sid,
-                        state.take_message_id(),
-                        Kind::INVOKE_METADATA,
-                        false,
-                        &md,
-                        split,
-                    );
-                }
-                put_packet(
-                    buf,
-                    sid,
-                    state.take_message_id(),
-                    Kind::INVOKE,
-                    false,
-                    rpc.as_bytes(),
-                    split,
-                );
-            })
+        let shared = match self.owner.slots.clone().try_acquire_owned() {
+            // A free slot, the common case: opened at once.
+            Ok(permit) => self.open_call(Some(permit), rpc, opts, codec)?,
+            // Waiting for one, within the call's limits. Boxed: every task
+            // that opens a stream would otherwise keep this state's few
+            // hundred bytes for as long as it lives.
+            Err(_) => {
+                let open = async {
+                    let permit = self.acquire_slot().await?;
+                    self.open_call(permit, rpc, opts, codec)
+                };
+                Box::pin(with_limits(open, deadline, opts.cancel.as_ref())).await?
+            }
         };
-        let shared = with_limits(open, deadline, opts.cancel.as_ref()).await?;
         let watchdog = (deadline.is_some() || opts.cancel.is_some())
             .then(|| spawn_watchdog(self.shared(), shared.clone(), deadline, opts.cancel.clone()));
         Ok(Stream {
@@ -276,6 +262,24 @@ impl Conn {
             },
             keep_alive: Some(self.owner.clone()),
             watchdog,
+        })
+    }
+
+    /// Opens a streaming call's stream: its invoke (and metadata) frames.
+    fn open_call(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+        rpc: &str,
+        opts: &CallOptions,
+        codec: Option<Compression>,
+    ) -> Result<Arc<crate::stream::StreamShared>, Status> {
+        let md = metadata::encode(&opts.metadata);
+        let split = self.shared().opts.split_size;
+        self.shared().open_stream(permit, codec, |buf, sid, state| {
+            if !md.is_empty() {
+                put_packet(buf, sid, state.take_message_id(), Kind::INVOKE_METADATA, false, &md, split);
+            }
+            put_packet(buf, sid, state.take_message_id(), Kind::INVOKE, false, rpc.as_bytes(), split);
         })
     }
 

@@ -11,8 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-type UnaryFn = dyn Fn(Request) -> BoxFuture<Result<Bytes, Status>> + Send + Sync;
-type StreamFn = dyn Fn(Stream) -> BoxFuture<Result<(), Status>> + Send + Sync;
+pub(crate) type UnaryFn = dyn Fn(Request) -> BoxFuture<Result<Bytes, Status>> + Send + Sync;
+pub(crate) type StreamFn = dyn Fn(Stream) -> BoxFuture<Result<(), Status>> + Send + Sync;
 
 /// A unary request: the message bytes and the call's context.
 pub struct Request {

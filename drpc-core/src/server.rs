@@ -412,36 +412,12 @@ impl Acceptor for ConnAcceptor {
 async fn run_handler(handler: Handler, ctx: CallContext) {
     let shared = ctx.shared.clone();
     let rpc = ctx.rpc.clone();
-    let outcome = CatchUnwind(Box::pin(async move {
-        match handler {
-            Handler::Unary(f) => {
-                let data = match shared_recv(&ctx).await {
-                    Ok(Some(data)) => data,
-                    Ok(None) => {
-                        return Err(Status::invalid_argument(
-                            "unary call without a request message",
-                        ))
-                    }
-                    Err(status) => return Err(status),
-                };
-                let response = f(Request {
-                    data,
-                    context: ctx.clone(),
-                })
-                .await?;
-                ctx.shared.send_last(response).await
-            }
-            Handler::Stream(f) => {
-                let stream = Stream {
-                    ctx,
-                    keep_alive: None,
-                    watchdog: None,
-                };
-                f(stream).await
-            }
-        }
-    }))
-    .await;
+    // Each shape in a box of its own: a streaming handler's task does not
+    // carry a unary call's (much larger) state (memory per open stream).
+    let outcome = match handler {
+        Handler::Unary(f) => CatchUnwind(Box::pin(run_unary(f, ctx))).await,
+        Handler::Stream(f) => CatchUnwind(Box::pin(run_stream(f, ctx))).await,
+    };
     let shared = &shared;
     match outcome {
         Ok(Ok(())) => {
@@ -471,6 +447,20 @@ fn shorten(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
         end -= 1;
     }
     format!("{}... ({} bytes)", &s[..end], s.len()).into()
+}
+
+async fn run_unary(f: Arc<crate::router::UnaryFn>, ctx: CallContext) -> Result<(), Status> {
+    let data = match shared_recv(&ctx).await {
+        Ok(Some(data)) => data,
+        Ok(None) => return Err(Status::invalid_argument("unary call without a request message")),
+        Err(status) => return Err(status),
+    };
+    let response = f(Request { data, context: ctx.clone() }).await?;
+    ctx.shared.send_last(response).await
+}
+
+async fn run_stream(f: Arc<crate::router::StreamFn>, ctx: CallContext) -> Result<(), Status> {
+    f(Stream { ctx, keep_alive: None, watchdog: None }).await
 }
 
 async fn shared_recv(ctx: &CallContext) -> Result<Option<bytes::Bytes>, Status> {

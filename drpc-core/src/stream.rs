@@ -232,6 +232,23 @@ impl StreamShared {
         Ok(())
     }
 
+    /// Waits, if it must, until a message may go (see `ready_to_send`). The
+    /// wait is boxed: it is rare, and every future that sends (a handler
+    /// holding a stream, a task per open stream) would otherwise carry its
+    /// few hundred bytes.
+    async fn wait_to_send(&self, len: usize) -> Result<(), Status> {
+        let ready = self.conn.writer.queued() < self.conn.opts.writer_buffer_cap
+            && self.conn.account.budget_has_room(len)
+            && {
+                let inner = self.inner.lock().unwrap();
+                inner.state.end().is_some() || inner.state.has_send_credit()
+            };
+        if ready {
+            return Ok(());
+        }
+        Box::pin(self.ready_to_send(len)).await
+    }
+
     /// Waits until a message may go: room in the writer and flow-control
     /// credit. Ends early (with the reason) if the stream ends.
     async fn ready_to_send(&self, len: usize) -> Result<(), Status> {
@@ -273,7 +290,7 @@ impl StreamShared {
             return Err(status);
         }
         let data = &*self.encode(data)?;
-        self.ready_to_send(data.len()).await?;
+        self.wait_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
@@ -289,7 +306,7 @@ impl StreamShared {
             return Err(status);
         }
         let data = self.encode_owned(data)?;
-        self.ready_to_send(data.len()).await?;
+        self.wait_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
@@ -308,7 +325,7 @@ impl StreamShared {
     pub(crate) async fn send_last(&self, data: Bytes) -> Result<(), Status> {
         self.check_size(data.len())?;
         let data = self.encode_owned(data)?;
-        self.ready_to_send(data.len()).await?;
+        self.wait_to_send(data.len()).await?;
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());

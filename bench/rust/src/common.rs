@@ -77,6 +77,9 @@ pub struct Params {
     pub duration: Duration,
     pub reps: usize,
     pub server_pid: u32,
+    /// `--compress snappy|minlz-fastest`: drpc-rs clients compress their
+    /// streams with this codec (the server answers with the same one).
+    pub compress: Option<String>,
 }
 
 impl Params {
@@ -92,6 +95,7 @@ impl Params {
             duration: a.secs("duration", 1.0),
             reps: a.num("reps", 3) as usize,
             server_pid: a.num("server-pid", 0) as u32,
+            compress: Some(a.str("compress", "")).filter(|c| !c.is_empty()),
         }
     }
 }
@@ -125,6 +129,30 @@ pub fn rss_kb(pid: u32) -> u64 {
 }
 
 /// The server-streaming request: message size and how long to stream.
+/// A message body that compresses like text (about 3:1 with snappy), so the
+/// compressed workloads measure real work; without compression its content
+/// does not matter.
+pub fn text_payload(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "stream", "frame", "drpc", "latency", "buffer", "message", "server", "client",
+        "the", "of", "and", "multiplexing", "request", "response", "window", "deadline",
+    ];
+    let mut out = Vec::with_capacity(size + 16);
+    let mut x: u32 = 0x9e37_79b9;
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out.extend_from_slice(WORDS[(x % 16) as usize].as_bytes());
+        out.push(if x % 7 == 0 { b'\n' } else { b' ' });
+        if x % 5 == 0 {
+            out.extend_from_slice(format!("{} ", x % 100_000).as_bytes());
+        }
+    }
+    out.truncate(size);
+    out
+}
+
 pub fn stream_request(size: usize, dur: Duration) -> Vec<u8> {
     let mut v = Vec::with_capacity(16);
     v.extend_from_slice(&(size as u64).to_be_bytes());

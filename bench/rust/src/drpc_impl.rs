@@ -1,15 +1,26 @@
 //! drpc-rs through its Rust API (drpc-core), default options on both sides.
 
-use crate::common::{allocs, parse_stream_request, serve_until_stdin_closes, Params};
+use crate::common::{allocs, parse_stream_request, serve_until_stdin_closes, text_payload, Params};
 use crate::workloads::{self, Bidi, Client};
 use bytes::Bytes;
 use drpc_core::{CallOptions, Conn, ConnOptions, Router, Server, Status, Stream};
 use std::time::Instant;
 
+/// Messages up to 64 MiB on both sides (the 16 MiB streaming workload;
+/// DRPC's default limit is 4 MiB).
+const MAX_MESSAGE: usize = 64 << 20;
+
+fn conn_options() -> ConnOptions {
+    ConnOptions { max_message_size: MAX_MESSAGE, ..ConnOptions::default() }
+}
+
 pub const UNARY: &str = "/bench.Bench/Unary";
 pub const STREAM: &str = "/bench.Bench/Stream";
 pub const BIDI: &str = "/bench.Bench/Bidi";
 pub const STATS: &str = "/bench.Bench/Stats";
+/// Client streaming: counts the messages and bytes until CloseSend, answers
+/// "messages bytes".
+pub const UPLOAD: &str = "/bench.Bench/Upload";
 
 /// The certificates directory of the TLS contender (gen-test-certs output),
 /// from `DRPC_BENCH_CERTS`.
@@ -26,7 +37,7 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
             .stream_raw(STREAM, |s: Stream| async move {
                 let req = s.recv().await?.ok_or_else(|| Status::invalid_argument("no request"))?;
                 let (size, dur) = parse_stream_request(&req);
-                let msg = Bytes::from(vec![0xa5u8; size]);
+                let msg = Bytes::from(text_payload(size));
                 let end = Instant::now() + dur;
                 while Instant::now() < end {
                     s.send_bytes(msg.clone()).await?;
@@ -38,8 +49,17 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
                     s.send_bytes(m).await?;
                 }
                 Ok(())
+            })
+            .stream_raw(UPLOAD, |s: Stream| async move {
+                let (mut msgs, mut bytes) = (0u64, 0u64);
+                while let Some(m) = s.recv().await? {
+                    msgs += 1;
+                    bytes += m.len() as u64;
+                }
+                s.send(format!("{msgs} {bytes}")).await
             });
-        let server = Box::leak(Box::new(Server::new(router)));
+        let opts = drpc_core::ServerOptions { conn: conn_options(), ..drpc_core::ServerOptions::default() };
+        let server = Box::leak(Box::new(Server::with_options(router, opts)));
         if tls {
             let dir = certs();
             let config = drpc_tls::ServerTlsConfig::from_pem_files(format!("{dir}/server.pem"), format!("{dir}/server-key.pem"))
@@ -83,6 +103,17 @@ impl<Ch: drpc_core::call::Channel> Client for DrpcClient<Ch> {
         let r = self.conn.unary(STATS, b"", &self.opts).await.expect("stats");
         std::str::from_utf8(&r).unwrap().parse().unwrap()
     }
+    async fn upload(&self, msg: Bytes, until: Instant) -> Option<(u64, u64)> {
+        let s = self.conn.stream(UPLOAD, &self.opts).await.expect("upload");
+        while Instant::now() < until {
+            s.send_bytes(msg.clone()).await.expect("send");
+        }
+        s.close_send().await.expect("close_send");
+        let r = s.recv().await.expect("recv").expect("the server's count");
+        let text = std::str::from_utf8(&r).unwrap();
+        let (msgs, bytes) = text.split_once(' ').unwrap();
+        Some((msgs.parse().unwrap(), bytes.parse().unwrap()))
+    }
 }
 
 impl Bidi for Stream {
@@ -108,15 +139,22 @@ pub fn client(rt: &tokio::runtime::Runtime, p: &Params, tls: bool) {
             let dir = certs();
             let config = drpc_tls::ClientTlsConfig::ca_file(format!("{dir}/ca.pem")).expect("CA").server_name("localhost");
             let connector = drpc_tls::Connector::tls(&config).expect("TLS config");
-            connector.connect(&p.addr, ConnOptions::default()).await.expect("connect")
+            connector.connect(&p.addr, conn_options()).await.expect("connect")
         } else {
-            Conn::connect(&p.addr, ConnOptions::default()).await.expect("connect")
+            Conn::connect(&p.addr, conn_options()).await.expect("connect")
         };
-        let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(CallOptions::new()) };
+        let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(call_options(p)) };
         workloads::run(c, p).await;
         conn.close().await;
     }))
     .unwrap();
+}
+
+fn call_options(p: &Params) -> CallOptions {
+    match &p.compress {
+        Some(name) => CallOptions::new().compression(drpc_core::Compression::from_name(name).expect("--compress: snappy or minlz-fastest")),
+        None => CallOptions::new(),
+    }
 }
 
 /// The same workloads through a `drpc_channel::Channel` with one endpoint

@@ -16,6 +16,12 @@ pub trait Client: Clone + Send + Sync + 'static {
     fn bidi(&self) -> impl Future<Output = Self::Bidi> + Send;
     /// The server's allocation counter (its Stats rpc).
     fn server_allocs(&self) -> impl Future<Output = u64> + Send;
+    /// Runs one client-streaming call sending `msg` until `until`; returns
+    /// (messages, payload bytes) as the server counted them. `None`: this
+    /// contender has no upload rpc.
+    fn upload(&self, _msg: Bytes, _until: Instant) -> impl Future<Output = Option<(u64, u64)>> + Send {
+        async { None }
+    }
 }
 
 pub trait Bidi: Send + 'static {
@@ -33,6 +39,7 @@ pub async fn run<C: Client>(c: C, p: &Params) {
         "unary_lat" => unary_lat(c, p).await,
         "unary_tput" => unary_tput(c, p).await,
         "stream" => stream(c, p).await,
+        "upload" => upload(c, p).await,
         "bidi" => bidi(c, p).await,
         "mux" => mux(c, p).await,
         "count" => count(c, p).await,
@@ -103,6 +110,17 @@ async fn stream<C: Client>(c: C, p: &Params) {
     for rep in 0..p.reps {
         let start = Instant::now();
         let (msgs, bytes) = c.server_stream(stream_request(p.size, p.duration)).await;
+        let secs = start.elapsed().as_secs_f64();
+        emit(json!({"rep": rep, "msgs": msgs, "bytes": bytes, "secs": secs}));
+    }
+}
+
+async fn upload<C: Client>(c: C, p: &Params) {
+    let msg = Bytes::from(crate::common::text_payload(p.size));
+    c.upload(msg.clone(), Instant::now() + p.warmup).await.expect("this contender has no upload rpc");
+    for rep in 0..p.reps {
+        let start = Instant::now();
+        let (msgs, bytes) = c.upload(msg.clone(), start + p.duration).await.expect("upload");
         let secs = start.elapsed().as_secs_f64();
         emit(json!({"rep": rep, "msgs": msgs, "bytes": bytes, "secs": secs}));
     }
