@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     /// Writer data position after this stream's latest data frame.
     pub(crate) last_pos: u64,
     retired: bool,
+    /// The last thing done on this stream was sending a message.
+    sent_last: bool,
     /// The connection's stream slot (client side), freed on finish.
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -75,6 +77,7 @@ impl StreamShared {
                 send_wakers: Vec::new(),
                 last_pos: 0,
                 retired: false,
+                sent_last: false,
                 permit,
             }),
             ended: Default::default(),
@@ -93,9 +96,10 @@ impl StreamShared {
             let mut writing = Writing {
                 stream: self,
                 flusher: false,
+                defer: false,
             };
             let result = f(&mut inner, &mut writing);
-            flusher = writing.flusher;
+            flusher = writing.flusher.then_some(writing.defer);
             let after = inner.held();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
@@ -109,8 +113,12 @@ impl StreamShared {
         };
         // Frames were queued under the lock; the syscall happens outside it.
         // A failed write terminates the connection through the writer task.
-        if flusher {
-            let _ = self.conn.writer.flush_now();
+        match flusher {
+            Some(false) => {
+                let _ = self.conn.writer.flush_now();
+            }
+            Some(true) => self.conn.writer.defer_flush(),
+            None => {}
         }
         self.conn.account_buffered(before, after);
         self.conn.account.adjust(held_before, held_after);
@@ -205,7 +213,10 @@ impl StreamShared {
         poll_fn(|cx| {
             self.update(|inner, w| {
                 let result = match inner.state.recv() {
-                    Recv::Message(m) => Poll::Ready(Ok(Some(m))),
+                    Recv::Message(m) => {
+                        inner.sent_last = false;
+                        Poll::Ready(Ok(Some(m)))
+                    }
                     Recv::End => Poll::Ready(Ok(None)),
                     Recv::Failed(s) => Poll::Ready(Err(s)),
                     Recv::Empty => {
@@ -294,6 +305,7 @@ impl StreamShared {
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
+            w.streaming(inner);
             w.packet(inner, mid, Kind::MESSAGE, data)
         })
     }
@@ -310,6 +322,7 @@ impl StreamShared {
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
+            w.streaming(inner);
             w.packet_bytes(inner, mid, Kind::MESSAGE, data)
         })
     }
@@ -443,6 +456,8 @@ pub(crate) struct Writing<'a> {
     stream: &'a StreamShared,
     /// This update took the writer's flusher role and must flush.
     flusher: bool,
+    /// ... through the writer task rather than on the spot (see `streaming`).
+    defer: bool,
 }
 
 impl Writing<'_> {
@@ -491,6 +506,16 @@ impl Writing<'_> {
         self.write(inner, Lane::Data, |buf| {
             put_packet(buf, sid, mid, kind, false, data, split)
         })
+    }
+
+    /// A message sent right after another one on this stream (no message
+    /// received in between) is written by the writer task, which runs once
+    /// the sender yields: a sender in a loop gets its messages written in
+    /// batches instead of one syscall each. The first message after a
+    /// receive (request/response, ping-pong) is written at once.
+    fn streaming(&mut self, inner: &mut Inner) {
+        self.defer = inner.sent_last;
+        inner.sent_last = true;
     }
 
     /// A packet whose payload is queued without a copy when it is large.

@@ -250,6 +250,13 @@ impl Writer {
         }
     }
 
+    /// Hands the flusher role the caller took to the writer task: what is
+    /// queued, and whatever is appended until the task runs, goes out in one
+    /// write.
+    pub(crate) fn defer_flush(&self) {
+        self.task_wake.notify_one();
+    }
+
     /// Waits until the data queue is under the cap (or the writer closed).
     pub(crate) async fn room(&self) {
         loop {
