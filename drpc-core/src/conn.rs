@@ -12,7 +12,7 @@ use crate::stream::StreamShared;
 use crate::wire::{encode_error, parse_header, put_packet, Frame, Kind};
 use crate::writer::{BoxWrite, Lane, Writer};
 use bytes::{Buf, BytesMut};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -179,7 +179,9 @@ pub(crate) struct ConnShared {
 }
 
 struct Registry {
-    streams: HashMap<u64, Arc<StreamShared>>,
+    // A B-tree, not a hash map: the keys come from the peer (no hash to
+    // flood), and lookups of small integers are cheaper than SipHash.
+    streams: BTreeMap<u64, Arc<StreamShared>>,
     next_stream_id: u64,
     closed: Option<Status>,
 }
@@ -203,7 +205,7 @@ impl ConnShared {
             role,
             writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
             registry: Mutex::new(Registry {
-                streams: HashMap::new(),
+                streams: BTreeMap::new(),
                 next_stream_id: 1,
                 closed: None,
             }),
@@ -391,7 +393,7 @@ impl ConnShared {
                 return;
             }
             reg.closed = Some(status.clone());
-            reg.streams.drain().map(|(_, s)| s).collect()
+            std::mem::take(&mut reg.streams).into_values().collect()
         };
         tracing::debug!(role = ?self.role, %status, "connection terminated");
         self.writer.close(status.clone());
@@ -628,7 +630,7 @@ fn window_delta(frame: &Frame) -> Option<u64> {
 /// Invokes of stream ids not yet started (server side), with their charges.
 #[derive(Default)]
 pub(crate) struct Invokes {
-    map: HashMap<u64, PendingInvoke>,
+    map: BTreeMap<u64, PendingInvoke>,
 }
 
 impl Invokes {
@@ -639,7 +641,7 @@ impl Invokes {
     }
 
     fn release_all(&mut self, account: &Account) {
-        for (_, pending) in self.map.drain() {
+        for pending in std::mem::take(&mut self.map).into_values() {
             account.release(pending.charged);
         }
     }

@@ -2,7 +2,7 @@
 //! aborted, and a future wrapper that turns a panic into an error value.
 //! (Cancellation is tokio-util's `CancellationToken`.)
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -22,7 +22,7 @@ pub(crate) struct TaskSet {
 #[derive(Default)]
 struct TaskSetInner {
     next_id: u64,
-    tasks: HashMap<u64, AbortHandle>,
+    tasks: BTreeMap<u64, AbortHandle>,
 }
 
 struct Member {
