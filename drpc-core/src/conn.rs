@@ -151,7 +151,7 @@ pub(crate) enum Role {
 pub(crate) trait Acceptor: Send + Sync {
     /// Returns false to refuse new streams (the server is shutting down).
     fn accepting(&self) -> bool;
-    fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata);
+    fn accept(&self, stream: Arc<StreamShared>, rpc: &str, metadata: Metadata);
 }
 
 pub(crate) struct ConnShared {
@@ -565,7 +565,7 @@ impl ConnShared {
             self.refuse(sid, &status);
             return Ok(());
         }
-        let rpc = String::from_utf8(pkt.data.to_vec())
+        let rpc = std::str::from_utf8(&pkt.data)
             .map_err(|_| "rpc name is not UTF-8".to_string())?;
         let acceptor = self.acceptor.as_ref().expect("servers have an acceptor");
         if !acceptor.accepting() {

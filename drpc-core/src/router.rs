@@ -30,7 +30,9 @@ pub(crate) enum Handler {
 /// Unimplemented naming it.
 #[derive(Clone, Default)]
 pub struct Router {
-    handlers: HashMap<String, Handler>,
+    /// Each handler with its name, shared by every call's context (no
+    /// allocation per call for it).
+    handlers: HashMap<String, (Arc<str>, Handler)>,
 }
 
 impl Router {
@@ -38,8 +40,8 @@ impl Router {
         Router::default()
     }
 
-    pub(crate) fn get(&self, rpc: &str) -> Option<&Handler> {
-        self.handlers.get(rpc)
+    pub(crate) fn get(&self, rpc: &str) -> Option<(Arc<str>, Handler)> {
+        self.handlers.get(rpc).map(|(name, handler)| (name.clone(), handler.clone()))
     }
 
     pub fn rpcs(&self) -> impl Iterator<Item = &str> {
@@ -47,7 +49,7 @@ impl Router {
     }
 
     fn insert(mut self, rpc: &str, handler: Handler) -> Router {
-        let previous = self.handlers.insert(rpc.to_string(), handler);
+        let previous = self.handlers.insert(rpc.to_string(), (rpc.into(), handler));
         assert!(previous.is_none(), "rpc {rpc} registered twice");
         self
     }

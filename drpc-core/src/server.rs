@@ -388,11 +388,11 @@ impl Acceptor for ConnAcceptor {
         true
     }
 
-    fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata) {
+    fn accept(&self, stream: Arc<StreamShared>, rpc: &str, metadata: Metadata) {
         let Some(server) = self.server.upgrade() else {
             return;
         };
-        let Some(handler) = server.router.get(&rpc).cloned() else {
+        let Some((name, handler)) = server.router.get(rpc) else {
             stream.refuse(&Status::unimplemented(format!(
                 "unknown rpc: {}",
                 shorten(&rpc, 256)
@@ -401,12 +401,22 @@ impl Acceptor for ConnAcceptor {
         };
         let ctx = CallContext {
             shared: stream,
-            rpc: rpc.into(),
-            metadata: Arc::new(metadata),
+            rpc: name,
+            metadata: shared_metadata(metadata),
             peer: self.peer.clone(),
         };
         server.handlers.spawn(run_handler(handler, ctx));
     }
+}
+
+/// A call's metadata behind an `Arc`; calls without metadata (most) share
+/// one empty map instead of allocating.
+fn shared_metadata(metadata: Metadata) -> Arc<Metadata> {
+    static EMPTY: std::sync::OnceLock<Arc<Metadata>> = std::sync::OnceLock::new();
+    if metadata.is_empty() {
+        return EMPTY.get_or_init(Arc::default).clone();
+    }
+    Arc::new(metadata)
 }
 
 async fn run_handler(handler: Handler, ctx: CallContext) {

@@ -8,6 +8,33 @@ use crate::wire::{decode_error, Kind};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// Received messages not yet read. Most streams hold at most one at a time
+/// (a unary request or response, a ping-pong): that one needs no
+/// allocation of its own.
+#[derive(Debug, Default)]
+struct Queue {
+    /// The oldest message, if any...
+    first: Option<Bytes>,
+    /// ...and the ones after it.
+    rest: VecDeque<Bytes>,
+}
+
+impl Queue {
+    fn push_back(&mut self, msg: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(msg);
+        } else {
+            self.rest.push_back(msg);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        let msg = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(msg)
+    }
+}
+
 /// Why a stream ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum End {
@@ -84,7 +111,7 @@ pub enum Recv {
 #[derive(Debug)]
 pub struct StreamState {
     next_message_id: u64,
-    queue: VecDeque<Bytes>,
+    queue: Queue,
     queued_bytes: usize,
     send_closed: bool,
     recv_closed: bool,
@@ -97,7 +124,7 @@ impl StreamState {
     pub fn new(first_message_id: u64) -> StreamState {
         StreamState {
             next_message_id: first_message_id,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             queued_bytes: 0,
             send_closed: false,
             recv_closed: false,
@@ -288,7 +315,7 @@ impl StreamState {
             return None;
         }
         self.end = Some(End::Local(status));
-        self.queue.clear();
+        self.queue = Queue::default();
         self.queued_bytes = 0;
         Some(self.take_message_id())
     }
