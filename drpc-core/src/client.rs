@@ -371,6 +371,8 @@ impl Conn {
                     put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
                 })?;
             if let Some(opened) = opened.as_mut() {
+                // The request went out with the invoke, past `send`'s count.
+                stream.count_sent(request.len());
                 **opened = Some(stream.clone());
             }
             let guard = CancelOnDrop(&stream, deadline);

@@ -73,6 +73,21 @@ pub trait MessageObserver: Send + Sync + 'static {
     fn on_end(&self, _end: &CallEnd) {}
 }
 
+/// A shared observer (kept by its interceptor to read what it saw).
+impl<T: MessageObserver + ?Sized> MessageObserver for Arc<T> {
+    fn on_send<'m>(&self, message: Cow<'m, [u8]>) -> Result<Cow<'m, [u8]>, Status> {
+        (**self).on_send(message)
+    }
+
+    fn on_recv(&self, message: Bytes) -> Result<Bytes, Status> {
+        (**self).on_recv(message)
+    }
+
+    fn on_end(&self, end: &CallEnd) {
+        (**self).on_end(end)
+    }
+}
+
 /// How a call ended, as observers and logs see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallEnd {

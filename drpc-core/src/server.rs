@@ -476,6 +476,9 @@ impl ConnAcceptor {
 
 }
 
+/// The observers interceptors add to a call, kept for its end.
+type SharedObservers = Arc<Mutex<Vec<Arc<dyn MessageObserver>>>>;
+
 /// A call the server accepted, before its handler runs.
 struct Accepted {
     handler: Handler,
@@ -522,8 +525,7 @@ async fn run_handler(
         deadline,
         trace: call.trace.as_deref().cloned(),
     });
-    let observers: Option<Arc<Mutex<Vec<Arc<dyn MessageObserver>>>>> =
-        (!interceptors.is_empty()).then(Arc::default);
+    let observers: Option<SharedObservers> = (!interceptors.is_empty()).then(Arc::default);
     let body = match &observers {
         None => {
             let ctx = CallContext {

@@ -211,7 +211,14 @@ impl StreamShared {
                     }
                     Assembled::Packet(pkt) => pkt,
                 };
-                match inner.state.on_packet(pkt) {
+                let message_len = (pkt.kind == Kind::MESSAGE).then_some(pkt.data.len());
+                let incoming = inner.state.on_packet(pkt);
+                if let (Incoming::Queued, Some(len)) = (&incoming, message_len) {
+                    // Counted on arrival: a stream can end with messages unread.
+                    inner.stats.messages_received += 1;
+                    inner.stats.bytes_received += len as u64;
+                }
+                match incoming {
                     Incoming::Ignored => Ok(Vec::new()),
                     Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
                         let mut wake = std::mem::take(&mut inner.recv_wakers);
@@ -270,11 +277,7 @@ impl StreamShared {
         poll_fn(|cx| {
             self.update(|inner, w| {
                 let result = match inner.state.recv() {
-                    Recv::Message(m) => {
-                        inner.stats.messages_received += 1;
-                        inner.stats.bytes_received += m.len() as u64;
-                        Poll::Ready(Ok(Some(m)))
-                    }
+                    Recv::Message(m) => Poll::Ready(Ok(Some(m))),
                     Recv::End => Poll::Ready(Ok(None)),
                     Recv::Failed(s) => Poll::Ready(Err(s)),
                     Recv::Empty => {
@@ -437,6 +440,13 @@ impl StreamShared {
         self.update(|inner, _| {
             inner.state.finish(end);
         })
+    }
+
+    /// Counts a message written without `send` (a unary request).
+    pub(crate) fn count_sent(&self, len: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stats.messages_sent += 1;
+        inner.stats.bytes_sent += len as u64;
     }
 
     /// Messages and bytes so far.
