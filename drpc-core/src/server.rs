@@ -7,7 +7,6 @@ use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::peer::Peer;
 use crate::router::{Handler, Router};
-use crate::state::End;
 use crate::status::Status;
 use crate::stream::{CallContext, StreamShared};
 use crate::tasks::{CatchUnwind, TaskSet};
@@ -574,10 +573,8 @@ async fn run_handler(
     };
     let shared = &shared;
     let status = match outcome {
-        Ok(Ok(())) => {
-            let _ = shared.close_send();
-            shared.failure()
-        }
+        // CloseSend and the end in one step.
+        Ok(Ok(())) => shared.finish_ok(),
         Ok(Err(status)) if shared.is_finished() => {
             // The call was already over (cancelled, deadline passed): the
             // error is the handler seeing that, not news for the client.
@@ -596,8 +593,8 @@ async fn run_handler(
             Some(status)
         }
     };
-    // The handler is done; whatever the client still sends is dropped.
-    shared.finish(End::Done);
+    // The handler is done (every branch above finished the stream);
+    // whatever the client still sends is dropped.
     let duration = started.elapsed();
     rpc_metrics.record(duration, status.is_some());
     let observers = observers.map(|o| std::mem::take(&mut *o.lock().unwrap()));

@@ -469,13 +469,21 @@ impl StreamShared {
 
     /// The end reason, once the stream ended for any reason but success.
     pub(crate) fn failure(&self) -> Option<Status> {
-        match self.inner.lock().unwrap().state.end() {
-            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => {
-                Some(s.clone())
+        failure_of(self.inner.lock().unwrap().state.end())
+    }
+
+    /// A handler's successful end, in one step: CloseSend unless the stream
+    /// already ended, then finished. Returns how it had ended, if it had
+    /// failed before (cancelled, deadline passed).
+    pub(crate) fn finish_ok(&self) -> Option<Status> {
+        self.update(|inner, w| {
+            let failure = failure_of(inner.state.end());
+            if let Some(mid) = inner.state.close_send() {
+                let _ = w.packet(inner, mid, Kind::CLOSE_SEND, &[]);
             }
-            Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
-            _ => None,
-        }
+            inner.state.finish(End::Done);
+            failure
+        })
     }
 
     /// Send credit left, when flow control is on (for tests and diagnostics).
@@ -486,6 +494,14 @@ impl StreamShared {
     /// Resolves when the stream has finished (for any reason).
     pub(crate) async fn ended(&self) {
         self.ended.cancelled().await
+    }
+}
+
+fn failure_of(end: Option<&End>) -> Option<Status> {
+    match end {
+        Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Some(s.clone()),
+        Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
+        _ => None,
     }
 }
 
