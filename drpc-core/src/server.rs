@@ -623,9 +623,12 @@ fn in_call<F>(
 where
     F: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    match inherited {
-        Some(inherited) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
-        None => Box::pin(body.instrument(span.clone())),
+    // A disabled span (no subscriber wants it) is left out of the polls.
+    match (inherited, span.is_disabled()) {
+        (Some(inherited), false) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
+        (Some(inherited), true) => Box::pin(crate::context::scope(inherited, body)),
+        (None, false) => Box::pin(body.instrument(span.clone())),
+        (None, true) => Box::pin(body),
     }
 }
 
