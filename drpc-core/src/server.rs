@@ -554,22 +554,11 @@ async fn run_handler(
             in_call(Next::start(interceptors).run(call), inherited, &span)
         }
     };
-    let mut body = CatchUnwind(body);
+    let body = CatchUnwind(body);
     let outcome = match deadline {
-        None => (&mut body).await,
-        Some(deadline) => {
-            tokio::select! {
-                biased;
-                outcome = &mut body => outcome,
-                _ = tokio::time::sleep_until(deadline) => {
-                    // Like a client's cancel: the handler's receives and
-                    // sends fail and `cancelled()` fires; the client gets
-                    // DeadlineExceeded. The handler still ends on its own.
-                    shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
-                    body.await
-                }
-            }
-        }
+        None => body.await,
+        // Boxed: the timer would otherwise enlarge every call's task.
+        Some(deadline) => Box::pin(under_deadline(body, deadline, shared.clone())).await,
     };
     let shared = &shared;
     let status = match outcome {
@@ -609,6 +598,22 @@ async fn run_handler(
         record_end(&span, &end);
         for o in observers.iter().flatten() {
             o.on_end(&end);
+        }
+    }
+}
+
+/// Runs a handler until it ends; if `deadline` passes first, fails its
+/// stream like a client's cancel (the handler's receives and sends fail,
+/// `cancelled()` fires, the client gets DeadlineExceeded) and lets it end on
+/// its own.
+async fn under_deadline<F: Future>(body: F, deadline: Instant, shared: Arc<StreamShared>) -> F::Output {
+    tokio::pin!(body);
+    tokio::select! {
+        biased;
+        outcome = &mut body => outcome,
+        _ = tokio::time::sleep_until(deadline) => {
+            shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
+            body.await
         }
     }
 }
