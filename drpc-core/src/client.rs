@@ -17,6 +17,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use crate::deadline::{encode_timeout, TIMEOUT_KEY};
+use crate::metrics::{MetricsSnapshot, Totals};
+use crate::trace::{TraceContext, TRACEPARENT_KEY, TRACESTATE_KEY};
+use crate::interceptor::{observe_recv, observe_send, CallEnd, ClientCall, ClientNext, Observers, Reply};
+use crate::stream::{record_end, ClientEnd};
+use tracing::Instrument;
 
 /// Per-call options: invoke metadata, a deadline and a cancellation token.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +33,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Cancelling it cancels the call.
     pub cancel: Option<CancelToken>,
+    /// The trace context to send (`traceparent`, `tracestate`), as is. When
+    /// unset, a call made inside a handler sends the handler's.
+    pub trace: Option<TraceContext>,
 }
 
 impl CallOptions {
@@ -62,11 +71,102 @@ impl CallOptions {
         self
     }
 
-    /// The effective deadline, fixed when the call starts.
-    fn effective_deadline(&self, now: Instant) -> Option<Instant> {
-        match (self.deadline, self.timeout.map(|t| now + t)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Sends `trace` as the call's parent span context.
+    pub fn trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The effective deadline and trace context, fixed when the call starts:
+    /// the earliest of this call's deadline and timeout and the deadline of
+    /// the handler it runs in, and this call's trace or else the handler's.
+    fn start(&self, now: Instant) -> (Option<Instant>, Option<Arc<TraceContext>>) {
+        let own = earliest(self.deadline, self.timeout.map(|t| now + t));
+        let wants_trace = self.trace.is_none() && !self.metadata.contains_key(TRACEPARENT_KEY);
+        // Shared (an allocation only when there is a trace), so the call's
+        // future stays small.
+        crate::context::with_current(|inherited| match inherited {
+            None => (own, self.trace.clone().map(Arc::new)),
+            Some(inherited) => {
+                let trace = if wants_trace {
+                    inherited.trace.clone()
+                } else {
+                    self.trace.clone()
+                };
+                (earliest(own, inherited.deadline), trace.map(Arc::new))
+            }
+        })
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The invoke metadata payload of a call: the caller's entries plus, unless
+/// the caller set them, the time left before `deadline` and the trace context.
+fn invoke_metadata(
+    opts: &CallOptions,
+    conn: &ConnOptions,
+    deadline: Option<Instant>,
+    trace: Option<&TraceContext>,
+) -> Result<Vec<u8>, Status> {
+    let mut md = metadata::encode(&opts.metadata);
+    let mut extra = false;
+    if let Some(deadline) = deadline.filter(|_| conn.send_deadline) {
+        if !opts.metadata.contains_key(TIMEOUT_KEY) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            metadata::put_entry(&mut md, TIMEOUT_KEY, &encode_timeout(left));
+            extra = true;
+        }
+    }
+    if let Some(trace) = trace {
+        if !opts.metadata.contains_key(TRACEPARENT_KEY) {
+            metadata::put_entry(&mut md, TRACEPARENT_KEY, &trace.to_traceparent());
+            extra = true;
+            if let Some(state) = &trace.tracestate {
+                if !opts.metadata.contains_key(TRACESTATE_KEY) {
+                    metadata::put_entry(&mut md, TRACESTATE_KEY, state);
+                }
+            }
+        }
+    }
+    if extra && md.len() > conn.max_metadata_size {
+        return Err(Status::resource_exhausted(format!(
+            "invoke metadata of {} bytes encoded is larger than the limit of {} bytes",
+            md.len(),
+            conn.max_metadata_size
+        )));
+    }
+    Ok(md)
+}
+
+/// The span of a client call (fields filled as the call goes).
+fn client_span(rpc: &str) -> tracing::Span {
+    tracing::info_span!(
+        "drpc.client",
+        rpc,
+        stream_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        code = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+        messages_sent = tracing::field::Empty,
+        messages_received = tracing::field::Empty,
+        bytes_sent = tracing::field::Empty,
+        bytes_received = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
+}
+
+/// Records the trace a call carries on its span (the current one).
+fn record_trace(trace: Option<&TraceContext>) {
+    if let Some(trace) = trace {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
         }
     }
 }
@@ -144,7 +244,7 @@ impl Conn {
         }
     }
 
-    fn shared(&self) -> &Arc<ConnShared> {
+    pub(crate) fn shared(&self) -> &Arc<ConnShared> {
         &self.owner.shared
     }
 
@@ -155,7 +255,79 @@ impl Conn {
         request: &[u8],
         opts: &CallOptions,
     ) -> Result<Bytes, Status> {
-        let deadline = opts.effective_deadline(Instant::now());
+        if !self.shared().opts.interceptors.is_empty() {
+            let call = ClientCall {
+                rpc: rpc.into(),
+                options: opts.clone(),
+                request: Some(Bytes::copy_from_slice(request)),
+                observers: Vec::new(),
+            };
+            return match ClientNext::start(self.clone()).run(call).await? {
+                Reply::Unary(response) => Ok(response),
+                Reply::Stream(_) => Err(Status::internal(
+                    "a client interceptor answered a unary call with a stream",
+                )),
+            };
+        }
+        self.unary_observed(rpc, request, opts, None).await
+    }
+
+    /// A unary call past the interceptors: its span, and its observers'
+    /// view of the messages and the end.
+    pub(crate) async fn unary_observed(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+        observers: Option<Observers>,
+    ) -> Result<Bytes, Status> {
+        let span = client_span(rpc);
+        if span.is_disabled() && observers.is_none() {
+            return self.unary_inner(rpc, request, opts, None).await;
+        }
+        let started = Instant::now();
+        let observed = match &observers {
+            Some(o) => observe_send(o, request.into())?,
+            None => request.into(),
+        };
+        let mut opened = None;
+        let result = self
+            .unary_inner(rpc, &observed, opts, Some(&mut opened))
+            .instrument(span.clone())
+            .await;
+        let result = match (&observers, result) {
+            (Some(o), Ok(response)) => observe_recv(o, response),
+            (_, result) => result,
+        };
+        let stats = opened.as_ref().map(|s| s.stats()).unwrap_or_default();
+        if let Some(stream) = &opened {
+            span.record("stream_id", stream.id);
+        }
+        let status = result.as_ref().err().cloned();
+        let end = CallEnd {
+            rpc: rpc.into(),
+            code: status.as_ref().map_or(crate::status::Code::Ok, Status::code),
+            status,
+            duration: started.elapsed(),
+            stats,
+        };
+        record_end(&span, &end);
+        for o in observers.iter().flat_map(|o| o.iter()) {
+            o.on_end(&end);
+        }
+        result
+    }
+
+    /// The unary call itself; `opened` receives its stream once open.
+    async fn unary_inner(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+        mut opened: Option<&mut Option<Arc<StreamShared>>>,
+    ) -> Result<Bytes, Status> {
+        let (deadline, trace) = opts.start(Instant::now());
+        record_trace(trace.as_deref());
         self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
         if request.len() > max {
@@ -170,7 +342,7 @@ impl Conn {
         let call = async {
             let permit = self.acquire_slot().await?;
             self.shared().writer_room().await;
-            let md = metadata::encode(&opts.metadata);
+            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_deref())?;
             let split = self.shared().opts.split_size;
             let stream = self
                 .shared()
@@ -200,7 +372,12 @@ impl Conn {
                     let close = state.close_send().expect("a new stream can close");
                     put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
                 })?;
-            let guard = CancelOnDrop(&stream);
+            if let Some(opened) = opened.as_mut() {
+                // The request went out with the invoke, past `send`'s count.
+                stream.count_sent(request.len());
+                **opened = Some(stream.clone());
+            }
+            let guard = CancelOnDrop(&stream, deadline);
             let result = match stream.recv().await {
                 Ok(Some(response)) => Ok(response),
                 Ok(None) => Err(Status::internal(
@@ -234,19 +411,89 @@ impl Conn {
     /// Opens a streaming call (client-, server- or bidi-streaming). The deadline
     /// and cancel token of `opts` apply to the whole stream.
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
-        let deadline = opts.effective_deadline(Instant::now());
+        // Interceptors and spans in boxes of their own: a task that opens a
+        // stream keeps this future's size for as long as it lives.
+        if !self.shared().opts.interceptors.is_empty() {
+            return Box::pin(self.stream_intercepted(rpc, opts)).await;
+        }
+        if client_span(rpc).is_disabled() {
+            return self.stream_inner(rpc, opts).await;
+        }
+        Box::pin(self.stream_observed(rpc, opts, None)).await
+    }
+
+    async fn stream_intercepted(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
+        let call = ClientCall {
+            rpc: rpc.into(),
+            options: opts.clone(),
+            request: None,
+            observers: Vec::new(),
+        };
+        match ClientNext::start(self.clone()).run(call).await? {
+            Reply::Stream(stream) => Ok(stream),
+            Reply::Unary(_) => Err(Status::internal(
+                "a client interceptor answered a stream with a unary response",
+            )),
+        }
+    }
+
+    /// Opens a stream past the interceptors: its span, and its observers,
+    /// which see its messages and, when it ends, its end.
+    pub(crate) async fn stream_observed(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+        observers: Option<Observers>,
+    ) -> Result<Stream, Status> {
+        let span = client_span(rpc);
+        if span.is_disabled() && observers.is_none() {
+            return self.stream_inner(rpc, opts).await;
+        }
+        let started = Instant::now();
+        let end = ClientEnd {
+            rpc: rpc.into(),
+            span: span.clone(),
+            started,
+            observers: observers.clone(),
+            reported: Default::default(),
+        };
+        match self.stream_inner(rpc, opts).instrument(span.clone()).await {
+            Err(status) => {
+                end.report(Some(status.clone()), Default::default());
+                Err(status)
+            }
+            Ok(mut stream) => {
+                span.record("stream_id", stream.id());
+                stream.ctx.observers = observers;
+                let shared = stream.ctx.shared.clone();
+                let _ = shared.on_end.set(Box::new(end));
+                if shared.is_finished() {
+                    // It ended before it could be told: report it here
+                    // (`report` runs once either way).
+                    if let Some(end) = shared.on_end.get() {
+                        end.report(shared.failure(), shared.stats());
+                    }
+                }
+                Ok(stream)
+            }
+        }
+    }
+
+    async fn stream_inner(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
+        let (deadline, trace) = opts.start(Instant::now());
+        record_trace(trace.as_deref());
         self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
         let shared = match self.owner.slots.clone().try_acquire_owned() {
             // A free slot, the common case: opened at once.
-            Ok(permit) => self.open_call(Some(permit), rpc, opts, codec)?,
+            Ok(permit) => self.open_call(Some(permit), rpc, opts, codec, deadline, trace.as_deref())?,
             // Waiting for one, within the call's limits. Boxed: every task
             // that opens a stream would otherwise keep this state's few
             // hundred bytes for as long as it lives.
             Err(_) => {
                 let open = async {
                     let permit = self.acquire_slot().await?;
-                    self.open_call(permit, rpc, opts, codec)
+                    self.open_call(permit, rpc, opts, codec, deadline, trace.as_deref())
                 };
                 Box::pin(with_limits(open, deadline, opts.cancel.as_ref())).await?
             }
@@ -259,6 +506,9 @@ impl Conn {
                 rpc: rpc.into(),
                 metadata: Arc::new(opts.metadata.clone()),
                 peer: None,
+                deadline,
+                trace,
+                observers: None,
             },
             keep_alive: Some(self.owner.clone()),
             watchdog,
@@ -272,8 +522,10 @@ impl Conn {
         rpc: &str,
         opts: &CallOptions,
         codec: Option<Compression>,
+        deadline: Option<Instant>,
+        trace: Option<&TraceContext>,
     ) -> Result<Arc<crate::stream::StreamShared>, Status> {
-        let md = metadata::encode(&opts.metadata);
+        let md = invoke_metadata(opts, &self.shared().opts, deadline, trace)?;
         let split = self.shared().opts.split_size;
         self.shared().open_stream(permit, codec, |buf, sid, state| {
             if !md.is_empty() {
@@ -386,6 +638,18 @@ impl Conn {
     pub fn options(&self) -> &ConnOptions {
         &self.shared().opts
     }
+
+    /// This connection's counters: bytes, streams (opened, closed, failed
+    /// by code, active), blocked receives and sends, queued bytes.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut totals = Totals::default();
+        totals.add(&self.shared().metrics);
+        let mut snapshot = totals.snapshot();
+        snapshot.queued_bytes = self.shared().writer.queued() as u64;
+        snapshot.connections_opened = 1;
+        snapshot.active_connections = u64::from(!self.is_closed());
+        snapshot
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -398,12 +662,15 @@ impl std::fmt::Debug for Conn {
 }
 
 /// Cancels an unfinished unary stream when its call future is dropped (by a
-/// deadline, a cancel token, or the caller).
-struct CancelOnDrop<'a>(&'a Arc<StreamShared>);
+/// deadline, a cancel token, or the caller), with DeadlineExceeded once the
+/// call's deadline has passed.
+struct CancelOnDrop<'a>(&'a Arc<StreamShared>, Option<Instant>);
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.cancel(canceled());
+        let expired = self.1.is_some_and(|d| d <= Instant::now());
+        self.0
+            .cancel(if expired { deadline_exceeded() } else { canceled() });
     }
 }
 

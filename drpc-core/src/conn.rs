@@ -5,6 +5,7 @@
 
 use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, PENDING_INVOKE_OVERHEAD};
 use crate::metadata::{self, Metadata};
+use crate::metrics::ConnMetrics;
 use crate::packet::{Assembled, Assembler};
 use crate::state::End;
 use crate::status::Status;
@@ -74,6 +75,14 @@ pub struct ConnOptions {
     /// Server connections: closed after holding no stream and receiving
     /// nothing for this long (default 5 minutes; zero disables).
     pub idle_timeout: Duration,
+    /// Client: a call with a deadline (its own or the one it inherits from
+    /// the handler it runs in) tells the server the time left, in the
+    /// `drpc-timeout` invoke metadata (see [`crate::deadline`]). Default on;
+    /// peers that do not know the key ignore it.
+    pub send_deadline: bool,
+    /// Client: interceptors every call runs through, the first added
+    /// outermost (see [`crate::interceptor`]).
+    pub interceptors: crate::interceptor::ClientInterceptors,
 }
 
 /// Per-stream flow-control settings, compatible with cockroachdb/drpc.
@@ -123,6 +132,8 @@ impl Default for ConnOptions {
             read_timeout: DEFAULT_READ_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_deadline: true,
+            interceptors: Default::default(),
         }
     }
 }
@@ -131,6 +142,13 @@ impl ConnOptions {
     /// These options with flow control on at its default window.
     pub fn with_flow_control(mut self) -> ConnOptions {
         self.flow_control = Some(FlowControl::default());
+        self
+    }
+
+    /// These options with `interceptor` added to the client's chain,
+    /// innermost.
+    pub fn intercept(mut self, interceptor: impl crate::interceptor::ClientInterceptor) -> ConnOptions {
+        self.interceptors = self.interceptors.with(interceptor);
         self
     }
 
@@ -152,6 +170,8 @@ pub(crate) trait Acceptor: Send + Sync {
     /// Returns false to refuse new streams (the server is shutting down).
     fn accepting(&self) -> bool;
     fn accept(&self, stream: Arc<StreamShared>, rpc: &str, metadata: Metadata);
+    /// The remote's address, for logs.
+    fn peer_addr(&self) -> Option<&str>;
 }
 
 pub(crate) struct ConnShared {
@@ -176,6 +196,8 @@ pub(crate) struct ConnShared {
     /// Per-stream timers (deadlines, cancel tokens); `close` waits for them.
     pub(crate) watchdogs: Arc<crate::tasks::TaskSet>,
     acceptor: Option<Arc<dyn Acceptor>>,
+    /// Counters of this connection (bytes, streams, blocked operations).
+    pub(crate) metrics: Arc<ConnMetrics>,
 }
 
 struct Registry {
@@ -199,11 +221,16 @@ impl ConnShared {
         let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
         account.charge(CONNECTION_OVERHEAD);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let side = match role {
+            Role::Client => crate::metrics::Side::Client,
+            Role::Server => crate::metrics::Side::Server,
+        };
+        let metrics = Arc::new(ConnMetrics::new(side));
         let conn = Arc::new(ConnShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
             role,
-            writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
+            writer: Writer::new(wr, opts.writer_buffer_cap, account.clone(), metrics.clone()),
             registry: Mutex::new(Registry {
                 streams: BTreeMap::new(),
                 next_stream_id: 1,
@@ -217,6 +244,7 @@ impl ConnShared {
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
             acceptor,
+            metrics,
         });
         let reader = tokio::spawn(read_loop(conn.clone(), rd));
         let watchdog = tokio::spawn(watchdog(conn.clone()));
@@ -396,6 +424,7 @@ impl ConnShared {
             std::mem::take(&mut reg.streams).into_values().collect()
         };
         tracing::debug!(role = ?self.role, %status, "connection terminated");
+        self.metrics.connection_closed();
         self.writer.close(status.clone());
         let failure = self.stream_failure(status);
         for s in streams {
@@ -466,6 +495,7 @@ impl ConnShared {
 
     /// Writes an Error frame for a stream id that never became a stream.
     fn refuse(&self, sid: u64, status: &Status) {
+        self.metrics.stream_refused(status.code());
         let payload = encode_error(status.code().as_u64(), status.message());
         let written = self.writer.write(Lane::Data, |buf| {
             put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX)
@@ -704,6 +734,9 @@ impl Clock {
     }
 }
 
+/// The longest a connection waits between publishing its metrics.
+const METRICS_PERIOD: Duration = Duration::from_secs(5);
+
 /// The connection's timeouts, enforced from outside the read path so reads
 /// carry no timer: it wakes every quarter of the shortest timeout, notes
 /// what changed since, and terminates the connection once a deadline has
@@ -720,10 +753,9 @@ async fn watchdog(conn: Arc<ConnShared>) {
     .flatten()
     .filter(|t| !t.is_zero())
     .collect();
-    let Some(shortest) = enabled.iter().min().copied() else {
-        return;
-    };
-    let recheck = (shortest / 4).max(Duration::from_millis(5));
+    // With every timeout off it still wakes, to publish the metrics.
+    let shortest = enabled.iter().min().copied().unwrap_or(4 * METRICS_PERIOD);
+    let recheck = (shortest / 4).clamp(Duration::from_millis(5), METRICS_PERIOD);
     let clock = &conn.clock;
     let started = Instant::now();
     let (mut seen_reads, mut seen_idle) = (0, 0);
@@ -767,9 +799,11 @@ async fn watchdog(conn: Arc<ConnShared>) {
         {
             passed = Some("idle timeout");
         }
+        conn.metrics.publish();
         if let Some(why) = passed {
             let status = Status::unavailable(format!("connection closed: {why}"));
-            tracing::warn!(role = ?conn.role, %status, "closing connection");
+            let peer = conn.acceptor.as_ref().and_then(|a| a.peer_addr()).unwrap_or("-");
+            tracing::warn!(role = ?conn.role, peer, %status, "closing connection");
             conn.terminate(status);
             return;
         }
@@ -804,7 +838,8 @@ async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     conn.account.release(input.charged);
     drop(input);
     if status.message().starts_with("protocol error") {
-        tracing::warn!(role = ?conn.role, %status, "closing connection");
+        let peer = conn.acceptor.as_ref().and_then(|a| a.peer_addr()).unwrap_or("-");
+        tracing::warn!(role = ?conn.role, peer, %status, "closing connection");
     }
     conn.terminate(status);
 }
@@ -866,7 +901,7 @@ async fn read_frames(
                 }
                 clock.mid_frame.store(true, Ordering::Relaxed);
                 input.buf.advance(at);
-                let read = read_dedicated(rd, &mut input.buf, len).await;
+                let read = read_dedicated(&conn.metrics, rd, &mut input.buf, len).await;
                 let routed = read.map(|payload| conn.route(Frame { header, payload }, invokes));
                 conn.account.release(len);
                 match routed {
@@ -893,7 +928,10 @@ async fn read_frames(
             buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
         }
         match read_once(rd, buf).await {
-            Ok(_) => Clock::bump(&clock.reads),
+            Ok(n) => {
+                conn.metrics.received(n);
+                Clock::bump(&clock.reads);
+            }
             Err(end) => return read_failure(end, buf.is_empty()),
         }
     }
@@ -952,6 +990,7 @@ async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a
 /// buffer of its own (no copy of the bulk, one allocation).
 async fn read_dedicated(
+    metrics: &ConnMetrics,
     rd: &mut BoxRead,
     buf: &mut BytesMut,
     len: usize,
@@ -962,7 +1001,8 @@ async fn read_dedicated(
     while payload.len() < len {
         let want = len - payload.len();
         let mut limited = bytes::BufMut::limit(&mut payload, want);
-        read_once(rd, &mut limited).await?;
+        let n = read_once(rd, &mut limited).await?;
+        metrics.received(n);
     }
     Ok(payload.freeze())
 }

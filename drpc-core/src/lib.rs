@@ -10,12 +10,17 @@
 mod budget;
 pub mod call;
 pub mod compress;
+pub mod context;
+pub mod deadline;
+pub mod interceptor;
 pub mod metadata;
+pub mod metrics;
 pub mod packet;
 mod recycle;
 mod peer;
 pub mod state;
 pub mod status;
+pub mod trace;
 pub mod wire;
 
 mod client;
@@ -37,6 +42,8 @@ pub use conn::{
     DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
+pub use metrics::MetricsSnapshot;
+pub use trace::TraceContext;
 pub use peer::{Peer, TlsPeer};
 pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};

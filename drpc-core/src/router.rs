@@ -2,6 +2,7 @@
 //! client-streaming, server-streaming and bidi, typed with prost messages or
 //! on raw bytes.
 
+use crate::interceptor::{Dispatch, ServerCall, ServerInterceptor, TowerInterceptor};
 use crate::status::Status;
 use crate::stream::{CallContext, Stream};
 use bytes::Bytes;
@@ -30,9 +31,8 @@ pub(crate) enum Handler {
 /// Unimplemented naming it.
 #[derive(Clone, Default)]
 pub struct Router {
-    /// Each handler with its name, shared by every call's context (no
-    /// allocation per call for it).
-    handlers: HashMap<String, (Arc<str>, Handler)>,
+    handlers: HashMap<String, Handler>,
+    interceptors: Vec<Arc<dyn ServerInterceptor>>,
 }
 
 impl Router {
@@ -40,16 +40,43 @@ impl Router {
         Router::default()
     }
 
-    pub(crate) fn get(&self, rpc: &str) -> Option<(Arc<str>, Handler)> {
-        self.handlers.get(rpc).map(|(name, handler)| (name.clone(), handler.clone()))
+    pub(crate) fn handlers(&self) -> impl Iterator<Item = (&str, &Handler)> {
+        self.handlers.iter().map(|(rpc, h)| (rpc.as_str(), h))
     }
 
     pub fn rpcs(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
     }
 
+    pub(crate) fn interceptors(&self) -> &[Arc<dyn ServerInterceptor>] {
+        &self.interceptors
+    }
+
+    /// Runs `interceptor` around every call, inside those added before it
+    /// (the first added is outermost). See [`crate::interceptor`].
+    pub fn intercept(mut self, interceptor: impl ServerInterceptor) -> Router {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Puts a tower layer in the chain, at this place in the order: every
+    /// call goes through the service it makes around [`Dispatch`] (one
+    /// service for all calls, so a concurrency or rate limit is shared).
+    /// Its errors reach the client as their [`Status`] (see
+    /// [`crate::interceptor`] for tower's own errors).
+    pub fn layer<L>(self, layer: L) -> Router
+    where
+        L: tower_layer::Layer<Dispatch>,
+        L::Service: tower_service::Service<ServerCall, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as tower_service::Service<ServerCall>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>>,
+        <L::Service as tower_service::Service<ServerCall>>::Future: Send,
+    {
+        self.intercept(TowerInterceptor::new(layer.layer(Dispatch)))
+    }
+
     fn insert(mut self, rpc: &str, handler: Handler) -> Router {
-        let previous = self.handlers.insert(rpc.to_string(), (rpc.into(), handler));
+        let previous = self.handlers.insert(rpc.to_string(), handler);
         assert!(previous.is_none(), "rpc {rpc} registered twice");
         self
     }
@@ -127,9 +154,9 @@ impl Router {
         self.stream_raw(rpc, move |stream: Stream| {
             let f = f.clone();
             async move {
-                let shared = stream.ctx.shared.clone();
+                let ctx = stream.ctx.clone();
                 let resp = f(stream).await?;
-                shared.send_last(Bytes::from(resp.encode_to_vec())).await
+                ctx.send_last(Bytes::from(resp.encode_to_vec())).await
             }
         })
     }

@@ -6,15 +6,24 @@ use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, DEFAULT_MEMORY_B
 use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::peer::Peer;
-use crate::router::{Handler, Request, Router};
-use crate::state::End;
+use crate::router::{Handler, Router};
 use crate::status::Status;
-use crate::stream::{CallContext, Stream, StreamShared};
+use crate::stream::{CallContext, StreamShared};
 use crate::tasks::{CatchUnwind, TaskSet};
 use crate::transport::{Listener, Socket};
 use crate::writer::BoxWrite;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
+use crate::deadline::{parse_timeout, TIMEOUT_KEY};
+use crate::metrics::{MetricsSnapshot, RpcMetrics, RpcStats, Totals};
+use crate::trace::TraceContext;
+use crate::context::Inherited;
+use crate::interceptor::{run_handler_body, CallEnd, MessageObserver, Next, ServerCall, ServerInterceptor};
+use crate::status::Code;
+use crate::stream::record_end;
+use tokio::time::Instant;
+use tracing::Instrument;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +40,11 @@ pub struct ServerOptions {
     /// [`DEFAULT_MEMORY_BUDGET`], 256 MiB; 0 means no limit). See
     /// [`MemoryBudget`] for what counts and what happens when it is full.
     pub memory_budget: usize,
+    /// Longest deadline a client may set with `drpc-timeout`: a longer one
+    /// is cut to it (a call that sends none keeps none). Default: no cap.
+    pub max_deadline: Option<Duration>,
+    /// Ignore the deadlines clients send: calls run without one.
+    pub ignore_deadlines: bool,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +52,8 @@ impl Default for ServerOptions {
         ServerOptions {
             conn: ConnOptions::default(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            max_deadline: None,
+            ignore_deadlines: false,
         }
     }
 }
@@ -49,7 +65,11 @@ pub struct Server {
 }
 
 struct ServerInner {
-    router: Router,
+    /// The router's handlers with each rpc's counters, looked up once per call.
+    /// Each rpc's handler, metrics and name (shared by its calls' contexts:
+    /// no allocation per call for it).
+    handlers_by_rpc: HashMap<String, (Handler, Arc<RpcMetrics>, Arc<str>)>,
+    interceptors: Arc<[Arc<dyn ServerInterceptor>]>,
     opts: ServerOptions,
     draining: AtomicBool,
     /// Streams refused because the server is shutting down; shutdown waits
@@ -58,7 +78,7 @@ struct ServerInner {
     handlers: Arc<TaskSet>,
     conn_tasks: Arc<TaskSet>,
     accept_tasks: Arc<TaskSet>,
-    conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    conns: Mutex<Conns>,
     next_conn: AtomicU64,
     budget: MemoryBudget,
 }
@@ -71,9 +91,14 @@ impl Server {
     pub fn with_options(router: Router, mut opts: ServerOptions) -> Server {
         let budget = MemoryBudget::new(opts.memory_budget);
         opts.conn.memory_budget = Some(budget.clone());
+        let handlers_by_rpc = router
+            .handlers()
+            .map(|(rpc, h)| (rpc.to_string(), (h.clone(), Arc::new(RpcMetrics::new(rpc)), Arc::<str>::from(rpc))))
+            .collect();
         Server {
             inner: Arc::new(ServerInner {
-                router,
+                handlers_by_rpc,
+                interceptors: router.interceptors().into(),
                 opts,
                 draining: AtomicBool::new(false),
                 refused_while_draining: AtomicU64::new(0),
@@ -201,7 +226,7 @@ impl Server {
         let (rd, wr) = tokio::io::split(io);
         let (conn, id) = self.start_conn(Box::new(rd), Box::new(wr), Some(Arc::new(peer)));
         conn.closed().await;
-        self.inner.conns.lock().unwrap().remove(&id);
+        self.inner.forget_conn(id);
         conn.close(Status::unavailable("connection closed")).await;
     }
 
@@ -224,13 +249,13 @@ impl Server {
             Some(acceptor),
         );
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.inner.conns.lock().unwrap().insert(id, conn.clone());
+        self.inner.conns.lock().unwrap().live.insert(id, conn.clone());
         let inner = self.inner.clone();
         let watched = conn.clone();
         // Forget the connection once it closes, and wait for its tasks.
         self.inner.conn_tasks.spawn(async move {
             watched.closed().await;
-            inner.conns.lock().unwrap().remove(&id);
+            inner.forget_conn(id);
             watched
                 .close(Status::unavailable("connection closed"))
                 .await;
@@ -249,6 +274,7 @@ impl Server {
             .conns
             .lock()
             .unwrap()
+            .live
             .values()
             .map(|c| c.buffered())
             .sum()
@@ -261,7 +287,35 @@ impl Server {
 
     /// Open connections.
     pub fn connections(&self) -> usize {
-        self.inner.conns.lock().unwrap().len()
+        self.inner.conns.lock().unwrap().live.len()
+    }
+
+    /// The server's counters over every connection it served, open or
+    /// closed, and per registered rpc its calls, failures and latencies.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut snapshot = {
+            let conns = self.inner.conns.lock().unwrap();
+            let mut totals = conns.closed.clone();
+            let mut queued = 0;
+            for conn in conns.live.values() {
+                totals.add(&conn.metrics);
+                queued += conn.writer.queued() as u64;
+            }
+            let mut snapshot = totals.snapshot();
+            snapshot.queued_bytes = queued;
+            snapshot.active_connections = conns.live.len() as u64;
+            snapshot
+        };
+        snapshot.connections_opened = self.inner.next_conn.load(Ordering::Relaxed);
+        let mut rpcs: Vec<RpcStats> = self
+            .inner
+            .handlers_by_rpc
+            .iter()
+            .map(|(rpc, (_, m, _))| m.stats(rpc))
+            .collect();
+        rpcs.sort_by(|a, b| a.rpc.cmp(&b.rpc));
+        snapshot.rpcs = rpcs;
+        snapshot
     }
 
     /// Stops accepting connections and new RPCs, lets in-flight RPCs finish
@@ -346,7 +400,7 @@ impl Server {
     /// Flushes every connection at once (200 ms at most), then closes them all.
     async fn close_all(&self, status: Status) {
         let conns: Vec<Arc<ConnShared>> =
-            self.inner.conns.lock().unwrap().values().cloned().collect();
+            self.inner.conns.lock().unwrap().live.values().cloned().collect();
         let mut closing = tokio::task::JoinSet::new();
         for conn in conns {
             let status = status.clone();
@@ -367,6 +421,24 @@ pub const SHUTTING_DOWN: &str = "server is shutting down";
 /// How long a shutting-down server waits without refusing a stream before
 /// it closes its connections (see `Server::wait_for_quiet`).
 pub const DRAIN_QUIET: Duration = Duration::from_millis(100);
+
+/// The server's open connections, and the counters of those that closed.
+#[derive(Default)]
+struct Conns {
+    live: HashMap<u64, Arc<ConnShared>>,
+    closed: Totals,
+}
+
+impl ServerInner {
+    /// Drops a closed connection, keeping its counters in the totals (under
+    /// the same lock, so a snapshot sees it exactly once).
+    fn forget_conn(&self, id: u64) {
+        let mut conns = self.conns.lock().unwrap();
+        if let Some(conn) = conns.live.remove(&id) {
+            conns.closed.add(&conn.metrics);
+        }
+    }
+}
 
 /// Memory a TLS (or other) handshake in progress is counted as holding.
 pub const HANDSHAKE_OVERHEAD: usize = 32 << 10;
@@ -392,20 +464,35 @@ impl Acceptor for ConnAcceptor {
         let Some(server) = self.server.upgrade() else {
             return;
         };
-        let Some((name, handler)) = server.router.get(rpc) else {
+        let Some((handler, rpc_metrics, name)) = server.handlers_by_rpc.get(rpc) else {
             stream.refuse(&Status::unimplemented(format!(
                 "unknown rpc: {}",
-                shorten(&rpc, 256)
+                shorten(rpc, 256)
             )));
             return;
         };
-        let ctx = CallContext {
+        let started = Instant::now();
+        let deadline = self.deadline(&server.opts, rpc, &metadata, started);
+        let trace = TraceContext::from_metadata(&metadata).map(|incoming| Arc::new(incoming.child()));
+        let accepted = Accepted {
+            handler: handler.clone(),
             shared: stream,
-            rpc: name,
-            metadata: shared_metadata(metadata),
+            rpc: name.clone(),
+            metadata,
             peer: self.peer.clone(),
+            deadline,
+            trace,
+            started,
         };
-        server.handlers.spawn(run_handler(handler, ctx));
+        server.handlers.spawn(run_handler(
+            accepted,
+            server.interceptors.clone(),
+            rpc_metrics.clone(),
+        ));
+    }
+
+    fn peer_addr(&self) -> Option<&str> {
+        self.peer.as_ref().and_then(|p| p.addr.as_deref())
     }
 }
 
@@ -419,31 +506,196 @@ fn shared_metadata(metadata: Metadata) -> Arc<Metadata> {
     Arc::new(metadata)
 }
 
-async fn run_handler(handler: Handler, ctx: CallContext) {
-    let shared = ctx.shared.clone();
-    let rpc = ctx.rpc.clone();
-    // Each shape in a box of its own: a streaming handler's task does not
-    // carry a unary call's (much larger) state (memory per open stream).
-    let outcome = match handler {
-        Handler::Unary(f) => CatchUnwind(Box::pin(run_unary(f, ctx))).await,
-        Handler::Stream(f) => CatchUnwind(Box::pin(run_stream(f, ctx))).await,
+impl ConnAcceptor {
+    /// The call's deadline from the `drpc-timeout` the client sent, capped
+    /// by the server's `max_deadline`; none if it sent none (storj.io/drpc
+    /// clients), sent an invalid one, or the server ignores them.
+    fn deadline(
+        &self,
+        opts: &ServerOptions,
+        rpc: &str,
+        metadata: &Metadata,
+        now: Instant,
+    ) -> Option<Instant> {
+        if opts.ignore_deadlines {
+            return None;
+        }
+        let value = metadata.get(TIMEOUT_KEY)?;
+        let Some(mut timeout) = parse_timeout(value) else {
+            tracing::warn!(
+                peer = self.peer_addr().unwrap_or("-"),
+                rpc = %shorten(rpc, 256),
+                value = %shorten(value, 64),
+                "ignoring an invalid drpc-timeout"
+            );
+            return None;
+        };
+        if let Some(cap) = opts.max_deadline {
+            timeout = timeout.min(cap);
+        }
+        // Too far to represent is as good as none.
+        now.checked_add(timeout)
+    }
+
+}
+
+/// The observers interceptors add to a call, kept for its end.
+type SharedObservers = Arc<Mutex<Vec<Arc<dyn MessageObserver>>>>;
+
+/// A call the server accepted, before its handler runs.
+struct Accepted {
+    handler: Handler,
+    shared: Arc<StreamShared>,
+    rpc: Arc<str>,
+    metadata: Metadata,
+    peer: Option<Arc<Peer>>,
+    deadline: Option<Instant>,
+    trace: Option<Arc<TraceContext>>,
+    started: Instant,
+}
+
+async fn run_handler(
+    call: Accepted,
+    interceptors: Arc<[Arc<dyn ServerInterceptor>]>,
+    rpc_metrics: Arc<RpcMetrics>,
+) {
+    let shared = call.shared.clone();
+    let rpc = call.rpc.clone();
+    let peer = call.peer.clone();
+    let peer = peer.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
+    let (deadline, started) = (call.deadline, call.started);
+    let span = tracing::info_span!(
+        "drpc.server",
+        rpc = %rpc,
+        peer,
+        stream_id = shared.id,
+        conn_id = shared.conn.id,
+        trace_id = tracing::field::Empty,
+        code = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+        messages_sent = tracing::field::Empty,
+        messages_received = tracing::field::Empty,
+        bytes_sent = tracing::field::Empty,
+        bytes_received = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if let Some(trace) = call.trace.as_deref().filter(|_| !span.is_disabled()) {
+        span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+    }
+    // Calls the handler makes inherit its deadline and trace; a call with
+    // neither runs without the task-local.
+    let inherited = (deadline.is_some() || call.trace.is_some()).then(|| Inherited {
+        deadline,
+        trace: call.trace.as_deref().cloned(),
+    });
+    let observers: Option<SharedObservers> = (!interceptors.is_empty()).then(Arc::default);
+    let body = match &observers {
+        None => {
+            let ctx = CallContext {
+                shared: call.shared,
+                rpc: call.rpc,
+                metadata: shared_metadata(call.metadata),
+                peer: call.peer,
+                deadline,
+                trace: call.trace,
+                observers: None,
+            };
+            in_call(run_handler_body(call.handler, ctx), inherited, &span)
+        }
+        Some(observers) => {
+            let call = ServerCall {
+                rpc: call.rpc,
+                metadata: call.metadata,
+                peer: call.peer,
+                deadline,
+                trace: call.trace,
+                shared: call.shared,
+                handler: call.handler,
+                observers: observers.clone(),
+                started,
+                next: None,
+            };
+            in_call(Next::start(interceptors).run(call), inherited, &span)
+        }
+    };
+    let body = CatchUnwind(body);
+    let outcome = match deadline {
+        None => body.await,
+        // Boxed: the timer would otherwise enlarge every call's task.
+        Some(deadline) => Box::pin(under_deadline(body, deadline, shared.clone())).await,
     };
     let shared = &shared;
-    match outcome {
-        Ok(Ok(())) => {
-            let _ = shared.close_send();
+    let status = match outcome {
+        // CloseSend and the end in one step.
+        Ok(Ok(())) => shared.finish_ok(),
+        Ok(Err(status)) if shared.is_finished() => {
+            // The call was already over (cancelled, deadline passed): the
+            // error is the handler seeing that, not news for the client.
+            tracing::debug!(%rpc, peer, %status, "handler ended after its call did");
+            shared.failure().or(Some(status))
         }
         Ok(Err(status)) => {
-            tracing::debug!(%rpc, %status, "handler returned an error");
+            tracing::error!(%rpc, peer, code = status.code().as_u64(), %status, "handler returned an error");
             shared.send_error(&status);
+            Some(status)
         }
         Err(panic) => {
-            tracing::error!(%rpc, panic = %panic, "handler panicked");
-            shared.send_error(&Status::internal(format!("handler panicked: {panic}")));
+            tracing::error!(%rpc, peer, panic = %panic, "handler panicked");
+            let status = Status::internal(format!("handler panicked: {panic}"));
+            shared.send_error(&status);
+            Some(status)
+        }
+    };
+    // The handler is done (every branch above finished the stream);
+    // whatever the client still sends is dropped.
+    let duration = started.elapsed();
+    rpc_metrics.record(duration, status.is_some());
+    let observers = observers.map(|o| std::mem::take(&mut *o.lock().unwrap()));
+    if !span.is_disabled() || observers.as_ref().is_some_and(|o| !o.is_empty()) {
+        let end = CallEnd {
+            rpc,
+            code: status.as_ref().map_or(Code::Ok, Status::code),
+            status,
+            duration,
+            stats: shared.stats(),
+        };
+        record_end(&span, &end);
+        for o in observers.iter().flatten() {
+            o.on_end(&end);
         }
     }
-    // The handler is done; whatever the client still sends is dropped.
-    shared.finish(End::Done);
+}
+
+/// Runs a handler until it ends; if `deadline` passes first, fails its
+/// stream like a client's cancel (the handler's receives and sends fail,
+/// `cancelled()` fires, the client gets DeadlineExceeded) and lets it end on
+/// its own.
+async fn under_deadline<F: Future>(body: F, deadline: Instant, shared: Arc<StreamShared>) -> F::Output {
+    tokio::pin!(body);
+    tokio::select! {
+        biased;
+        outcome = &mut body => outcome,
+        _ = tokio::time::sleep_until(deadline) => {
+            shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
+            body.await
+        }
+    }
+}
+
+/// The call's future with what it needs around it: the context its
+/// outgoing calls inherit (when there is one) and its span.
+fn in_call(
+    body: crate::interceptor::BoxFuture<'static, Result<(), Status>>,
+    inherited: Option<Inherited>,
+    span: &tracing::Span,
+) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> {
+    // A disabled span (no subscriber wants it) is left out of the polls.
+    match (inherited, span.is_disabled()) {
+        (Some(inherited), false) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
+        (Some(inherited), true) => Box::pin(crate::context::scope(inherited, body)),
+        (None, false) => Box::pin(body.instrument(span.clone())),
+        (None, true) => body,
+    }
 }
 
 /// At most `max` bytes of `s` (cut at a character boundary), marked if cut:
@@ -459,20 +711,3 @@ fn shorten(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}... ({} bytes)", &s[..end], s.len()).into()
 }
 
-async fn run_unary(f: Arc<crate::router::UnaryFn>, ctx: CallContext) -> Result<(), Status> {
-    let data = match shared_recv(&ctx).await {
-        Ok(Some(data)) => data,
-        Ok(None) => return Err(Status::invalid_argument("unary call without a request message")),
-        Err(status) => return Err(status),
-    };
-    let response = f(Request { data, context: ctx.clone() }).await?;
-    ctx.shared.send_last(response).await
-}
-
-async fn run_stream(f: Arc<crate::router::StreamFn>, ctx: CallContext) -> Result<(), Status> {
-    f(Stream { ctx, keep_alive: None, watchdog: None }).await
-}
-
-async fn shared_recv(ctx: &CallContext) -> Result<Option<bytes::Bytes>, Status> {
-    ctx.shared.recv().await
-}

@@ -24,6 +24,54 @@ pub(crate) struct StreamShared {
     inner: Mutex<Inner>,
     /// Cancelled once the stream has finished (for any reason).
     ended: tokio_util::sync::CancellationToken,
+    /// A client stream's span and observers, told when it ends; unset on the
+    /// plain path (no interceptor, no tracing subscriber).
+    pub(crate) on_end: std::sync::OnceLock<Box<ClientEnd>>,
+}
+
+/// What a client stream reports when it ends.
+pub(crate) struct ClientEnd {
+    pub(crate) rpc: Arc<str>,
+    pub(crate) span: tracing::Span,
+    pub(crate) started: tokio::time::Instant,
+    pub(crate) observers: Option<crate::interceptor::Observers>,
+    /// Set by the first report; later ones do nothing.
+    pub(crate) reported: std::sync::atomic::AtomicBool,
+}
+
+impl ClientEnd {
+    pub(crate) fn report(&self, status: Option<Status>, stats: crate::interceptor::StreamStats) {
+        if self.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let end = crate::interceptor::CallEnd {
+            rpc: self.rpc.clone(),
+            code: status.as_ref().map_or(crate::status::Code::Ok, Status::code),
+            status,
+            duration: self.started.elapsed(),
+            stats,
+        };
+        record_end(&self.span, &end);
+        for o in self.observers.iter().flat_map(|o| o.iter()) {
+            o.on_end(&end);
+        }
+    }
+}
+
+/// Fills a call span's outcome fields.
+pub(crate) fn record_end(span: &tracing::Span, end: &crate::interceptor::CallEnd) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("code", end.code as u32);
+    span.record("duration_us", end.duration.as_micros() as u64);
+    span.record("messages_sent", end.stats.messages_sent);
+    span.record("messages_received", end.stats.messages_received);
+    span.record("bytes_sent", end.stats.bytes_sent);
+    span.record("bytes_received", end.stats.bytes_received);
+    if let Some(status) = &end.status {
+        span.record("error", tracing::field::display(status));
+    }
 }
 
 pub(crate) struct Inner {
@@ -38,6 +86,11 @@ pub(crate) struct Inner {
     sent_last: bool,
     /// The connection's stream slot (client side), freed on finish.
     permit: Option<OwnedSemaphorePermit>,
+    /// The code of the Error frame this side sent, if it sent one (a stream
+    /// can end `Done` after answering with an error).
+    sent_error: Option<crate::status::Code>,
+    /// Messages and payload bytes both ways.
+    stats: crate::interceptor::StreamStats,
 }
 
 fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
@@ -62,6 +115,7 @@ impl StreamShared {
     ) -> Arc<StreamShared> {
         let max = conn.opts.max_message_size;
         conn.account.charge(crate::budget::STREAM_OVERHEAD);
+        conn.metrics.stream_opened();
         let mut state = StreamState::new(1);
         if let Some(fc) = &conn.opts.flow_control {
             state = state.with_flow(Flow::new(fc.window, fc.grant_threshold, max as u64));
@@ -79,8 +133,11 @@ impl StreamShared {
                 retired: false,
                 sent_last: false,
                 permit,
+                sent_error: None,
+                stats: Default::default(),
             }),
             ended: Default::default(),
+            on_end: std::sync::OnceLock::new(),
         })
     }
 
@@ -90,7 +147,7 @@ impl StreamShared {
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
         let flusher;
-        let (result, retire, permit, (before, held_before), (after, held_after)) = {
+        let (result, retire, outcome, stats, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
             let before = inner.held();
             let mut writing = Writing {
@@ -103,13 +160,17 @@ impl StreamShared {
             let after = inner.held();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
+            let mut outcome = None;
+            let mut stats = None;
             if retire {
+                outcome = inner.outcome();
+                stats = Some(inner.stats);
                 inner.retired = true;
                 permit = inner.permit.take();
                 wake = std::mem::take(&mut inner.recv_wakers);
                 wake.append(&mut inner.send_wakers);
             }
-            (result, retire, permit, before, after)
+            (result, retire, outcome, stats, permit, before, after)
         };
         // Frames were queued under the lock; the syscall happens outside it.
         // A failed write terminates the connection through the writer task.
@@ -124,6 +185,10 @@ impl StreamShared {
         self.conn.account.adjust(held_before, held_after);
         drop(permit);
         if retire {
+            self.conn.metrics.stream_closed(outcome);
+            if let (Some(end), Some(stats)) = (self.on_end.get(), stats) {
+                end.report(self.failure_or_sent(outcome), stats);
+            }
             wake_all(wake);
             self.conn.forget(self.id);
             self.ended.cancel();
@@ -155,7 +220,14 @@ impl StreamShared {
                     }
                     Assembled::Packet(pkt) => pkt,
                 };
-                match inner.state.on_packet(pkt) {
+                let message_len = (pkt.kind == Kind::MESSAGE).then_some(pkt.data.len());
+                let incoming = inner.state.on_packet(pkt);
+                if let (Incoming::Queued, Some(len)) = (&incoming, message_len) {
+                    // Counted on arrival: a stream can end with messages unread.
+                    inner.stats.messages_received += 1;
+                    inner.stats.bytes_received += len as u64;
+                }
+                match incoming {
                     Incoming::Ignored => Ok(Vec::new()),
                     Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
                         let mut wake = std::mem::take(&mut inner.recv_wakers);
@@ -210,6 +282,7 @@ impl StreamShared {
 
     /// The next message as it came off the wire (still compressed).
     async fn recv_wire(&self) -> Result<Option<Bytes>, Status> {
+        let mut blocked = false;
         poll_fn(|cx| {
             self.update(|inner, w| {
                 let result = match inner.state.recv() {
@@ -220,6 +293,10 @@ impl StreamShared {
                     Recv::End => Poll::Ready(Ok(None)),
                     Recv::Failed(s) => Poll::Ready(Err(s)),
                     Recv::Empty => {
+                        if !blocked {
+                            blocked = true;
+                            w.stream.conn.metrics.recv_blocked();
+                        }
                         register(&mut inner.recv_wakers, cx.waker());
                         Poll::Pending
                     }
@@ -264,6 +341,7 @@ impl StreamShared {
     /// credit. Ends early (with the reason) if the stream ends.
     async fn ready_to_send(&self, len: usize) -> Result<(), Status> {
         if self.conn.writer.queued() >= self.conn.opts.writer_buffer_cap {
+            self.conn.metrics.send_blocked();
             tokio::select! {
                 _ = self.conn.writer.room() => {}
                 _ = self.ended() => {}
@@ -306,6 +384,8 @@ impl StreamShared {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
             w.streaming(inner);
+            inner.stats.messages_sent += 1;
+            inner.stats.bytes_sent += data.len() as u64;
             w.packet(inner, mid, Kind::MESSAGE, data)
         })
     }
@@ -342,6 +422,8 @@ impl StreamShared {
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
+            inner.stats.messages_sent += 1;
+            inner.stats.bytes_sent += data.len() as u64;
             let close = inner.state.close_send().expect("send side was open");
             let (sid, split) = (w.stream.id, w.stream.conn.opts.split_size);
             w.write_data(inner, |out| {
@@ -377,6 +459,18 @@ impl StreamShared {
         })
     }
 
+    /// Fails the stream on both sides: an Error frame carrying `status` to
+    /// the remote, `status` to local callers (a server call whose deadline
+    /// passed). Does nothing once the stream has finished.
+    pub(crate) fn fail(&self, status: Status) {
+        self.update(|inner, w| {
+            if !inner.state.is_finished() {
+                w.error(inner, &status);
+                inner.state.finish(End::Local(status));
+            }
+        })
+    }
+
     /// Ends the stream by sending an Error frame carrying `status`.
     pub(crate) fn send_error(&self, status: &Status) {
         self.update(|inner, w| {
@@ -402,19 +496,48 @@ impl StreamShared {
         })
     }
 
+    /// Counts a message written without `send` (a unary request).
+    pub(crate) fn count_sent(&self, len: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stats.messages_sent += 1;
+        inner.stats.bytes_sent += len as u64;
+    }
+
+    /// Messages and bytes so far.
+    pub(crate) fn stats(&self) -> crate::interceptor::StreamStats {
+        self.inner.lock().unwrap().stats
+    }
+
+    /// The error a finished stream ended with: its failure, or else the
+    /// error this side sent (`code`, from the metrics' outcome).
+    fn failure_or_sent(&self, code: Option<crate::status::Code>) -> Option<Status> {
+        self.failure().or_else(|| {
+            code.filter(|c| *c != crate::status::Code::Ok)
+                .map(|c| Status::new(c, "sent as an error"))
+        })
+    }
+
     pub(crate) fn is_finished(&self) -> bool {
         self.inner.lock().unwrap().state.is_finished()
     }
 
     /// The end reason, once the stream ended for any reason but success.
     pub(crate) fn failure(&self) -> Option<Status> {
-        match self.inner.lock().unwrap().state.end() {
-            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => {
-                Some(s.clone())
+        failure_of(self.inner.lock().unwrap().state.end())
+    }
+
+    /// A handler's successful end, in one step: CloseSend unless the stream
+    /// already ended, then finished. Returns how it had ended, if it had
+    /// failed before (cancelled, deadline passed).
+    pub(crate) fn finish_ok(&self) -> Option<Status> {
+        self.update(|inner, w| {
+            let failure = failure_of(inner.state.end());
+            if let Some(mid) = inner.state.close_send() {
+                let _ = w.packet(inner, mid, Kind::CLOSE_SEND, &[]);
             }
-            Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
-            _ => None,
-        }
+            inner.state.finish(End::Done);
+            failure
+        })
     }
 
     /// Send credit left, when flow control is on (for tests and diagnostics).
@@ -428,7 +551,27 @@ impl StreamShared {
     }
 }
 
+fn failure_of(end: Option<&End>) -> Option<Status> {
+    match end {
+        Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Some(s.clone()),
+        Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
+        _ => None,
+    }
+}
+
 impl Inner {
+    /// How the finished stream ended, for the metrics: `None` or OK for a
+    /// success, else the failure's code.
+    fn outcome(&self) -> Option<crate::status::Code> {
+        if self.sent_error.is_some() {
+            return self.sent_error;
+        }
+        match self.state.end()? {
+            End::Done | End::RemoteClosed => None,
+            End::Local(s) | End::Remote(s) | End::Connection(s) => Some(s.code()),
+        }
+    }
+
     /// (unread message bytes, all memory held: those plus a packet being
     /// assembled). Messages sliced from a large read batch are also charged
     /// by the batch (`budget::charged`) until it is freed: counted twice
@@ -525,6 +668,7 @@ impl Writing<'_> {
     }
 
     fn error(&mut self, inner: &mut Inner, status: &Status) {
+        inner.sent_error.get_or_insert(status.code());
         let mid = inner.state.take_message_id();
         let payload = encode_error(status.wire_code(), status.message());
         let _ = self.packet(inner, mid, Kind::ERROR, &payload);
@@ -586,9 +730,107 @@ pub struct CallContext {
     pub(crate) rpc: Arc<str>,
     pub(crate) metadata: Arc<Metadata>,
     pub(crate) peer: Option<Arc<crate::peer::Peer>>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) trace: Option<Arc<crate::trace::TraceContext>>,
+    /// What interceptors installed to see the messages; `None` on the
+    /// plain path.
+    pub(crate) observers: Option<crate::interceptor::Observers>,
+}
+
+/// `data` as the observers leave it: the same buffer (or a slice of it)
+/// unless one of them replaced it.
+fn observed(observers: &[Arc<dyn crate::interceptor::MessageObserver>], data: Bytes) -> Result<Bytes, Status> {
+    Ok(match crate::interceptor::observe_send(observers, std::borrow::Cow::Borrowed(&data[..]))? {
+        std::borrow::Cow::Borrowed(kept) => data.slice_ref(kept),
+        std::borrow::Cow::Owned(changed) => Bytes::from(changed),
+    })
 }
 
 impl CallContext {
+    /// The next message, through the observers.
+    pub(crate) async fn recv(&self) -> Result<Option<Bytes>, Status> {
+        let message = self.shared.recv().await?;
+        match (&self.observers, message) {
+            (Some(observers), Some(message)) => {
+                match crate::interceptor::observe_recv(observers, message) {
+                    Ok(message) => Ok(Some(message)),
+                    Err(status) => {
+                        self.shared.fail(status.clone());
+                        Err(status)
+                    }
+                }
+            }
+            (_, message) => Ok(message),
+        }
+    }
+
+    /// Sends one message, through the observers.
+    pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Status> {
+        match &self.observers {
+            None => self.shared.send(data).await,
+            Some(observers) => {
+                let data = crate::interceptor::observe_send(observers, data.into())?;
+                self.shared.send(&data).await
+            }
+        }
+    }
+
+    /// `send` of an owned buffer (queued without a copy when large).
+    pub(crate) async fn send_bytes(&self, data: Bytes) -> Result<(), Status> {
+        match &self.observers {
+            None => self.shared.send_bytes(data).await,
+            Some(observers) => {
+                let data = observed(observers, data)?;
+                self.shared.send_bytes(data).await
+            }
+        }
+    }
+
+    /// Sends the last message and CloseSend, through the observers.
+    pub(crate) async fn send_last(&self, data: Bytes) -> Result<(), Status> {
+        match &self.observers {
+            None => self.shared.send_last(data).await,
+            Some(observers) => {
+                let data = observed(observers, data)?;
+                self.shared.send_last(data).await
+            }
+        }
+    }
+
+    /// Messages and payload bytes the call carried so far.
+    pub fn stats(&self) -> crate::interceptor::StreamStats {
+        self.shared.stats()
+    }
+
+    /// When the call must be done: on a server, the deadline the client
+    /// sent (`drpc-timeout`, capped by `ServerOptions::max_deadline`), at
+    /// which the call is cancelled and the client answered
+    /// DeadlineExceeded; on a client, the call's own deadline.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Time left until [`CallContext::deadline`] (zero once it passed).
+    pub fn time_remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// The call's span context: on a server, a child of the `traceparent`
+    /// the client sent (none if it sent none); on a client, what was sent.
+    pub fn trace(&self) -> Option<&crate::trace::TraceContext> {
+        self.trace.as_deref()
+    }
+
+    /// What calls made on behalf of this one inherit (its deadline and
+    /// trace); pass it to [`crate::context::scope`] around a spawned task.
+    pub fn inherited(&self) -> crate::context::Inherited {
+        crate::context::Inherited {
+            deadline: self.deadline,
+            trace: self.trace.as_deref().cloned(),
+        }
+    }
+
     pub fn rpc(&self) -> &str {
         &self.rpc
     }
@@ -661,22 +903,22 @@ impl Stream {
     /// Waits while the writer is full or, with flow control, while the
     /// stream has no credit; a cancel ends the wait.
     pub async fn send(&self, data: impl AsRef<[u8]>) -> Result<(), Status> {
-        self.ctx.shared.send(data.as_ref()).await
+        self.ctx.send(data.as_ref()).await
     }
 
     /// `send` of an owned buffer: a large one (16 KiB or more) goes to the
     /// socket without being copied (a vectored write).
     pub async fn send_bytes(&self, data: impl Into<Bytes>) -> Result<(), Status> {
-        self.ctx.shared.send_bytes(data.into()).await
+        self.ctx.send_bytes(data.into()).await
     }
 
     pub async fn send_msg<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        self.ctx.shared.send_bytes(Bytes::from(msg.encode_to_vec())).await
+        self.ctx.send_bytes(Bytes::from(msg.encode_to_vec())).await
     }
 
     /// The next message, or `None` once the remote finished sending.
     pub async fn recv(&self) -> Result<Option<Bytes>, Status> {
-        self.ctx.shared.recv().await
+        self.ctx.recv().await
     }
 
     pub async fn recv_msg<M: prost::Message + Default>(&self) -> Result<Option<M>, Status> {

@@ -12,6 +12,7 @@
 //! drain writes them with vectored writes.
 
 use crate::budget::Account;
+use crate::metrics::ConnMetrics;
 use crate::status::Status;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -36,6 +37,8 @@ pub(crate) struct Writer {
     cap: usize,
     /// Every queued byte is charged here until it is written or dropped.
     account: Arc<Account>,
+    /// The connection's counters (bytes written).
+    metrics: Arc<ConnMetrics>,
 }
 
 struct Queue {
@@ -145,7 +148,12 @@ pub(crate) enum Lane {
 }
 
 impl Writer {
-    pub(crate) fn new(transport: BoxWrite, cap: usize, account: Arc<Account>) -> Arc<Writer> {
+    pub(crate) fn new(
+        transport: BoxWrite,
+        cap: usize,
+        account: Arc<Account>,
+        metrics: Arc<ConnMetrics>,
+    ) -> Arc<Writer> {
         Arc::new(Writer {
             queue: Mutex::new(Queue {
                 data: Data { tail: BytesMut::with_capacity(8 * 1024), ..Data::default() },
@@ -167,6 +175,7 @@ impl Writer {
             room: Notify::new(),
             cap: cap.max(1),
             account,
+            metrics,
         })
     }
 
@@ -363,6 +372,7 @@ impl Writer {
                 }
                 Poll::Ready(Ok(n)) => {
                     io.pending.advance(n);
+                    self.metrics.sent(n);
                     io.unflushed = true;
                 }
                 Poll::Ready(Err(e)) => return self.fail(write_failed(e)),
