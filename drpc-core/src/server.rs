@@ -554,15 +554,18 @@ struct Accepted {
     started: Instant,
 }
 
-async fn run_handler(
+/// A call's task. What can be prepared is prepared here, at once; the
+/// future keeps only what the end of the call needs, since every open
+/// stream's task holds it for the stream's life.
+fn run_handler(
     call: Accepted,
     interceptors: Arc<[Arc<dyn ServerInterceptor>]>,
     rpc_metrics: Arc<RpcMetrics>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let shared = call.shared.clone();
     let rpc = call.rpc.clone();
-    let peer = call.peer.clone();
-    let peer = peer.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
+    let peer_handle = call.peer.clone();
+    let peer = peer_handle.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
     let (deadline, started) = (call.deadline, call.started);
     let span = tracing::info_span!(
         "drpc.server",
@@ -619,49 +622,70 @@ async fn run_handler(
         }
     };
     let body = CatchUnwind(body);
-    let outcome = match deadline {
-        None => body.await,
-        // Boxed: the timer would otherwise enlarge every call's task.
-        Some(deadline) => Box::pin(under_deadline(body, deadline, shared.clone())).await,
-    };
-    let shared = &shared;
-    let status = match outcome {
-        // CloseSend and the end in one step.
-        Ok(Ok(())) => shared.finish_ok(),
-        Ok(Err(status)) if shared.is_finished() => {
-            // The call was already over (cancelled, deadline passed): the
-            // error is the handler seeing that, not news for the client.
-            tracing::debug!(%rpc, peer, %status, "handler ended after its call did");
-            shared.failure().or(Some(status))
-        }
-        Ok(Err(status)) => {
-            tracing::error!(%rpc, peer, code = status.code().as_u64(), %status, "handler returned an error");
-            shared.send_error(&status);
-            Some(status)
-        }
-        Err(panic) => {
-            tracing::error!(%rpc, peer, panic = %panic, "handler panicked");
-            let status = Status::internal(format!("handler panicked: {panic}"));
-            shared.send_error(&status);
-            Some(status)
-        }
-    };
-    // The handler is done (every branch above finished the stream);
-    // whatever the client still sends is dropped.
-    let duration = started.elapsed();
-    rpc_metrics.record(duration, status.is_some());
-    let observers = observers.map(|o| std::mem::take(&mut *o.lock().unwrap()));
-    if !span.is_disabled() || observers.as_ref().is_some_and(|o| !o.is_empty()) {
-        let end = CallEnd {
-            rpc,
-            code: status.as_ref().map_or(Code::Ok, Status::code),
-            status,
-            duration,
-            stats: shared.stats(),
+    async move {
+        let outcome = match deadline {
+            None => body.await,
+            // Boxed: the timer would otherwise enlarge every call's task.
+            Some(deadline) => Box::pin(under_deadline(body, deadline, shared.clone())).await,
         };
-        record_end(&span, &end);
-        for o in observers.iter().flatten() {
-            o.on_end(&end);
+        let peer = peer_handle.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
+        let end = CallDone { shared: &shared, rpc, peer, started, rpc_metrics, observers, span };
+        end.finish(outcome);
+    }
+}
+
+/// What the end of a call needs.
+struct CallDone<'a> {
+    shared: &'a Arc<StreamShared>,
+    rpc: Arc<str>,
+    peer: &'a str,
+    started: Instant,
+    rpc_metrics: Arc<RpcMetrics>,
+    observers: Option<SharedObservers>,
+    span: tracing::Span,
+}
+
+impl CallDone<'_> {
+    fn finish(self, outcome: Result<Result<(), Status>, String>) {
+        let CallDone { shared, rpc, peer, started, rpc_metrics, observers, span } = self;
+        let status = match outcome {
+            // CloseSend and the end in one step.
+            Ok(Ok(())) => shared.finish_ok(),
+            Ok(Err(status)) if shared.is_finished() => {
+                // The call was already over (cancelled, deadline passed): the
+                // error is the handler seeing that, not news for the client.
+                tracing::debug!(%rpc, peer, %status, "handler ended after its call did");
+                shared.failure().or(Some(status))
+            }
+            Ok(Err(status)) => {
+                tracing::error!(%rpc, peer, code = status.code().as_u64(), %status, "handler returned an error");
+                shared.send_error(&status);
+                Some(status)
+            }
+            Err(panic) => {
+                tracing::error!(%rpc, peer, panic = %panic, "handler panicked");
+                let status = Status::internal(format!("handler panicked: {panic}"));
+                shared.send_error(&status);
+                Some(status)
+            }
+        };
+        // The handler is done (every branch above finished the stream);
+        // whatever the client still sends is dropped.
+        let duration = started.elapsed();
+        rpc_metrics.record(duration, status.is_some());
+        let observers = observers.map(|o| std::mem::take(&mut *o.lock().unwrap()));
+        if !span.is_disabled() || observers.as_ref().is_some_and(|o| !o.is_empty()) {
+            let end = CallEnd {
+                rpc,
+                code: status.as_ref().map_or(Code::Ok, Status::code),
+                status,
+                duration,
+                stats: shared.stats(),
+            };
+            record_end(&span, &end);
+            for o in observers.iter().flatten() {
+                o.on_end(&end);
+            }
         }
     }
 }
