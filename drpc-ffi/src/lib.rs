@@ -37,6 +37,8 @@ macro_rules! cstr {
 mod channel;
 mod client;
 mod handles;
+mod intercept;
+mod metrics;
 mod runtime;
 mod server;
 mod stream;
@@ -44,6 +46,8 @@ mod tls;
 
 pub use channel::*;
 pub use client::*;
+pub use intercept::*;
+pub use metrics::*;
 pub use server::*;
 pub use stream::*;
 pub use tls::*;
