@@ -550,10 +550,6 @@ impl Intercepted {
         }
         handles::forget(self.handle.0);
     }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for Intercepted {

@@ -754,16 +754,18 @@ static void test_metrics(void) {
     CHECK(m.failed_by_code[0] == 0 && m.failed_other_codes == 0);
     CHECK(m.connections_opened == 1 && m.active_connections == 1);
     CHECK(m.bytes_received > 0 && m.bytes_sent > 0);
-    CHECK(m.rpc_count == 4);
+    CHECK(m.rpc_count == 7); /* every registered rpc */
 
     drpc_metrics_snapshot *snap = NULL;
     CHECK_RC(drpc_server_metrics_snapshot(srv, &snap), DRPC_OK);
     drpc_metrics sm;
     CHECK_RC(drpc_metrics_snapshot_counters(snap, &sm), DRPC_OK);
-    CHECK(sm.streams_opened == 9 && sm.rpc_count == 4);
-    const char *names[4] = {"/o/EchoMeta", "/o/EchoStream", "/o/NotFound", "/o/Sleep"};
-    const uint64_t counts[4] = {5, 1, 2, 1}, failed[4] = {0, 0, 2, 1};
-    for (size_t i = 0; i < 4 && i < sm.rpc_count; i++) {
+    CHECK(sm.streams_opened == 9 && sm.rpc_count == 7);
+    /* Sorted by name; the ones the workload did not call have zeros. */
+    const char *names[7] = {"/o/Deadline", "/o/EchoMeta", "/o/EchoStream", "/o/Forward",
+                            "/o/NotFound", "/o/Sleep",    "/o/WhoAmI"};
+    const uint64_t counts[7] = {0, 5, 1, 0, 2, 1, 0}, failed[7] = {0, 0, 0, 0, 2, 1, 0};
+    for (size_t i = 0; i < 7 && i < sm.rpc_count; i++) {
         drpc_rpc_stats r;
         CHECK_RC(drpc_metrics_snapshot_rpc(snap, i, &r), DRPC_OK);
         CHECK(strcmp(r.rpc, names[i]) == 0);
@@ -773,10 +775,10 @@ static void test_metrics(void) {
         for (size_t k = 0; k < r.bucket_count; k++) total += r.bucket_counts[k];
         CHECK(total == counts[i]);
         for (size_t k = 1; k + 1 < r.bucket_count; k++) CHECK(r.bucket_bounds_us[k] > r.bucket_bounds_us[k - 1]);
-        if (i == 3) CHECK(r.latency_sum_us >= 40000); /* the 50 ms sleeper */
+        if (i == 5) CHECK(r.latency_sum_us >= 40000); /* the 50 ms sleeper */
     }
     drpc_rpc_stats r;
-    CHECK_RC(drpc_metrics_snapshot_rpc(snap, 4, &r), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_metrics_snapshot_rpc(snap, 7, &r), DRPC_BAD_ARGUMENT);
     CHECK_RC(drpc_metrics_snapshot_rpc(snap, 0, NULL), DRPC_BAD_ARGUMENT);
     drpc_metrics_snapshot_free(snap);
     CHECK_RC(drpc_metrics_snapshot_counters(snap, &sm), DRPC_BAD_ARGUMENT); /* stale */
