@@ -5,7 +5,7 @@
 # cargo). Used by tests/c/run.sh and tests/matrix.
 #
 #   tests/c/build.sh            # everything: unit_tests, race_tests,
-#                               # channel_tests (and
+#                               # observe_tests, channel_tests (and
 #                               # race_tests_asan when gcc has ASan),
 #                               # starvation_test, tls_test, interop_server,
 #                               # interop_client, raii_example
@@ -38,6 +38,7 @@ cc_prog interop_client "$here/interop_client.c" "$here/proto/test.pb-c.c" -lprot
 if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"
     cc_prog race_tests "$here/race_tests.c"
+    cc_prog observe_tests "$here/observe_tests.c"
     cc_prog channel_tests "$here/channel_tests.c"
     cc_prog starvation_test "$here/starvation_test.c"
     cc_prog tls_test "$here/tls_test.c"

@@ -6,6 +6,9 @@
 #   - the race tests (tests/c/race_tests.c: every scenario raced
 #     RACE_ITERS times, default 300) under valgrind memcheck, and again
 #     natively with AddressSanitizer (race_tests_asan);
+#   - the observability tests (tests/c/observe_tests.c: interceptors,
+#     deadlines, trace context, metrics; races OBSERVE_ITERS times, default
+#     300) under valgrind memcheck;
 #   - the channel tests (tests/c/channel_tests.c: drpc_channel_* and
 #     drpc_health_* against three servers, races CHANNEL_ITERS times) under
 #     valgrind memcheck;
@@ -169,6 +172,17 @@ if [ -x "$build/race_tests_asan" ]; then
     fi
 fi
 
+# ---- interceptors, deadlines, trace context, metrics -------------------------
+OBSERVE_ITERS=${OBSERVE_ITERS:-300}
+echo "== C observability tests, $OBSERVE_ITERS race iterations (valgrind)"
+vg_setup observe
+timeout 900 "${VALGRIND[@]}" "$build/observe_tests" "$OBSERVE_ITERS" >"$logs/observe.out" 2>"$logs/observe.err"
+rc=$?
+cat "$logs/observe.out"
+tap_results "$logs/observe.out" observe "$logs/observe.err"
+grep -q '^observe: ' "$logs/observe.out" || fail observe_tests_completed "exit $rc: $(tail -20 "$logs/observe.err")"
+valgrind_verdict observe_tests_memcheck "$rc" "$vgdir/*.log"
+
 # ---- TLS -------------------------------------------------------------------
 # Throwaway certificates (drpc-tls's rcgen example), then the TLS API under
 # valgrind and the C interop programs over mutual TLS.
@@ -287,9 +301,10 @@ run_interop() {
     done <"$logs/$run.client.out"
     local cases want
     cases=$(grep -c '^\(PASS\|FAIL\) ' "$logs/$run.client.out")
-    # 16 cases for every peer; mux adds 5 (6 with slow_reader_isolation).
-    if [ "$mode" = mux ]; then want=21; else want=16; fi
-    if [ "$mode" = mux ] && [ "$fc" = fc ]; then want=22; fi
+    # 16 cases for every peer and the 2 project cases (deadline_propagation,
+    # trace_context); mux adds 5 (6 with slow_reader_isolation).
+    if [ "$mode" = mux ]; then want=23; else want=18; fi
+    if [ "$mode" = mux ] && [ "$fc" = fc ]; then want=24; fi
     if [ "$cases" != "$want" ]; then
         fail "$run/case_count" "ran $cases cases, want $want (exit $rc): $(tail -5 "$logs/$run.client.err")"
     fi
