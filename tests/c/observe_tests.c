@@ -738,11 +738,20 @@ static void test_metrics(void) {
     CHECK_RC(drpc_stream_recv(s, &b, NULL), DRPC_END);
     drpc_stream_free(s);
 
-    /* The server counts a call once its handler ended (the sleeper ends at
-     * its deadline): wait until every stream closed. */
+    /* The server counts a call in its rpc's statistics once its handler
+     * returned (the sleeper returns just after its deadline): wait until
+     * every stream closed and every call is counted. */
     for (int i = 0; i < 500; i++) {
         CHECK_RC(drpc_server_metrics(srv, &m), DRPC_OK);
-        if (m.streams_closed == 9) break;
+        drpc_metrics_snapshot *snap = NULL;
+        CHECK_RC(drpc_server_metrics_snapshot(srv, &snap), DRPC_OK);
+        uint64_t counted = 0;
+        for (size_t k = 0; k < m.rpc_count; k++) {
+            drpc_rpc_stats r;
+            if (drpc_metrics_snapshot_rpc(snap, k, &r) == DRPC_OK) counted += r.count;
+        }
+        drpc_metrics_snapshot_free(snap);
+        if (m.streams_closed == 9 && counted == 9) break;
         sleep_ms(10);
     }
     CHECK(m.streams_opened == 9);
