@@ -190,6 +190,7 @@ type ServerStream struct {
 
 	obsMu      sync.Mutex
 	observers  []func(Direction, []byte)
+	unread     [][]byte // Unrecv'd messages, next first
 	mdOverride map[string]*string // interceptors' changes; nil value: removed
 	sent       atomic.Uint64
 	received   atomic.Uint64
@@ -265,6 +266,14 @@ func (s *ServerStream) Send(msg []byte) error {
 // Recv receives the next encoded message; io.EOF once the client closed
 // sending.
 func (s *ServerStream) Recv() ([]byte, error) {
+	s.obsMu.Lock()
+	if n := len(s.unread); n > 0 {
+		msg := s.unread[n-1]
+		s.unread = s.unread[:n-1]
+		s.obsMu.Unlock()
+		return msg, nil
+	}
+	s.obsMu.Unlock()
 	var buf *C.drpc_buffer
 	var cerr *C.drpc_error
 	switch st := C.drpc_stream_recv(s.s, &buf, &cerr); st {
@@ -277,6 +286,14 @@ func (s *ServerStream) Recv() ([]byte, error) {
 	default:
 		return nil, takeError(st, cerr)
 	}
+}
+
+// Unrecv puts msg back: the next Recv returns it (for an interceptor that
+// read a message ahead of the handler).
+func (s *ServerStream) Unrecv(msg []byte) {
+	s.obsMu.Lock()
+	s.unread = append(s.unread, msg)
+	s.obsMu.Unlock()
 }
 
 // deadlinePassed is the error of a call whose deadline passed: the
