@@ -332,6 +332,30 @@ if [ $have_rust_interop = 1 ]; then
     run_interop rust-client-vs-c-server mux 1 "$build/interop_server" 0 "$RC" fc
 fi
 
+# A short trace chain: C client -> C server (--forward) -> C server; the
+# last one sees the client's trace id with another parent span, and less
+# than the client's 5 s deadline.
+echo "== trace chain (C -> C --forward -> C)"
+if start_server chain-last "$build/interop_server"; then
+    last_pid=$server_pid
+    last_addr=$server_addr
+    if start_server chain-first "$build/interop_server" --forward "$last_addr"; then
+        if out=$(timeout 60 "$build/interop_client" --addr "$server_addr" --case trace_chain 2>&1) &&
+            [ "$out" = "PASS trace_chain" ]; then
+            pass trace_chain_c_c_c
+        else
+            fail trace_chain_c_c_c "$out"
+        fi
+        stop_server chain-first
+    else
+        fail trace_chain_start "$(tail -5 "$logs/chain-first.server.err")"
+    fi
+    server_pid=$last_pid
+    stop_server chain-last
+else
+    fail trace_chain_start "$(tail -5 "$logs/chain-last.server.err")"
+fi
+
 # Mutual TLS: C client and server against each other and the Rust ones.
 if [ -f "$certs/ca.pem" ]; then
     TLS_RUN=1 run_interop c-client-vs-c-server-mtls mux 1 "$build/interop_server" 1 "$build/interop_client"
