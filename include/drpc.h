@@ -235,6 +235,30 @@ typedef uint32_t drpc_direction;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Log levels, most severe first (`drpc_set_log_callback`).
+enum drpc_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Nothing is logged.
+    DRPC_LOG_OFF = 0,
+    // Handler errors and panics (with the rpc and the peer).
+    DRPC_LOG_ERROR = 1,
+    // Protocol errors, refused connections (with the peer address).
+    DRPC_LOG_WARN = 2,
+    DRPC_LOG_INFO = 3,
+    DRPC_LOG_DEBUG = 4,
+    DRPC_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_log_level drpc_log_level;
+#else
+typedef uint32_t drpc_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A received message: an immutable byte buffer owned by the caller, to be
 // released with `drpc_buffer_free`. May be read from any thread.
 typedef struct drpc_buffer drpc_buffer;
@@ -387,6 +411,17 @@ typedef struct {
     drpc_interceptor_after after;
     void *userdata;
 } drpc_interceptor;
+
+// Receives one log event: its `drpc_log_level`, the module that logged it
+// (e.g. `"drpc_core::server"`) and the message with its fields
+// (`handler returned an error rpc=/pkg.Svc/Method peer=127.0.0.1:5000
+// code=5 ...`), both NUL-terminated and valid only during the call.
+//
+// Called on whichever library thread logged (runtime workers, handler
+// threads), possibly on several at once. It must return quickly and must
+// not call drpc functions (events logged meanwhile on the same thread are
+// dropped).
+typedef void (*drpc_log_callback)(void *userdata, uint32_t level, const char *target, const char *message);
 
 // The counters of a server (summed over all its connections, closed ones
 // included) or of one client connection. Plain data, filled by
@@ -962,6 +997,19 @@ drpc_status drpc_call_info_traceparent(const drpc_call_info *call, const char **
 // from a `before` callback (`DRPC_FAILED_PRECONDITION` later); the call
 // fails with this status once that callback returns, whatever it returns.
 drpc_status drpc_call_info_reject(const drpc_call_info *call, uint64_t code, const char *message);
+
+// Sends the library's log events of `max_level` (a `drpc_log_level`) and
+// more severe to `callback` (see `drpc_log_callback`) with `userdata`;
+// replaces an earlier callback. A NULL callback or `DRPC_LOG_OFF` stops
+// logging. Once this returns, an earlier callback is not running and is not
+// called again. By default nothing is logged.
+//
+// The first call makes the library's logger the process-wide default of
+// Rust's `tracing`; if Rust code in the process already installed another,
+// nothing changes and this returns `DRPC_FAILED_PRECONDITION` (that logger
+// gets the events). A `max_level` above `DRPC_LOG_TRACE` is
+// `DRPC_BAD_ARGUMENT`. Must not be called from the callback. Any thread.
+drpc_status drpc_set_log_callback(uint32_t max_level, drpc_log_callback callback, void *userdata);
 
 // Fills `*metrics_out` with the server's counters now (all zero before it
 // listens; after `drpc_server_shutdown` the final values). Cheap: a few

@@ -3,8 +3,9 @@
  * (order, short-circuit rejection, metadata changes, outcome values, stream
  * messages), deadlines (drpc-timeout cancels a sleeping handler, the
  * server's cap and ignore options, inheritance by a handler's own calls),
- * trace context, metrics after a scripted workload (exact counts), and
- * NULL / wrong / stale handles. Then the races (ITERS times each, argv[1],
+ * trace context, metrics after a scripted workload (exact counts), handler
+ * failures logged at ERROR with rpc and peer through drpc_set_log_callback,
+ * and NULL / wrong / stale handles. Then the races (ITERS times each, argv[1],
  * default 100): interceptors added while the server starts listening,
  * metrics read while calls run and the server is freed, call-info handles
  * used after their call ended, intercepted client streams freed while
@@ -820,6 +821,58 @@ static void test_metrics(void) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Logging.                                                            */
+
+typedef struct {
+    pthread_mutex_t mu;
+    int errors;
+    char last[512];
+} log_sink;
+
+static void on_log(void *ud, uint32_t level, const char *target, const char *message) {
+    log_sink *l = (log_sink *)ud;
+    CHECK(target != NULL && message != NULL);
+    CHECK(level >= DRPC_LOG_ERROR && level <= DRPC_LOG_WARN);
+    pthread_mutex_lock(&l->mu);
+    if (level == DRPC_LOG_ERROR && strstr(message, "/o/NotFound")) {
+        l->errors++;
+        snprintf(l->last, sizeof l->last, "%s", message);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+static void test_logging(void) {
+    static log_sink sink = {PTHREAD_MUTEX_INITIALIZER, 0, {0}};
+    CHECK_RC(drpc_set_log_callback(99, on_log, &sink), DRPC_BAD_ARGUMENT);
+    CHECK_RC(drpc_set_log_callback(DRPC_LOG_WARN, on_log, &sink), DRPC_OK);
+    char addr[256];
+    drpc_server *srv = serve(addr, sizeof addr, NULL);
+    drpc_conn *c = dial_with(addr, NULL);
+    CHECK_RC(call(c, "/o/NotFound", "", 0, NULL, NULL, NULL, 0), DRPC_NOT_FOUND);
+    /* The handler's failure is logged at ERROR with the rpc and the peer. */
+    int seen = 0;
+    for (int i = 0; i < 500 && !seen; i++) {
+        pthread_mutex_lock(&sink.mu);
+        seen = sink.errors;
+        pthread_mutex_unlock(&sink.mu);
+        if (!seen) sleep_ms(10);
+    }
+    CHECK(seen == 1);
+    pthread_mutex_lock(&sink.mu);
+    if (!strstr(sink.last, "127.0.0.1:")) fprintf(stderr, "  logged: %s\n", sink.last);
+    CHECK(strstr(sink.last, "127.0.0.1:") != NULL);
+    pthread_mutex_unlock(&sink.mu);
+    /* Off: nothing more arrives. */
+    CHECK_RC(drpc_set_log_callback(DRPC_LOG_ERROR, NULL, NULL), DRPC_OK);
+    CHECK_RC(call(c, "/o/NotFound", "", 0, NULL, NULL, NULL, 0), DRPC_NOT_FOUND);
+    drpc_conn_free(c);
+    drpc_server_free(srv);
+    pthread_mutex_lock(&sink.mu);
+    CHECK(sink.errors == 1);
+    pthread_mutex_unlock(&sink.mu);
+}
+
+/* ------------------------------------------------------------------ */
 /* NULL and wrong handles everywhere.                                  */
 
 static void test_bad_handles(void) {
@@ -1070,6 +1123,7 @@ int main(int argc, char **argv) {
         {"deadlines_and_trace", test_deadlines},
         {"metrics", test_metrics},
         {"bad_handles", test_bad_handles},
+        {"logging", test_logging},
         {"race_add_interceptor_vs_listen", race_add_vs_listen},
         {"race_metrics_vs_free", race_metrics_vs_free},
         {"race_stale_call_info", race_stale_call_info},
