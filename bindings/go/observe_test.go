@@ -461,3 +461,34 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("final metrics %+v", fm)
 	}
 }
+
+func TestLogging(t *testing.T) {
+	checkNoLeaks(t)
+	var mu sync.Mutex
+	var lines []string
+	if err := drpc.SetLogger(drpc.LogError, func(level drpc.LogLevel, target, msg string) {
+		if level == drpc.LogError && strings.Contains(msg, "/l/Fail") {
+			mu.Lock()
+			lines = append(lines, msg)
+			mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer drpc.SetLogger(drpc.LogOff, nil)
+	_, addr := serve(t, func(srv *drpc.Server) {
+		srv.HandleUnary("/l/Fail", func(ctx context.Context, req []byte) ([]byte, error) {
+			return nil, &drpc.Error{Code: drpc.NotFound, WireCode: 5, Message: "nope"}
+		})
+	})
+	c := dial(t, addr)
+	if _, err := c.Invoke(context.Background(), "/l/Fail", nil, nil); drpc.CodeOf(err) != drpc.NotFound {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the error logged", func() bool { mu.Lock(); defer mu.Unlock(); return len(lines) == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lines) != 1 || !strings.Contains(lines[0], "127.0.0.1:") {
+		t.Errorf("logged %q, want one line with the rpc and the peer", lines)
+	}
+}
