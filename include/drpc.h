@@ -14,7 +14,8 @@
  *   `const` (strings, bytes) are borrowed from the object named in the
  *   function's documentation and live as long as it does.
  * - Handles (drpc_conn, drpc_stream, drpc_call, drpc_server,
- *   drpc_server_call, drpc_conn_options, drpc_metadata) are opaque values
+ *   drpc_server_call, drpc_conn_options, drpc_metadata, drpc_call_info,
+ *   drpc_metrics_snapshot, ...) are opaque values
  *   the library looks up in a table; it never dereferences them. A handle
  *   of the wrong kind, or one already freed, is refused with
  *   DRPC_BAD_ARGUMENT (getters return their NULL/false/0 value, _free
@@ -56,6 +57,13 @@
  *   compression, chosen per call by the client with the invoke metadata key
  *   "drpc-compression" = "snappy" or "minlz-fastest" (drpc_metadata_set; the
  *   server follows automatically).
+ * - Observability: interceptor chains (drpc_server_add_interceptor,
+ *   drpc_conn_options_add_interceptor), deadlines sent as "drpc-timeout" and
+ *   applied by servers (drpc_server_call_deadline), W3C trace context in
+ *   "traceparent" (drpc_server_call_traceparent), metrics
+ *   (drpc_server_metrics, drpc_conn_metrics) and a log callback
+ *   (drpc_set_log_callback). Calls a blocking handler makes on its own
+ *   thread inherit its deadline and trace context.
  */
 
 #ifndef DRPC_H

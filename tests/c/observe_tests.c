@@ -9,7 +9,7 @@
  * default 100): interceptors added while the server starts listening,
  * metrics read while calls run and the server is freed, call-info handles
  * used after their call ended, intercepted client streams freed while
- * another thread receives.
+ * another thread receives, the log callback replaced while events flow.
  *
  * Meant to run under valgrind (tests/c/run.sh), which must report nothing.
  * Prints "ok NAME" / "not ok NAME" per test and "observe: N passed, M
@@ -1109,6 +1109,54 @@ static void race_stream_free_vs_recv(void) {
     drpc_server_free(srv);
 }
 
+/* The log callback replaced and turned off while handler failures are
+ * being logged on other threads: once drpc_set_log_callback returned, the
+ * old callback is not running and never called again. */
+static atomic_int log_calls;
+static atomic_int log_active; /* callbacks running now */
+static void counting_log(void *ud, uint32_t level, const char *target, const char *message) {
+    (void)ud;
+    (void)level;
+    (void)target;
+    (void)message;
+    atomic_fetch_add(&log_active, 1);
+    atomic_fetch_add(&log_calls, 1);
+    atomic_fetch_sub(&log_active, 1);
+}
+
+typedef struct {
+    const char *addr;
+    atomic_int stop;
+} failer_arg;
+
+static void *fail_calls(void *p) {
+    failer_arg *a = (failer_arg *)p;
+    drpc_conn *c = dial_with(a->addr, NULL);
+    while (!atomic_load(&a->stop)) CHECK_RC(call(c, "/o/NotFound", "", 0, NULL, NULL, NULL, 0), DRPC_NOT_FOUND);
+    drpc_conn_free(c);
+    return NULL;
+}
+
+static void race_log_callback_vs_events(void) {
+    char addr[256];
+    drpc_server *srv = serve(addr, sizeof addr, NULL);
+    failer_arg a = {addr, 0};
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++) pthread_create(&t[k], NULL, fail_calls, &a);
+    for (int i = 0; i < ITERS; i++) {
+        CHECK_RC(drpc_set_log_callback(DRPC_LOG_ERROR, counting_log, NULL), DRPC_OK);
+        sched_yield();
+        CHECK_RC(drpc_set_log_callback(DRPC_LOG_OFF, NULL, NULL), DRPC_OK);
+        CHECK(atomic_load(&log_active) == 0);
+    }
+    int calls = atomic_load(&log_calls);
+    sleep_ms(50); /* failures keep being logged, to nobody */
+    CHECK(atomic_load(&log_calls) == calls);
+    atomic_store(&a.stop, 1);
+    for (int k = 0; k < 2; k++) pthread_join(t[k], NULL);
+    drpc_server_free(srv);
+}
+
 typedef struct {
     const char *name;
     void (*fn)(void);
@@ -1128,6 +1176,7 @@ int main(int argc, char **argv) {
         {"race_metrics_vs_free", race_metrics_vs_free},
         {"race_stale_call_info", race_stale_call_info},
         {"race_intercepted_stream_free_vs_recv", race_stream_free_vs_recv},
+        {"race_log_callback_vs_events", race_log_callback_vs_events},
     };
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
