@@ -246,6 +246,13 @@ static const Drpc__Interop__TestService_Handlers handlers = {
     .get_stats = get_stats,
 };
 
+/* Library log events (handler failures with rpc and peer, protocol errors
+ * with the peer) go to stderr. */
+static void log_to_stderr(void *ud, uint32_t level, const char *target, const char *message) {
+    (void)ud;
+    fprintf(stderr, "%s %s: %s\n", level == DRPC_LOG_ERROR ? "ERROR" : "WARN", target, message);
+}
+
 static void die(const char *what, drpc_status rc, drpc_error *err) {
     fprintf(stderr, "interop_server: %s: %s: %s\n", what, drpc_status_name(rc), err ? drpc_error_message(err) : "");
     drpc_error_free(err);
@@ -300,6 +307,7 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    drpc_set_log_callback(DRPC_LOG_WARN, log_to_stderr, NULL);
     drpc_server *server = drpc_server_new();
     drpc_error *err = NULL;
     drpc_status rc;

@@ -73,6 +73,11 @@ func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 
+	// libdrpc's log events (handler failures with rpc and peer, protocol
+	// errors with the peer) go to stderr.
+	drpc.SetLogger(drpc.LogWarn, func(level drpc.LogLevel, target, msg string) {
+		fmt.Fprintf(os.Stderr, "level=%d %s: %s\n", level, target, msg)
+	})
 	srv := drpc.NewServer()
 	fail := func(err error) {
 		fmt.Fprintln(os.Stderr, "cgo-interop-server:", err)
