@@ -156,9 +156,9 @@ func (s *ServerStream) observe(dir Direction, msg []byte) {
 func (s *ServerStream) BytesSent() uint64     { return s.sent.Load() }
 func (s *ServerStream) BytesReceived() uint64 { return s.received.Load() }
 
-// SetMetadata makes Metadata and AllMetadata report value for key (an
-// interceptor's change, e.g. the identity it authenticated); "" with
-// remove=true hides the key.
+// SetMetadata makes Metadata and AllMetadata report value for key: an
+// interceptor's change for the handler (e.g. the identity it
+// authenticated).
 func (s *ServerStream) SetMetadata(key, value string) {
 	s.obsMu.Lock()
 	defer s.obsMu.Unlock()
@@ -343,7 +343,7 @@ type Metrics struct {
 	BytesSent, BytesReceived       uint64
 	StreamsOpened, StreamsClosed   uint64
 	StreamsFailed                  uint64
-	FailedByCode                   map[Code]uint64 // codes 0..16; others under Unknown+1000
+	FailedByCode                   map[Code]uint64 // codes 0..16; codes outside under OtherCodes
 	ActiveStreams                  uint64
 	RecvBlocked, SendBlocked       uint64
 	QueuedBytes                    uint64
