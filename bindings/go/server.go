@@ -32,7 +32,7 @@ type Server struct {
 	mu       sync.Mutex
 	handles  []unsafe.Pointer // C copies of cgo.Handles, freed after shutdown
 	shutdown bool
-	pending  serverChains                // interceptors added before Listen
+	pending  serverChains                 // interceptors added before Listen
 	chains   atomic.Pointer[serverChains] // fixed by the first Listen
 	final    Metrics                      // the metrics at Shutdown
 }
@@ -190,7 +190,7 @@ type ServerStream struct {
 
 	obsMu      sync.Mutex
 	observers  []func(Direction, []byte)
-	unread     [][]byte // Unrecv'd messages, next first
+	unread     [][]byte           // Unrecv'd messages, next first
 	mdOverride map[string]*string // interceptors' changes; nil value: removed
 	sent       atomic.Uint64
 	received   atomic.Uint64

@@ -56,7 +56,6 @@ func forwarder(target string) drpc.StreamServerInterceptor {
 	}
 }
 
-
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "HOST:PORT to listen on (port 0 picks one)")
 	flowControl := flag.Bool("flow-control", false, "per-stream flow control (clients must have it too)")
