@@ -509,6 +509,10 @@ impl Intercepted {
 
     /// Counts a message and shows it to the `on_message` callbacks.
     pub(crate) fn message(&self, direction: drpc_direction, data: &[u8]) {
+        if self.finished.load(Ordering::Acquire) {
+            // An asynchronous operation completing after the call's end.
+            return;
+        }
         let counter = match direction {
             drpc_direction::DRPC_DIRECTION_SENT => &self.sent,
             drpc_direction::DRPC_DIRECTION_RECEIVED => &self.received,
