@@ -46,9 +46,10 @@ if [ "$what" = all ]; then
     # itself is not instrumented, but every allocation goes through ASan's
     # malloc, so bad frees and C-side use-after-frees are caught). Skipped
     # when the compiler has no ASan runtime.
-    rm -f "$build/race_tests_asan"
+    rm -f "$build/race_tests_asan" "$build/observe_tests_asan"
     if echo 'int main(void){return 0;}' | gcc -fsanitize=address -x c - -o "$build/asan_probe" 2>/dev/null; then
         cc_prog race_tests_asan -fsanitize=address -fno-omit-frame-pointer "$here/race_tests.c"
+        cc_prog observe_tests_asan -fsanitize=address -fno-omit-frame-pointer "$here/observe_tests.c"
     fi
     rm -f "$build/asan_probe"
     g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -I"$root/include" "$root/examples/cpp/raii_example.cpp" \

@@ -8,7 +8,7 @@
 #     natively with AddressSanitizer (race_tests_asan);
 #   - the observability tests (tests/c/observe_tests.c: interceptors,
 #     deadlines, trace context, metrics; races OBSERVE_ITERS times, default
-#     300) under valgrind memcheck;
+#     300) under valgrind memcheck, and again natively with AddressSanitizer;
 #   - the channel tests (tests/c/channel_tests.c: drpc_channel_* and
 #     drpc_health_* against three servers, races CHANNEL_ITERS times) under
 #     valgrind memcheck;
@@ -182,6 +182,18 @@ cat "$logs/observe.out"
 tap_results "$logs/observe.out" observe "$logs/observe.err"
 grep -q '^observe: ' "$logs/observe.out" || fail observe_tests_completed "exit $rc: $(tail -20 "$logs/observe.err")"
 valgrind_verdict observe_tests_memcheck "$rc" "$vgdir/*.log"
+if [ -x "$build/observe_tests_asan" ]; then
+    echo "== C observability tests (AddressSanitizer)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 timeout 600 "$build/observe_tests_asan" "$OBSERVE_ITERS" \
+        >"$logs/observe-asan.out" 2>"$logs/observe-asan.err"
+    rc=$?
+    tap_results "$logs/observe-asan.out" observe-asan "$logs/observe-asan.err"
+    if [ "$rc" = 0 ] && grep -q '^observe: ' "$logs/observe-asan.out" && ! grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer' "$logs/observe-asan.err"; then
+        pass observe_tests_asan
+    else
+        fail observe_tests_asan "exit $rc: $(grep -A20 'ERROR: ' "$logs/observe-asan.err" | head -40)"
+    fi
+fi
 
 # ---- TLS -------------------------------------------------------------------
 # Throwaway certificates (drpc-tls's rcgen example), then the TLS API under
