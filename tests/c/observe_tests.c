@@ -583,6 +583,66 @@ static void test_client_interceptors(void) {
     drpc_server_free(srv);
 }
 
+/* Channels take the client interceptors of their conn options: once per
+ * channel call, metadata changes sent, rejections before anything is sent. */
+static void test_channel_interceptors(void) {
+    char addr[256];
+    drpc_server *srv = serve(addr, sizeof addr, NULL);
+    drpc_conn_options *co = drpc_conn_options_new();
+    drpc_interceptor a = interceptor(&CC1), t = {ic_add_token, NULL, NULL, NULL}, b = interceptor(&CC2);
+    CHECK_RC(drpc_conn_options_add_interceptor(co, &a), DRPC_OK);
+    CHECK_RC(drpc_conn_options_add_interceptor(co, &t), DRPC_OK);
+    CHECK_RC(drpc_conn_options_add_interceptor(co, &b), DRPC_OK);
+    drpc_channel_options *o = drpc_channel_options_new();
+    CHECK_RC(drpc_channel_options_set_conn_options(o, co), DRPC_OK);
+    drpc_conn_options_free(co);
+    char target[300];
+    snprintf(target, sizeof target, "ipv4:%s", addr);
+    drpc_channel *ch = NULL;
+    CHECK_RC(drpc_channel_new(target, o, &ch, NULL), DRPC_OK);
+    drpc_channel_options_free(o);
+
+    log_reset();
+    drpc_buffer *resp = NULL;
+    CHECK_RC(drpc_channel_unary(ch, "/o/WhoAmI", (const uint8_t *)"hi", 2, NULL, 2000, DRPC_WAIT_FOR_READY, &resp, NULL),
+             DRPC_OK);
+    CHECK(resp && drpc_buffer_len(resp) == 6 && memcmp(drpc_buffer_data(resp), "-|dave", 6) == 0);
+    drpc_buffer_free(resp);
+    CHECK(log_is("BxTByHAyAx"));
+    CHECK(strcmp(LOG.peer, target) == 0);
+    CHECK(LOG.code == 0 && LOG.sent == 2 && LOG.received == 6);
+
+    log_reset();
+    drpc_metadata *m = drpc_metadata_new();
+    CHECK_RC(drpc_metadata_set(m, "x-no-token", "1"), DRPC_OK);
+    CHECK_RC(drpc_channel_unary(ch, "/o/WhoAmI", NULL, 0, m, 0, DRPC_WAIT_DEFAULT, &resp, NULL), DRPC_UNAUTHENTICATED);
+    CHECK(log_is("BxTByAyAx"));
+
+    async_done ad = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, DRPC_OK};
+    CHECK_RC(drpc_channel_unary_async(ch, "/o/WhoAmI", NULL, 0, m, 0, DRPC_WAIT_DEFAULT, on_async, &ad, NULL, NULL),
+             DRPC_OK);
+    drpc_metadata_free(m);
+    pthread_mutex_lock(&ad.mu);
+    while (!ad.done) pthread_cond_wait(&ad.cv, &ad.mu);
+    pthread_mutex_unlock(&ad.mu);
+    CHECK(ad.status == DRPC_UNAUTHENTICATED);
+
+    log_reset();
+    drpc_stream *s = NULL;
+    CHECK_RC(drpc_channel_stream(ch, "/o/EchoStream", NULL, 0, DRPC_WAIT_DEFAULT, &s, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_send(s, (const uint8_t *)"abc", 3, NULL), DRPC_OK);
+    CHECK_RC(drpc_stream_close_send(s, NULL), DRPC_OK);
+    drpc_buffer *msg = NULL;
+    CHECK_RC(drpc_stream_recv(s, &msg, NULL), DRPC_OK);
+    drpc_buffer_free(msg);
+    CHECK_RC(drpc_stream_recv(s, &msg, NULL), DRPC_END);
+    drpc_stream_free(s);
+    CHECK(LOG.afters == 2 && LOG.code == 0 && LOG.sent == 3 && LOG.received == 3);
+
+    drpc_channel_free(ch);
+    drpc_server_free(srv);
+}
+
 /* ------------------------------------------------------------------ */
 /* Deadlines and trace context.                                        */
 
@@ -1168,6 +1228,7 @@ int main(int argc, char **argv) {
     static const test_def tests[] = {
         {"server_interceptors", test_server_interceptors},
         {"client_interceptors", test_client_interceptors},
+        {"channel_interceptors", test_channel_interceptors},
         {"deadlines_and_trace", test_deadlines},
         {"metrics", test_metrics},
         {"bad_handles", test_bad_handles},
