@@ -26,7 +26,7 @@ pub(crate) struct StreamShared {
     ended: tokio_util::sync::CancellationToken,
     /// A client stream's span and observers, told when it ends; unset on the
     /// plain path (no interceptor, no tracing subscriber).
-    pub(crate) on_end: std::sync::OnceLock<ClientEnd>,
+    pub(crate) on_end: std::sync::OnceLock<Box<ClientEnd>>,
 }
 
 /// What a client stream reports when it ends.
@@ -157,9 +157,10 @@ impl StreamShared {
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
             let mut outcome = None;
-            let stats = inner.stats;
+            let mut stats = None;
             if retire {
                 outcome = inner.outcome();
+                stats = Some(inner.stats);
                 inner.retired = true;
                 permit = inner.permit.take();
                 wake = std::mem::take(&mut inner.recv_wakers);
@@ -177,7 +178,7 @@ impl StreamShared {
         drop(permit);
         if retire {
             self.conn.metrics.stream_closed(outcome);
-            if let Some(end) = self.on_end.get() {
+            if let (Some(end), Some(stats)) = (self.on_end.get(), stats) {
                 end.report(self.failure_or_sent(outcome), stats);
             }
             wake_all(wake);
@@ -469,13 +470,21 @@ impl StreamShared {
 
     /// The end reason, once the stream ended for any reason but success.
     pub(crate) fn failure(&self) -> Option<Status> {
-        match self.inner.lock().unwrap().state.end() {
-            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => {
-                Some(s.clone())
+        failure_of(self.inner.lock().unwrap().state.end())
+    }
+
+    /// A handler's successful end, in one step: CloseSend unless the stream
+    /// already ended, then finished. Returns how it had ended, if it had
+    /// failed before (cancelled, deadline passed).
+    pub(crate) fn finish_ok(&self) -> Option<Status> {
+        self.update(|inner, w| {
+            let failure = failure_of(inner.state.end());
+            if let Some(mid) = inner.state.close_send() {
+                let _ = w.packet(inner, mid, Kind::CLOSE_SEND, &[]);
             }
-            Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
-            _ => None,
-        }
+            inner.state.finish(End::Done);
+            failure
+        })
     }
 
     /// Send credit left, when flow control is on (for tests and diagnostics).
@@ -486,6 +495,14 @@ impl StreamShared {
     /// Resolves when the stream has finished (for any reason).
     pub(crate) async fn ended(&self) {
         self.ended.cancelled().await
+    }
+}
+
+fn failure_of(end: Option<&End>) -> Option<Status> {
+    match end {
+        Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Some(s.clone()),
+        Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
+        _ => None,
     }
 }
 
