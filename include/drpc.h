@@ -14,7 +14,8 @@
  *   `const` (strings, bytes) are borrowed from the object named in the
  *   function's documentation and live as long as it does.
  * - Handles (drpc_conn, drpc_stream, drpc_call, drpc_server,
- *   drpc_server_call, drpc_conn_options, drpc_metadata) are opaque values
+ *   drpc_server_call, drpc_conn_options, drpc_metadata, drpc_call_info,
+ *   drpc_metrics_snapshot, ...) are opaque values
  *   the library looks up in a table; it never dereferences them. A handle
  *   of the wrong kind, or one already freed, is refused with
  *   DRPC_BAD_ARGUMENT (getters return their NULL/false/0 value, _free
@@ -56,6 +57,13 @@
  *   compression, chosen per call by the client with the invoke metadata key
  *   "drpc-compression" = "snappy" or "minlz-fastest" (drpc_metadata_set; the
  *   server follows automatically).
+ * - Observability: interceptor chains (drpc_server_add_interceptor,
+ *   drpc_conn_options_add_interceptor), deadlines sent as "drpc-timeout" and
+ *   applied by servers (drpc_server_call_deadline), W3C trace context in
+ *   "traceparent" (drpc_server_call_traceparent), metrics
+ *   (drpc_server_metrics, drpc_conn_metrics) and a log callback
+ *   (drpc_set_log_callback). Calls a blocking handler makes on its own
+ *   thread inherit its deadline and trace context.
  */
 
 #ifndef DRPC_H
@@ -216,6 +224,49 @@ typedef uint32_t drpc_serving_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// Which way a message went, for `drpc_interceptor.on_message`.
+enum drpc_direction
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Sent by this side (a client's request, a server's response).
+    DRPC_DIRECTION_SENT = 0,
+    // Received from the peer.
+    DRPC_DIRECTION_RECEIVED = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_direction drpc_direction;
+#else
+typedef uint32_t drpc_direction;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Log levels, most severe first (`drpc_set_log_callback`).
+enum drpc_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Nothing is logged.
+    DRPC_LOG_OFF = 0,
+    // Handler errors and panics (with the rpc and the peer).
+    DRPC_LOG_ERROR = 1,
+    // Protocol errors, refused connections (with the peer address).
+    DRPC_LOG_WARN = 2,
+    DRPC_LOG_INFO = 3,
+    DRPC_LOG_DEBUG = 4,
+    DRPC_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum drpc_log_level drpc_log_level;
+#else
+typedef uint32_t drpc_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A received message: an immutable byte buffer owned by the caller, to be
 // released with `drpc_buffer_free`. May be read from any thread.
 typedef struct drpc_buffer drpc_buffer;
@@ -223,6 +274,11 @@ typedef struct drpc_buffer drpc_buffer;
 // An asynchronous unary call started by `drpc_conn_unary_async`.
 // Thread-safe. Released with `drpc_call_free`.
 typedef struct drpc_call drpc_call;
+
+// One call as its interceptors see it. Lives from the first `before` until
+// the last `after` has returned; the same handle is passed to every
+// callback of the call, so it may key per-call state. Thread-safe.
+typedef struct drpc_call_info drpc_call_info;
 
 // A client for the servers behind a target. Thread-safe. Released with
 // `drpc_channel_free`.
@@ -260,6 +316,11 @@ typedef struct drpc_health drpc_health;
 // thread-safe while being modified; calls copy it, so it may be freed or
 // reused as soon as the call function returns.
 typedef struct drpc_metadata drpc_metadata;
+
+// A consistent copy of a server's or connection's metrics, taken at one
+// moment: the counters and the per-rpc statistics. Owned by the caller
+// (`drpc_metrics_snapshot_free`); immutable, readable from any thread.
+typedef struct drpc_metrics_snapshot drpc_metrics_snapshot;
 
 // A DRPC server with C handlers. Thread-safe. Released with
 // `drpc_server_free`.
@@ -313,6 +374,114 @@ typedef struct {
     // Of which ready for calls.
     uint64_t ready_endpoints;
 } drpc_channel_stats;
+
+// Runs before the call (client: before anything is sent; server: before
+// the handler), in registration order. It may read everything about the
+// call through `call` and change its metadata
+// (`drpc_call_info_set_metadata`). Returning `DRPC_OK` (0) lets the call
+// go on; to refuse it, call `drpc_call_info_reject` (any code and message)
+// and/or return a gRPC code 1..=16 (any other value is `DRPC_INTERNAL`):
+// the call then fails with that status, no later interceptor's `before`
+// and no handler run (client: nothing is sent).
+typedef uint32_t (*drpc_interceptor_before)(void *userdata, drpc_call_info *call);
+
+// Called for every message of the call (the request and response of a
+// unary call too) as it is sent or received: `data` is borrowed for the
+// duration of the callback. It observes only.
+typedef void (*drpc_interceptor_on_message)(void *userdata, drpc_call_info *call, uint32_t direction, const uint8_t *data, size_t len);
+
+// Called once when the call has ended, in reverse registration order, for
+// every interceptor whose `before` was called (also when one of them
+// rejected the call): the final code as on the wire (0 for success, 4 when
+// the deadline passed, 1 when it was cancelled), the time since the first
+// `before` in microseconds, and the message payload bytes sent and
+// received by this side.
+typedef void (*drpc_interceptor_after)(void *userdata, drpc_call_info *call, uint64_t code, uint64_t duration_us, uint64_t bytes_sent, uint64_t bytes_received);
+
+// An interceptor: up to three callbacks (any may be NULL, not all) and the
+// `userdata` passed to each. The struct is copied when registered;
+// `userdata` must stay valid as long as calls can run (for a server until
+// `drpc_server_shutdown`/`_free` returned, for a connection until it and
+// all its calls and streams are released).
+//
+// Threads: on a server, `before` and `after` run on the handler's thread
+// (a handler-pool thread for blocking handlers, where they may block; a
+// runtime worker for non-blocking handlers, where they must not). On a
+// client, `before` runs on the thread that starts the call and `after` on
+// the thread where the call ended (the caller's for blocking calls, a
+// runtime worker for `_async` calls and callbacks). `on_message` runs on
+// the thread that sent or received the message. Callbacks of one call never
+// overlap, except `on_message` of a stream that is sent on and received on
+// by two threads at once.
+typedef struct {
+    drpc_interceptor_before before;
+    drpc_interceptor_on_message on_message;
+    drpc_interceptor_after after;
+    void *userdata;
+} drpc_interceptor;
+
+// Receives one log event: its `drpc_log_level`, the module that logged it
+// (e.g. `"drpc_core::server"`) and the message with its fields
+// (`handler returned an error rpc=/pkg.Svc/Method peer=127.0.0.1:5000
+// code=5 ...`), both NUL-terminated and valid only during the call.
+//
+// Called on whichever library thread logged (runtime workers, handler
+// threads), possibly on several at once. It must return quickly and must
+// not call drpc functions (events logged meanwhile on the same thread are
+// dropped).
+typedef void (*drpc_log_callback)(void *userdata, uint32_t level, const char *target, const char *message);
+
+// The counters of a server (summed over all its connections, closed ones
+// included) or of one client connection. Plain data, filled by
+// `drpc_server_metrics`, `drpc_conn_metrics` or
+// `drpc_metrics_snapshot_counters`.
+typedef struct {
+    // Bytes written to and read from the connections (frames included).
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    // Streams (unary calls included) started, and ended for any reason.
+    uint64_t streams_opened;
+    uint64_t streams_closed;
+    // Streams that ended with an error (any code), and how many by code:
+    // `failed_by_code[c]` for the gRPC codes 0..=16 (4: deadline exceeded,
+    // 1: cancelled), `failed_other_codes` for codes outside that range.
+    uint64_t streams_failed;
+    uint64_t failed_by_code[17];
+    uint64_t failed_other_codes;
+    // Streams open right now.
+    uint64_t active_streams;
+    // Receives that had to wait for the peer (back-pressure).
+    uint64_t recv_blocked;
+    // Sends that waited because the connection's writer was full.
+    uint64_t send_blocked;
+    // Bytes queued in the writers right now.
+    uint64_t queued_bytes;
+    // Connections accepted (server) or made (client), and open now.
+    uint64_t connections_opened;
+    uint64_t active_connections;
+    // Entries of the snapshot's per-rpc statistics (servers only; see
+    // `drpc_metrics_snapshot_rpc`).
+    size_t rpc_count;
+} drpc_metrics;
+
+// The statistics of one rpc in a snapshot. Every pointer is borrowed from
+// the snapshot and valid until `drpc_metrics_snapshot_free`.
+typedef struct {
+    // The rpc name, NUL-terminated.
+    const char *rpc;
+    // Calls that ended, and of those the ones that failed (any code).
+    uint64_t count;
+    uint64_t failed;
+    // The latency histogram: `bucket_count` buckets, bucket `i` counting
+    // calls that took at most `bucket_bounds_us[i]` microseconds (and more
+    // than the bound before it); the last bucket (no bound) counts the
+    // rest. `bucket_bounds_us` has `bucket_count - 1` entries.
+    size_t bucket_count;
+    const uint64_t *bucket_bounds_us;
+    const uint64_t *bucket_counts;
+    // The sum of all latencies, in microseconds (mean = sum / count).
+    uint64_t latency_sum_us;
+} drpc_rpc_stats;
 
 // A blocking unary handler: called with the handler's `userdata`, the call
 // (valid only until the handler returns) and the request bytes (owned by
@@ -484,7 +653,8 @@ size_t drpc_live_handles(void);
 drpc_channel_options *drpc_channel_options_new(void);
 
 // Uses a copy of `conn` (sequential mode, message size, flow control,
-// memory, timeouts) for every connection the channel makes.
+// memory, timeouts, client interceptors) for every connection the channel
+// makes; the interceptors run once per channel call (not per retry).
 drpc_status drpc_channel_options_set_conn_options(drpc_channel_options *opts, const drpc_conn_options *conn);
 
 // `policy` is a `drpc_load_balancing` value.
@@ -651,6 +821,22 @@ drpc_status drpc_conn_options_set_connection_memory(drpc_conn_options *opts, siz
 // default 30000). Never blocks.
 drpc_status drpc_conn_options_set_read_timeout(drpc_conn_options *opts, uint64_t read_ms);
 
+// Adds a client interceptor (copied; see `drpc_interceptor`) to the
+// options: every connection dialed with them (and every connection of a
+// channel given them, `drpc_channel_options_set_conn_options`) runs it
+// around each call, unary and streaming, after the interceptors added
+// earlier (`after`: before theirs). `before` may change the metadata sent
+// and reject the call before anything is sent. NULL, or an interceptor
+// with no callback, is `DRPC_BAD_ARGUMENT`. Never blocks.
+drpc_status drpc_conn_options_add_interceptor(drpc_conn_options *opts, const drpc_interceptor *interceptor);
+
+// Whether calls send their deadline to the server in the invoke metadata
+// key `drpc-timeout` (gRPC's timeout grammar, e.g. `250m`), so the server
+// can cancel its handler when the deadline passes. Default true; peers that
+// do not know the key ignore it. A call whose metadata already has the key
+// sends it as given. Never blocks.
+drpc_status drpc_conn_options_set_send_deadline(drpc_conn_options *opts, bool send);
+
 // Releases options. NULL is a no-op.
 void drpc_conn_options_free(drpc_conn_options *opts);
 
@@ -762,6 +948,109 @@ drpc_status drpc_call_wait(const drpc_call *call, uint64_t timeout_ms);
 // handle of another kind) is a no-op.
 void drpc_call_free(drpc_call *call);
 
+// The rpc name of the call, borrowed from `call` (valid until the call's
+// last `after` returned); NULL if `call` is not a live call info. Any
+// thread.
+const char *drpc_call_info_rpc(const drpc_call_info *call);
+
+// Whether `call` is a server call (false: a client call, or not a live
+// call info). Any thread.
+bool drpc_call_info_is_server(const drpc_call_info *call);
+
+// The peer's address, borrowed from `call`: on a server the client's
+// (`"ip:port"`, or `"unix:..."`), on a client the address it dialed. NULL
+// when unknown or `call` is not a live call info. Any thread.
+const char *drpc_call_info_peer(const drpc_call_info *call);
+
+// The value of invoke-metadata `key` as the call has it now (after the
+// changes of earlier interceptors), borrowed from `call` until its last
+// `after` returned; NULL if absent or an argument is invalid. Any thread.
+const char *drpc_call_info_metadata(const drpc_call_info *call, const char *key);
+
+// Sets `*count_out` to the number of invoke-metadata entries of the call.
+// `DRPC_BAD_ARGUMENT` for a NULL pointer or a handle that is not a live
+// call info. Any thread.
+drpc_status drpc_call_info_metadata_count(const drpc_call_info *call, size_t *count_out);
+
+// Borrows invoke-metadata entry `index` (keys in byte order) of the call,
+// as `drpc_server_call_metadata_entry` does; the strings stay valid until
+// the call's last `after` returned. Any thread.
+drpc_status drpc_call_info_metadata_entry(const drpc_call_info *call, size_t index, const char **key_out, const char **value_out);
+
+// Sets invoke-metadata `key` to `value` (both NUL-terminated UTF-8,
+// copied), or removes it when `value` is NULL. Only from a `before`
+// callback (`DRPC_FAILED_PRECONDITION` later): on a client the change is
+// what is sent; on a server it is what later interceptors and the handler
+// see (`drpc_server_call_metadata`, `drpc_stream_metadata`). Strings
+// borrowed earlier stay valid.
+drpc_status drpc_call_info_set_metadata(const drpc_call_info *call, const char *key, const char *value);
+
+// Sets `*remaining_us_out` to the time left until the call's deadline in
+// microseconds (0 once it passed), or -1 if the call has no deadline. On a
+// server the deadline is the one the client sent (`drpc-timeout`), as the
+// server's options capped it; on a client the call's own (its timeout, or
+// the one inherited from the handler it is made in). `DRPC_BAD_ARGUMENT`
+// for a NULL pointer or a handle that is not a live call info. Any thread.
+drpc_status drpc_call_info_deadline(const drpc_call_info *call, int64_t *remaining_us_out);
+
+// Sets `*traceparent_out` to the call's W3C trace context
+// (`00-<trace id>-<span id>-<flags>`), borrowed from `call`, or NULL when it
+// has none. On a server it is the server span's context (same trace id as
+// the client's `traceparent`, a new span id); on a client the context the
+// call sends. Any thread.
+drpc_status drpc_call_info_traceparent(const drpc_call_info *call, const char **traceparent_out);
+
+// Rejects the call with `code` (any value; 0 is sent as `DRPC_UNKNOWN`)
+// and `message` (NUL-terminated UTF-8, copied; NULL for a default). Only
+// from a `before` callback (`DRPC_FAILED_PRECONDITION` later); the call
+// fails with this status once that callback returns, whatever it returns.
+drpc_status drpc_call_info_reject(const drpc_call_info *call, uint64_t code, const char *message);
+
+// Sends the library's log events of `max_level` (a `drpc_log_level`) and
+// more severe to `callback` (see `drpc_log_callback`) with `userdata`;
+// replaces an earlier callback. A NULL callback or `DRPC_LOG_OFF` stops
+// logging. Once this returns, an earlier callback is not running and is not
+// called again. By default nothing is logged.
+//
+// The first call makes the library's logger the process-wide default of
+// Rust's `tracing`; if Rust code in the process already installed another,
+// nothing changes and this returns `DRPC_FAILED_PRECONDITION` (that logger
+// gets the events). A `max_level` above `DRPC_LOG_TRACE` is
+// `DRPC_BAD_ARGUMENT`. Must not be called from the callback. Any thread.
+drpc_status drpc_set_log_callback(uint32_t max_level, drpc_log_callback callback, void *userdata);
+
+// Fills `*metrics_out` with the server's counters now (all zero before it
+// listens; after `drpc_server_shutdown` the final values). Cheap: a few
+// atomic loads per connection. Never blocks; thread-safe.
+drpc_status drpc_server_metrics(const drpc_server *server, drpc_metrics *metrics_out);
+
+// A snapshot of the server's metrics, per-rpc statistics included, in
+// `*snapshot_out` (owned by the caller: `drpc_metrics_snapshot_free`).
+// Never blocks; thread-safe.
+drpc_status drpc_server_metrics_snapshot(const drpc_server *server, drpc_metrics_snapshot **snapshot_out);
+
+// Fills `*metrics_out` with the connection's client-side counters now.
+// Never blocks; thread-safe.
+drpc_status drpc_conn_metrics(const drpc_conn *conn, drpc_metrics *metrics_out);
+
+// A snapshot of the connection's metrics in `*snapshot_out` (owned by the
+// caller: `drpc_metrics_snapshot_free`). Never blocks; thread-safe.
+drpc_status drpc_conn_metrics_snapshot(const drpc_conn *conn, drpc_metrics_snapshot **snapshot_out);
+
+// Fills `*metrics_out` with the snapshot's counters (`rpc_count` tells how
+// many per-rpc entries it has). Never blocks; any thread.
+drpc_status drpc_metrics_snapshot_counters(const drpc_metrics_snapshot *snapshot, drpc_metrics *metrics_out);
+
+// Fills `*stats_out` with the statistics of rpc `index` (0 <= `index` <
+// `rpc_count`; rpcs sorted by name), its pointers borrowed from the
+// snapshot. `DRPC_BAD_ARGUMENT` for an index out of range, a NULL pointer or
+// a handle that is not a live snapshot. Never blocks; any thread.
+drpc_status drpc_metrics_snapshot_rpc(const drpc_metrics_snapshot *snapshot, size_t index, drpc_rpc_stats *stats_out);
+
+// Releases a snapshot (the pointers borrowed from it become invalid).
+// NULL is a no-op.
+void drpc_metrics_snapshot_free(drpc_metrics_snapshot *snapshot);
+
 // A new server with no handlers (an rpc nobody registered is answered
 // with `DRPC_UNIMPLEMENTED`). Never returns NULL. Never blocks.
 drpc_server *drpc_server_new(void);
@@ -819,6 +1108,31 @@ drpc_status drpc_server_set_connection_memory(const drpc_server *server, size_t 
 // its last (default 30000) is closed. Only before the first
 // `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
 drpc_status drpc_server_set_timeouts(const drpc_server *server, uint64_t handshake_ms, uint64_t idle_ms, uint64_t read_ms);
+
+// Adds an interceptor (copied; see `drpc_interceptor`) to the server's
+// chain: its `before` runs after those added earlier, its `after` before
+// theirs. The chain wraps every handler registered with the
+// `drpc_server_register_*` functions (not unregistered rpcs, which are
+// answered `DRPC_UNIMPLEMENTED` without interceptors). Only before the first
+// `drpc_server_listen`: once the server serves, the chain is fixed and this
+// returns `DRPC_FAILED_PRECONDITION` (so a chain never changes under a
+// call). A NULL interceptor, or one with no callback, is
+// `DRPC_BAD_ARGUMENT`. Never blocks; thread-safe.
+drpc_status drpc_server_add_interceptor(const drpc_server *server, const drpc_interceptor *interceptor);
+
+// Caps the deadline a client may ask for (its `drpc-timeout` metadata) at
+// `max_ms` milliseconds: a call without a deadline still has none, a
+// longer one is shortened (0: no cap, the default). When a call's deadline
+// passes, its handler sees the call cancelled (`drpc_server_call_is_cancelled`,
+// `drpc_stream_recv` fails) and the client gets `DRPC_DEADLINE_EXCEEDED`.
+// Only before the first `drpc_server_listen` (`DRPC_FAILED_PRECONDITION`
+// after). Never blocks.
+drpc_status drpc_server_set_max_deadline(const drpc_server *server, uint64_t max_ms);
+
+// `true`: the server ignores the deadlines clients send (calls have none
+// and are never cut short by them). Default false. Only before the first
+// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+drpc_status drpc_server_set_ignore_deadlines(const drpc_server *server, bool ignore);
 
 // Registers a blocking unary handler for `rpc` (e.g.
 // `"/pkg.Service/Method"`, copied); see `drpc_unary_handler`. `userdata`
@@ -931,6 +1245,20 @@ drpc_status drpc_server_call_metadata_count(const drpc_server_call *call, size_t
 // pointers set to NULL) if `call` is NULL, both out pointers are NULL or
 // `index` is out of range. Never blocks.
 drpc_status drpc_server_call_metadata_entry(const drpc_server_call *call, size_t index, const char **key_out, const char **value_out);
+
+// Sets `*remaining_us_out` to the time left until the call's deadline in
+// microseconds (0 once it passed), or -1 if it has none (the client sent no
+// `drpc-timeout`, or the server ignores deadlines). Calls the handler
+// makes on its own thread inherit this deadline (and the trace context).
+// `DRPC_BAD_ARGUMENT` for a NULL pointer or a handle that is not a live
+// call. Never blocks; thread-safe.
+drpc_status drpc_server_call_deadline(const drpc_server_call *call, int64_t *remaining_us_out);
+
+// Sets `*traceparent_out` to the W3C trace context of the call's server
+// span (`00-<trace id>-<span id>-<flags>`: the client's trace id, a new
+// span id), borrowed from the call (valid while the handler runs), or NULL
+// when the client sent no valid `traceparent`. Never blocks; thread-safe.
+drpc_status drpc_server_call_traceparent(const drpc_server_call *call, const char **traceparent_out);
 
 // Whether the client cancelled the call, its deadline passed or its
 // connection was lost (false if NULL). Never blocks; thread-safe.
@@ -1064,6 +1392,22 @@ drpc_status drpc_stream_metadata_count(const drpc_stream *stream, size_t *count_
 // pointers set to NULL) if `stream` is not a live stream, both out pointers
 // are NULL or `index` is out of range. Never blocks; thread-safe.
 drpc_status drpc_stream_metadata_entry(const drpc_stream *stream, size_t index, const char **key_out, const char **value_out);
+
+// Sets `*remaining_us_out` to the time left until the stream's deadline in
+// microseconds (0 once it passed), or -1 if it has none. A server stream's
+// deadline is the one the client sent (see `drpc_server_call_deadline`;
+// calls a blocking handler makes on its thread inherit it); a client
+// stream's is its timeout or the one it inherited. `DRPC_BAD_ARGUMENT` for
+// a NULL pointer or a handle that is not a live stream. Never blocks;
+// thread-safe.
+drpc_status drpc_stream_deadline(const drpc_stream *stream, int64_t *remaining_us_out);
+
+// Sets `*traceparent_out` to the stream's W3C trace context, borrowed from
+// the stream (lifetime as for `drpc_stream_rpc`), or NULL when it has
+// none: for a server stream the server span's (see
+// `drpc_server_call_traceparent`), for a client stream the one it sent.
+// Never blocks; thread-safe.
+drpc_status drpc_stream_traceparent(const drpc_stream *stream, const char **traceparent_out);
 
 // Server streams only: ends the call with `code` and `message` (as in
 // `drpc_server_call_fail`). For a blocking handler's stream this happens

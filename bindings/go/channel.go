@@ -150,9 +150,15 @@ func WithConnOptions(opts ...DialOption) ChannelOption {
 		defer C.drpc_conn_options_free(co)
 		for _, opt := range opts {
 			if st := opt(co); st != C.DRPC_OK {
+				takePending(unsafe.Pointer(co))
 				return st
 			}
 		}
+		// The Go client interceptors go to the channel (NewChannel takes them).
+		chains := takePending(unsafe.Pointer(co))
+		p := pending(unsafe.Pointer(o))
+		p.unary = append(p.unary, chains.unary...)
+		p.stream = append(p.stream, chains.stream...)
 		return C.drpc_channel_options_set_conn_options(o, co)
 	}
 }
@@ -170,8 +176,9 @@ type channelHandle struct {
 // It is the default way to call; Conn is one connection to one address.
 // Safe for concurrent use.
 type Channel struct {
-	h    *channelHandle
-	wait C.uint32_t
+	h      *channelHandle
+	wait   C.uint32_t
+	chains clientChains // client interceptors given through WithConnOptions
 }
 
 // NewChannel makes a channel for target: "dns:///host:port" (or
@@ -181,6 +188,7 @@ type Channel struct {
 func NewChannel(target string, opts ...ChannelOption) (*Channel, error) {
 	o := C.drpc_channel_options_new()
 	defer C.drpc_channel_options_free(o)
+	defer takePending(unsafe.Pointer(o))
 	for i, opt := range opts {
 		if st := opt(o); st != C.DRPC_OK {
 			return nil, &Error{Code: Code(st), WireCode: uint64(InvalidArgument),
@@ -195,7 +203,7 @@ func NewChannel(target string, opts ...ChannelOption) (*Channel, error) {
 		return nil, takeError(st, cerr)
 	}
 	live.Add(1)
-	return &Channel{h: &channelHandle{c: c}, wait: C.DRPC_WAIT_DEFAULT}, nil
+	return &Channel{h: &channelHandle{c: c}, wait: C.DRPC_WAIT_DEFAULT, chains: takePending(unsafe.Pointer(o))}, nil
 }
 
 // WaitForReady returns a view of the channel (sharing everything with it)
@@ -206,7 +214,7 @@ func (ch *Channel) WaitForReady(wait bool) *Channel {
 	if wait {
 		w = C.DRPC_WAIT_FOR_READY
 	}
-	return &Channel{h: ch.h, wait: w}
+	return &Channel{h: ch.h, wait: w, chains: ch.chains}
 }
 
 func (ch *Channel) use() (*C.drpc_channel, func(), error) {
@@ -272,10 +280,17 @@ func (ch *Channel) Stats() ChannelStats {
 // invoke metadata on a ready endpoint, retried per the retry policy within
 // ctx's deadline, and returns the encoded response.
 func (ch *Channel) Invoke(ctx context.Context, rpc string, req []byte, md map[string]string) ([]byte, error) {
+	if len(ch.chains.unary) == 0 {
+		return ch.invoke(ctx, rpc, req, md)
+	}
+	return chainUnaryClient(ch.chains.unary, ch.invoke)(ctx, rpc, req, md)
+}
+
+func (ch *Channel) invoke(ctx context.Context, rpc string, req []byte, md map[string]string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx, &Error{Code: Canceled})
 	}
-	cmd, err := metadata(md)
+	cmd, err := metadata(withTrace(ctx, md))
 	if err != nil {
 		return nil, err
 	}
@@ -325,10 +340,17 @@ func (ch *Channel) Invoke(ctx context.Context, rpc string, req []byte, md map[st
 // the stream; its deadline is the stream's timeout. Close the stream when
 // done.
 func (ch *Channel) NewStream(ctx context.Context, rpc string, md map[string]string) (*Stream, error) {
+	if len(ch.chains.stream) == 0 {
+		return ch.newStream(ctx, rpc, md)
+	}
+	return chainStreamClient(ch.chains.stream, ch.newStream)(ctx, rpc, md)
+}
+
+func (ch *Channel) newStream(ctx context.Context, rpc string, md map[string]string) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx, &Error{Code: Canceled})
 	}
-	cmd, err := metadata(md)
+	cmd, err := metadata(withTrace(ctx, md))
 	if err != nil {
 		return nil, err
 	}

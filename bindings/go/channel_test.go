@@ -75,7 +75,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestChannelRoundRobinAndKill(t *testing.T) {
 	checkNoLeaks(t)
 	a, b, c := startWho(t, "a", "127.0.0.1:0"), startWho(t, "b", "127.0.0.1:0"), startWho(t, "c", "127.0.0.1:0")
-	ch := fastChannel(t, "ipv4:"+a.addr+","+b.addr+","+c.addr, drpc.WithRetry(5, 10*time.Millisecond, 100*time.Millisecond))
+	// A budget that allows every retry of the kill below: with eight
+	// callers, more calls than the default budget (10 tokens, retries
+	// while over half) reach b while it refuses streams during shutdown.
+	ch := fastChannel(t, "ipv4:"+a.addr+","+b.addr+","+c.addr, drpc.WithRetry(5, 10*time.Millisecond, 100*time.Millisecond),
+		drpc.WithRetryBudget(1000, 0.1))
 	if err := ch.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +117,7 @@ func TestChannelRoundRobinAndKill(t *testing.T) {
 	}
 	wg.Wait()
 	if failures.Load() != 0 {
-		t.Fatalf("%d calls failed", failures.Load())
+		t.Fatalf("%d calls failed (stats %+v)", failures.Load(), ch.Stats())
 	}
 	if st := ch.Stats(); st.Attempts < 1100 {
 		t.Fatalf("stats %+v", st)

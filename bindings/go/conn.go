@@ -72,6 +72,7 @@ type Conn struct {
 	mu     sync.RWMutex // write-held by Close; read-held by every use of c
 	c      *C.drpc_conn
 	closed chan struct{}
+	chains clientChains // client interceptors (WithUnaryInterceptors, ...)
 }
 
 // Dial connects to addr ("host:port" or "unix:/path"). ctx bounds the
@@ -89,6 +90,7 @@ func dial(ctx context.Context, addr string, opts []DialOption,
 	o := C.drpc_conn_options_new()
 	caddr := cString(addr)
 	release := func() {
+		takePending(unsafe.Pointer(o)) // dropped if an option failed
 		C.drpc_conn_options_free(o)
 		C.free(unsafe.Pointer(caddr))
 	}
@@ -117,6 +119,7 @@ func dial(ctx context.Context, addr string, opts []DialOption,
 				Message: fmt.Sprintf("drpc: dial option %d: invalid value", i)})
 		}
 	}
+	chains := takePending(unsafe.Pointer(o))
 	done := make(chan result, 1)
 	go func() {
 		defer release()
@@ -134,7 +137,7 @@ func dial(ctx context.Context, addr string, opts []DialOption,
 		if r.err != nil {
 			return nil, r.err
 		}
-		return &Conn{c: r.c, closed: make(chan struct{})}, nil
+		return &Conn{c: r.c, closed: make(chan struct{}), chains: chains}, nil
 	case <-ctx.Done():
 		// The dial goroutine still owns caddr and o: wait for it, then drop
 		// the connection.
@@ -212,12 +215,22 @@ func goUnaryCallback(userdata unsafe.Pointer, _ *C.drpc_call, status C.drpc_stat
 }
 
 // Invoke makes a unary call of rpc with the encoded request and optional
-// invoke metadata, and returns the encoded response.
+// invoke metadata, through the connection's unary interceptors, and
+// returns the encoded response. ctx's deadline is sent to the server
+// (drpc-timeout) and its trace context (TraceparentFromContext: a handler's
+// context has one) as "traceparent", unless md has that key.
 func (c *Conn) Invoke(ctx context.Context, rpc string, req []byte, md map[string]string) ([]byte, error) {
+	if len(c.chains.unary) == 0 {
+		return c.invoke(ctx, rpc, req, md)
+	}
+	return chainUnaryClient(c.chains.unary, c.invoke)(ctx, rpc, req, md)
+}
+
+func (c *Conn) invoke(ctx context.Context, rpc string, req []byte, md map[string]string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx, &Error{Code: Canceled})
 	}
-	cmd, err := metadata(md)
+	cmd, err := metadata(withTrace(ctx, md))
 	if err != nil {
 		return nil, err
 	}
@@ -272,15 +285,27 @@ type Stream struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	closed bool
+
+	obsMu     sync.Mutex
+	observers []func(Direction, []byte)
 }
 
-// NewStream opens a streaming call of rpc. Cancelling ctx cancels the
-// stream; its deadline is the stream's timeout. Close the stream when done.
+// NewStream opens a streaming call of rpc, through the connection's stream
+// interceptors. Cancelling ctx cancels the stream; its deadline is the
+// stream's timeout (sent to the server) and its trace context is sent as
+// in Invoke. Close the stream when done.
 func (c *Conn) NewStream(ctx context.Context, rpc string, md map[string]string) (*Stream, error) {
+	if len(c.chains.stream) == 0 {
+		return c.newStream(ctx, rpc, md)
+	}
+	return chainStreamClient(c.chains.stream, c.newStream)(ctx, rpc, md)
+}
+
+func (c *Conn) newStream(ctx context.Context, rpc string, md map[string]string) (*Stream, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, ctxError(ctx, &Error{Code: Canceled})
 	}
-	cmd, err := metadata(md)
+	cmd, err := metadata(withTrace(ctx, md))
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +376,7 @@ func (s *Stream) Send(msg []byte) error {
 	if st := C.drpc_stream_send(cs, p, n, &cerr); st != C.DRPC_OK {
 		return ctxError(s.ctx, takeError(st, cerr))
 	}
+	s.observe(Sent, msg)
 	return nil
 }
 
@@ -365,7 +391,9 @@ func (s *Stream) Recv() ([]byte, error) {
 	var cerr *C.drpc_error
 	switch st := C.drpc_stream_recv(cs, &buf, &cerr); st {
 	case C.DRPC_OK:
-		return takeBuffer(buf), nil
+		msg := takeBuffer(buf)
+		s.observe(Received, msg)
+		return msg, nil
 	case C.DRPC_END:
 		return nil, io.EOF
 	default:

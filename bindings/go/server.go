@@ -14,6 +14,7 @@ import (
 	"io"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -31,6 +32,15 @@ type Server struct {
 	mu       sync.Mutex
 	handles  []unsafe.Pointer // C copies of cgo.Handles, freed after shutdown
 	shutdown bool
+	pending  serverChains                 // interceptors added before Listen
+	chains   atomic.Pointer[serverChains] // fixed by the first Listen
+	final    Metrics                      // the metrics at Shutdown
+}
+
+// route is what a registered rpc's C userdata refers to.
+type route struct {
+	srv *Server
+	h   StreamHandler
 }
 
 // NewServer returns a server with no handlers; an unregistered rpc is
@@ -110,7 +120,7 @@ func (srv *Server) Handle(rpc string, h StreamHandler) error {
 	defer srv.mu.Unlock()
 	crpc := cString(rpc)
 	defer C.free(unsafe.Pointer(crpc))
-	handle := cgo.NewHandle(h)
+	handle := cgo.NewHandle(&route{srv: srv, h: h})
 	ud := C.malloc(C.size_t(unsafe.Sizeof(handle)))
 	*(*cgo.Handle)(ud) = handle
 	var cerr *C.drpc_error
@@ -126,6 +136,7 @@ func (srv *Server) Handle(rpc string, h StreamHandler) error {
 // Listen binds addr ("host:port", port 0 picks one, or "unix:/path") and
 // serves it in the background; it returns the bound address.
 func (srv *Server) Listen(addr string) (string, error) {
+	srv.freeze()
 	caddr := cString(addr)
 	defer C.free(unsafe.Pointer(caddr))
 	var bound *C.char
@@ -152,6 +163,11 @@ func (srv *Server) Shutdown(grace time.Duration) error {
 	srv.shutdown = true
 	var cerr *C.drpc_error
 	st := C.drpc_server_shutdown(srv.s, C.uint64_t(grace/time.Millisecond), &cerr)
+	srv.final = Metrics{FailedByCode: map[Code]uint64{}}
+	var snap *C.drpc_metrics_snapshot
+	if C.drpc_server_metrics_snapshot(srv.s, &snap) == C.DRPC_OK {
+		srv.final = metricsOf(snap)
+	}
 	C.drpc_server_free(srv.s)
 	live.Add(-1)
 	for _, ud := range srv.handles {
@@ -171,6 +187,13 @@ type ServerStream struct {
 	s   *C.drpc_stream
 	ctx context.Context
 	rpc string
+
+	obsMu      sync.Mutex
+	observers  []func(Direction, []byte)
+	unread     [][]byte           // Unrecv'd messages, next first
+	mdOverride map[string]*string // interceptors' changes; nil value: removed
+	sent       atomic.Uint64
+	received   atomic.Uint64
 }
 
 // RPC is the rpc name.
@@ -182,6 +205,15 @@ func (s *ServerStream) Context() context.Context { return s.ctx }
 
 // Metadata returns the value of an invoke-metadata key the client sent.
 func (s *ServerStream) Metadata(key string) (string, bool) {
+	s.obsMu.Lock()
+	override, changed := s.mdOverride[key]
+	s.obsMu.Unlock()
+	if changed {
+		if override == nil {
+			return "", false
+		}
+		return *override, true
+	}
 	ckey := cString(key)
 	defer C.free(unsafe.Pointer(ckey))
 	v := C.drpc_stream_metadata(s.s, ckey)
@@ -205,32 +237,73 @@ func (s *ServerStream) AllMetadata() map[string]string {
 			md[C.GoString(k)] = C.GoString(v)
 		}
 	}
+	s.obsMu.Lock()
+	for k, v := range s.mdOverride {
+		if v == nil {
+			delete(md, k)
+		} else {
+			md[k] = *v
+		}
+	}
+	s.obsMu.Unlock()
 	return md
 }
 
 // Send sends one encoded message.
 func (s *ServerStream) Send(msg []byte) error {
+	if err := s.deadlinePassed(); err != nil {
+		return err
+	}
 	p, n := bytesPtr(msg)
 	var cerr *C.drpc_error
 	if st := C.drpc_stream_send(s.s, p, n, &cerr); st != C.DRPC_OK {
 		return takeError(st, cerr)
 	}
+	s.observe(Sent, msg)
 	return nil
 }
 
 // Recv receives the next encoded message; io.EOF once the client closed
 // sending.
 func (s *ServerStream) Recv() ([]byte, error) {
+	s.obsMu.Lock()
+	if n := len(s.unread); n > 0 {
+		msg := s.unread[n-1]
+		s.unread = s.unread[:n-1]
+		s.obsMu.Unlock()
+		return msg, nil
+	}
+	s.obsMu.Unlock()
 	var buf *C.drpc_buffer
 	var cerr *C.drpc_error
 	switch st := C.drpc_stream_recv(s.s, &buf, &cerr); st {
 	case C.DRPC_OK:
-		return takeBuffer(buf), nil
+		msg := takeBuffer(buf)
+		s.observe(Received, msg)
+		return msg, nil
 	case C.DRPC_END:
 		return nil, io.EOF
 	default:
 		return nil, takeError(st, cerr)
 	}
+}
+
+// Unrecv puts msg back: the next Recv returns it (for an interceptor that
+// read a message ahead of the handler).
+func (s *ServerStream) Unrecv(msg []byte) {
+	s.obsMu.Lock()
+	s.unread = append(s.unread, msg)
+	s.obsMu.Unlock()
+}
+
+// deadlinePassed is the error of a call whose deadline passed: the
+// library fails the call at that moment too, but the context's timer may
+// fire first, and nothing may be sent after it.
+func (s *ServerStream) deadlinePassed() error {
+	if s.ctx != nil && errors.Is(s.ctx.Err(), context.DeadlineExceeded) {
+		return &Error{Code: DeadlineExceeded, WireCode: uint64(DeadlineExceeded), Message: "deadline exceeded (server)"}
+	}
+	return nil
 }
 
 // errorCode finds the DRPC code of a handler's error.
@@ -252,9 +325,27 @@ func errorCode(err error) uint64 {
 
 //export goStreamHandler
 func goStreamHandler(userdata unsafe.Pointer, stream *C.drpc_stream) C.uint32_t {
-	h := (*(*cgo.Handle)(userdata)).Value().(StreamHandler)
-	ctx, cancel := context.WithCancel(context.Background())
-	ss := &ServerStream{s: stream, ctx: ctx, rpc: C.GoString(C.drpc_stream_rpc(stream))}
+	r := (*(*cgo.Handle)(userdata)).Value().(*route)
+	ss := &ServerStream{s: stream, rpc: C.GoString(C.drpc_stream_rpc(stream))}
+	// The context ends at the call's deadline (DeadlineExceeded) or when
+	// the call is cancelled, and carries the server span's trace context
+	// and the call, so calls made with it inherit them.
+	base := context.WithValue(context.Background(), serverStreamKey{}, ss)
+	if tp := ss.Traceparent(); tp != "" {
+		base = ContextWithTraceparent(base, tp)
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if dl, ok := ss.Deadline(); ok {
+		ctx, cancel = context.WithDeadline(base, dl)
+	} else {
+		ctx, cancel = context.WithCancel(base)
+	}
+	ss.ctx = ctx
+	h := r.h
+	if c := r.srv.chains.Load(); c != nil && len(c.stream) > 0 {
+		h = chainStream(c.stream, h)
+	}
 
 	// Watch for cancellation with short waits, so that the watcher has
 	// stopped touching the stream before this function returns (the stream
@@ -290,6 +381,9 @@ func goStreamHandler(userdata unsafe.Pointer, stream *C.drpc_stream) C.uint32_t 
 	}()
 	close(stop)
 	<-watched
+	if err == nil {
+		err = ss.deadlinePassed()
+	}
 	cancel()
 	if err != nil {
 		cmsg := cString(err.Error())

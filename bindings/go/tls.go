@@ -115,6 +115,7 @@ func (t ClientTLS) config() (*C.drpc_tls_client_config, error) {
 // own task, within the server's handshake timeout) with the configuration
 // in force when it arrives; see ReloadTLS.
 func (srv *Server) ListenTLS(addr string, t ServerTLS) (string, error) {
+	srv.freeze()
 	cfg, err := t.config()
 	if err != nil {
 		return "", err

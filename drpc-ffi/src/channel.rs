@@ -2,7 +2,8 @@
 //! connections with reconnect backoff, load balancing, retries, health
 //! checks) and the health service a server runs. See drpc-channel.
 
-use crate::client::{call_options, outcome_parts, CallObj, ConnOptionsObj, SendPtr};
+use crate::client::{call_options, intercepted_unary, interceptors_of, outcome_parts, CallObj, ConnOptionsObj, SendPtr};
+use crate::intercept::{begin_client, Chain};
 use crate::stream::{Role, StreamObj};
 use crate::*;
 use ::drpc_channel::health::{HealthService, ServingStatus};
@@ -27,6 +28,8 @@ pub struct drpc_channel_options {
 
 pub(crate) struct ChannelOptionsObj {
     opts: Mutex<ChannelOptions>,
+    /// The client interceptors of the conn options given.
+    interceptors: Mutex<Chain>,
 }
 
 impl HandleType for ChannelOptionsObj {
@@ -77,20 +80,27 @@ pub enum drpc_wait_for_ready {
 #[no_mangle]
 pub extern "C" fn drpc_channel_options_new() -> *mut drpc_channel_options {
     guard(std::ptr::null_mut(), || {
-        new_handle(Arc::new(ChannelOptionsObj { opts: Mutex::new(ChannelOptions::default()) }))
+        new_handle(Arc::new(ChannelOptionsObj {
+            opts: Mutex::new(ChannelOptions::default()),
+            interceptors: Mutex::new(Vec::new().into()),
+        }))
     })
 }
 
 /// Uses a copy of `conn` (sequential mode, message size, flow control,
-/// memory, timeouts) for every connection the channel makes.
+/// memory, timeouts, client interceptors) for every connection the channel
+/// makes; the interceptors run once per channel call (not per retry).
 #[no_mangle]
 pub extern "C" fn drpc_channel_options_set_conn_options(
     opts: *mut drpc_channel_options,
     conn: *const drpc_conn_options,
 ) -> drpc_status {
-    with_channel_options(opts, |o| {
-        o.conn = lock(&get::<ConnOptionsObj>(conn, "conn")?.opts).clone();
-        Ok(())
+    ffi(std::ptr::null_mut(), || {
+        let o = get::<ChannelOptionsObj>(opts, "opts")?;
+        let c = get::<ConnOptionsObj>(conn, "conn")?;
+        lock(&o.opts).conn = lock(&c.opts).clone();
+        *lock(&o.interceptors) = interceptors_of(&c);
+        Ok(drpc_status::DRPC_OK)
     })
 }
 
@@ -273,6 +283,9 @@ pub struct drpc_channel {
 
 pub(crate) struct ChannelObj {
     channel: std::mem::ManuallyDrop<Channel>,
+    interceptors: Chain,
+    /// The target, shown to interceptors as the peer.
+    target: String,
 }
 
 impl Drop for ChannelObj {
@@ -320,16 +333,22 @@ pub unsafe extern "C" fn drpc_channel_new(
         unsafe { *channel_out = std::ptr::null_mut() };
         // SAFETY: NUL-terminated string.
         let target = unsafe { arg_str(target, "target")? };
-        let opts = if opts.is_null() {
-            ChannelOptions::default()
+        let (opts, interceptors) = if opts.is_null() {
+            (ChannelOptions::default(), Chain::from(Vec::new()))
         } else {
-            lock(&get::<ChannelOptionsObj>(opts, "opts")?.opts).clone()
+            let o = get::<ChannelOptionsObj>(opts, "opts")?;
+            let opts = lock(&o.opts).clone();
+            let interceptors = lock(&o.interceptors).clone();
+            (opts, interceptors)
         };
         let channel = Channel::new(target, opts)?;
-        // SAFETY: valid out pointer.
-        unsafe {
-            *channel_out = new_handle(Arc::new(ChannelObj { channel: std::mem::ManuallyDrop::new(channel) }))
+        let obj = ChannelObj {
+            channel: std::mem::ManuallyDrop::new(channel),
+            interceptors,
+            target: target.to_string(),
         };
+        // SAFETY: valid out pointer.
+        unsafe { *channel_out = new_handle(Arc::new(obj)) };
         Ok(drpc_status::DRPC_OK)
     })
 }
@@ -378,9 +397,10 @@ pub unsafe extern "C" fn drpc_channel_unary(
         let c = get::<ChannelObj>(channel, "channel")?;
         // SAFETY: arguments per the contract.
         let (rpc, req) = unsafe { (arg_str(rpc, "rpc")?, arg_bytes(request, request_len, "request")?) };
-        let opts = call_options(md, timeout_ms)?;
+        let mut opts = call_options(md, timeout_ms)?;
         let channel = c.with_wait(wait)?;
-        let resp = block_on(channel.unary(rpc, req, &opts))??;
+        let intercepted = begin_client(&c.interceptors, rpc, Some(&c.target), &mut opts)?;
+        let resp = block_on(intercepted_unary(intercepted, req, channel.unary(rpc, req, &opts)))??;
         // SAFETY: valid out pointer.
         unsafe { *response_out = drpc_buffer::into_raw(resp) };
         Ok(drpc_status::DRPC_OK)
@@ -417,13 +437,23 @@ pub unsafe extern "C" fn drpc_channel_unary_async(
             unsafe { (arg_str(rpc, "rpc")?.to_string(), arg_bytes(request, request_len, "request")?.to_vec()) };
         let mut opts = call_options(md, timeout_ms)?;
         let channel = c.with_wait(wait)?;
+        // A rejection is the call's outcome, reported through the callback.
+        let intercepted = begin_client(&c.interceptors, &rpc, Some(&c.target), &mut opts);
         drop(c);
         let call = Arc::new(CallObj::new(CancelToken::new()));
         opts.cancel = Some(call.cancel.clone());
         let handle = SendPtr(if call_out.is_null() { std::ptr::null_mut() } else { new_handle(call.clone()) });
         let userdata = SendPtr(userdata);
         runtime().spawn(async move {
-            let result = channel.unary(&rpc, &req, &opts).await;
+            let result = match intercepted {
+                Ok(intercepted) => {
+                    if let Some(i) = &intercepted {
+                        i.set_non_blocking();
+                    }
+                    intercepted_unary(intercepted, &req, channel.unary(&rpc, &req, &opts)).await
+                }
+                Err(status) => Err(status),
+            };
             drop(channel);
             let (userdata, handle) = (userdata, handle);
             let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -461,10 +491,24 @@ pub unsafe extern "C" fn drpc_channel_stream(
         let c = get::<ChannelObj>(channel, "channel")?;
         // SAFETY: NUL-terminated string per the contract.
         let rpc = unsafe { arg_str(rpc, "rpc")? };
-        let opts = call_options(md, timeout_ms)?;
+        let mut opts = call_options(md, timeout_ms)?;
         let channel = c.with_wait(wait)?;
-        let stream = block_on(channel.stream(rpc, &opts))??;
-        let s = StreamObj::new(stream, &opts.metadata, Role::Client, None);
+        let intercepted = begin_client(&c.interceptors, rpc, Some(&c.target), &mut opts)?.map(Arc::new);
+        let deadline = crate::intercept::options_deadline(&opts);
+        let traceparent = crate::intercept::options_traceparent(&opts);
+        let stream = match block_on(channel.stream(rpc, &opts))? {
+            Ok(stream) => stream,
+            Err(status) => {
+                if let Some(i) = &intercepted {
+                    i.finish(status.wire_code());
+                }
+                return Err(status.into());
+            }
+        };
+        let mut s = StreamObj::new(stream, &opts.metadata, Role::Client, None);
+        s.intercepted = intercepted;
+        s.deadline = deadline;
+        s.traceparent = traceparent.as_deref().map(cstring_lossy);
         // SAFETY: valid out pointer.
         unsafe { *stream_out = new_handle(Arc::new(s)) };
         Ok(drpc_status::DRPC_OK)

@@ -1,6 +1,7 @@
 //! Client side: connection options, metadata, connections, unary calls
 //! (blocking and asynchronous) and streams.
 
+use crate::intercept::{begin_client, drpc_direction, drpc_interceptor, interceptor_arg, Chain, Intercepted, Interceptor};
 use crate::*;
 use drpc_core::{CallOptions, CancelToken, Conn, ConnOptions, Metadata, Status};
 use std::ffi::c_void;
@@ -22,6 +23,13 @@ pub struct drpc_conn_options {
 
 pub(crate) struct ConnOptionsObj {
     pub(crate) opts: Mutex<ConnOptions>,
+    /// Client interceptors, in order (copied into each connection dialed).
+    pub(crate) interceptors: Mutex<Vec<Interceptor>>,
+}
+
+/// The interceptor chain options hold.
+pub(crate) fn interceptors_of(obj: &ConnOptionsObj) -> Chain {
+    lock(&obj.interceptors).clone().into()
 }
 
 /// A copy of the options a handle holds.
@@ -55,6 +63,7 @@ pub extern "C" fn drpc_conn_options_new() -> *mut drpc_conn_options {
             opts: Mutex::new(ConnOptions {
                 ..Default::default()
             }),
+            interceptors: Mutex::default(),
         }))
     })
 }
@@ -189,6 +198,39 @@ pub extern "C" fn drpc_conn_options_set_read_timeout(opts: *mut drpc_conn_option
     })
 }
 
+/// Adds a client interceptor (copied; see `drpc_interceptor`) to the
+/// options: every connection dialed with them (and every connection of a
+/// channel given them, `drpc_channel_options_set_conn_options`) runs it
+/// around each call, unary and streaming, after the interceptors added
+/// earlier (`after`: before theirs). `before` may change the metadata sent
+/// and reject the call before anything is sent. NULL, or an interceptor
+/// with no callback, is `DRPC_BAD_ARGUMENT`. Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_add_interceptor(
+    opts: *mut drpc_conn_options,
+    interceptor: *const drpc_interceptor,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let o = get::<ConnOptionsObj>(opts, "opts")?;
+        let ic = interceptor_arg(interceptor)?;
+        lock(&o.interceptors).push(ic);
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Whether calls send their deadline to the server in the invoke metadata
+/// key `drpc-timeout` (gRPC's timeout grammar, e.g. `250m`), so the server
+/// can cancel its handler when the deadline passes. Default true; peers that
+/// do not know the key ignore it. A call whose metadata already has the key
+/// sends it as given. Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_conn_options_set_send_deadline(opts: *mut drpc_conn_options, send: bool) -> drpc_status {
+    with_options(opts, |o| {
+        o.send_deadline = send;
+        Ok(())
+    })
+}
+
 /// Releases options. NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn drpc_conn_options_free(opts: *mut drpc_conn_options) {
@@ -260,7 +302,9 @@ pub extern "C" fn drpc_metadata_free(md: *mut drpc_metadata) {
     })
 }
 
-/// Call options from the optional metadata handle `md` and a timeout.
+/// Call options from the optional metadata handle `md` and a timeout, with
+/// the deadline and trace context of the handler running on this thread, if
+/// any (the earlier deadline wins; `traceparent` in `md` wins).
 pub(crate) fn call_options(md: *const drpc_metadata, timeout_ms: u64) -> Res<CallOptions> {
     let mut opts = CallOptions::new();
     if !md.is_null() {
@@ -269,7 +313,35 @@ pub(crate) fn call_options(md: *const drpc_metadata, timeout_ms: u64) -> Res<Cal
     if timeout_ms > 0 {
         opts.timeout = Some(millis(timeout_ms));
     }
+    crate::intercept::inherit_into(&mut opts);
     Ok(opts)
+}
+
+/// Runs a unary call through a client interceptor chain: `before`s (which
+/// may change `opts`' metadata or reject), the call, `on_message` for the
+/// request and response, `after`.
+pub(crate) async fn intercepted_unary<F>(
+    intercepted: Option<Intercepted>,
+    req: &[u8],
+    call: F,
+) -> Result<bytes::Bytes, Status>
+where
+    F: std::future::Future<Output = Result<bytes::Bytes, Status>>,
+{
+    if let Some(i) = &intercepted {
+        i.message(drpc_direction::DRPC_DIRECTION_SENT, req);
+    }
+    let result = call.await;
+    if let Some(i) = &intercepted {
+        match &result {
+            Ok(resp) => {
+                i.message(drpc_direction::DRPC_DIRECTION_RECEIVED, resp);
+                i.finish(0);
+            }
+            Err(s) => i.finish(s.wire_code()),
+        }
+    }
+    result
 }
 
 // ---------------------------------------------------------------------------
@@ -284,6 +356,20 @@ pub struct drpc_conn {
 
 pub(crate) struct ConnObj {
     pub(crate) conn: std::mem::ManuallyDrop<Conn>,
+    /// The client interceptors of the options it was dialed with.
+    pub(crate) interceptors: Chain,
+    /// The address dialed, for interceptors.
+    addr: String,
+}
+
+impl ConnObj {
+    pub(crate) fn new(conn: Conn, interceptors: Chain, addr: &str) -> ConnObj {
+        ConnObj { conn: std::mem::ManuallyDrop::new(conn), interceptors, addr: addr.to_string() }
+    }
+
+    pub(crate) fn peer(&self) -> Option<&str> {
+        Some(&self.addr)
+    }
 }
 
 impl Drop for ConnObj {
@@ -321,16 +407,15 @@ pub unsafe extern "C" fn drpc_conn_dial(
         unsafe { *conn_out = std::ptr::null_mut() };
         // SAFETY: NUL-terminated string.
         let addr = unsafe { arg_str(addr, "addr")? };
-        let opts = if opts.is_null() {
-            ConnOptions::default()
+        let (opts, interceptors) = if opts.is_null() {
+            (ConnOptions::default(), Chain::from(Vec::new()))
         } else {
-            lock(&get::<ConnOptionsObj>(opts, "opts")?.opts).clone()
+            let o = get::<ConnOptionsObj>(opts, "opts")?;
+            (options_of(&o), interceptors_of(&o))
         };
         let conn = block_on(Conn::connect(addr, opts))??;
         // SAFETY: valid out pointer.
-        unsafe { *conn_out = new_handle(Arc::new(ConnObj {
-            conn: std::mem::ManuallyDrop::new(conn),
-        })) };
+        unsafe { *conn_out = new_handle(Arc::new(ConnObj::new(conn, interceptors, addr))) };
         Ok(drpc_status::DRPC_OK)
     })
 }
@@ -427,8 +512,9 @@ pub unsafe extern "C" fn drpc_conn_unary(
         let c = get::<ConnObj>(conn, "conn")?;
         // SAFETY: arguments per the contract.
         let (rpc, req) = unsafe { (arg_str(rpc, "rpc")?, arg_bytes(request, request_len, "request")?) };
-        let opts = call_options(md, timeout_ms)?;
-        let resp = block_on(c.conn.unary(rpc, req, &opts))??;
+        let mut opts = call_options(md, timeout_ms)?;
+        let intercepted = begin_client(&c.interceptors, rpc, c.peer(), &mut opts)?;
+        let resp = block_on(intercepted_unary(intercepted, req, c.conn.unary(rpc, req, &opts)))??;
         // SAFETY: valid out pointer.
         unsafe { *response_out = drpc_buffer::into_raw(resp) };
         Ok(drpc_status::DRPC_OK)
@@ -564,6 +650,8 @@ pub unsafe extern "C" fn drpc_conn_unary_async(
             )
         };
         let mut opts = call_options(md, timeout_ms)?;
+        // A rejection is the call's outcome, reported through the callback.
+        let intercepted = begin_client(&c.interceptors, &rpc, c.peer(), &mut opts);
         let call = Arc::new(CallObj {
             cancel: CancelToken::new(),
             state: Mutex::default(),
@@ -579,7 +667,15 @@ pub unsafe extern "C" fn drpc_conn_unary_async(
         });
         let userdata = SendPtr(userdata);
         runtime().spawn(async move {
-            let result = c.conn.unary(&rpc, &req, &opts).await;
+            let result = match intercepted {
+                Ok(intercepted) => {
+                    if let Some(i) = &intercepted {
+                        i.set_non_blocking();
+                    }
+                    intercepted_unary(intercepted, &req, c.conn.unary(&rpc, &req, &opts)).await
+                }
+                Err(status) => Err(status),
+            };
             drop(c);
             let (userdata, handle) = (userdata, handle);
             let _ = catch_unwind(AssertUnwindSafe(|| {

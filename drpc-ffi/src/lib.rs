@@ -37,6 +37,9 @@ macro_rules! cstr {
 mod channel;
 mod client;
 mod handles;
+mod intercept;
+mod log;
+mod metrics;
 mod runtime;
 mod server;
 mod stream;
@@ -44,6 +47,9 @@ mod tls;
 
 pub use channel::*;
 pub use client::*;
+pub use intercept::*;
+pub use log::*;
+pub use metrics::*;
 pub use server::*;
 pub use stream::*;
 pub use tls::*;

@@ -1,13 +1,17 @@
 //! Server side: a server with C handlers, blocking (on the handler pool)
 //! or non-blocking (on the runtime, answering later).
 
+use crate::intercept::{
+    drpc_direction, drpc_interceptor, interceptor_arg, server_outcome_code, with_inherited, CallInfoObj, Chain,
+    Inherited, Intercepted, Interceptor,
+};
 use crate::runtime::{handler_pool, in_handler, is_in_handler, JobKind};
 use crate::stream::{wait_cancelled, Role, StreamObj};
 use crate::*;
 use drpc_core::{CallContext, Request, Router, Server, ServerOptions, Status, Stream};
 use std::collections::HashSet;
 use std::ffi::c_void;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -100,6 +104,8 @@ pub(crate) struct ServerCallObj {
     request: bytes::Bytes,
     answer: Mutex<Answer>,
     peer: crate::tls::PeerSlot,
+    /// The call's deadline and trace context, as strings for C.
+    traceparent: Option<CString>,
 }
 
 /// How a call is answered.
@@ -116,10 +122,12 @@ impl HandleType for ServerCallObj {
 }
 
 impl ServerCallObj {
-    fn new(req: Request, answer: Answer) -> ServerCallObj {
+    /// `metadata`: what the interceptors left, if any ran.
+    fn new(req: Request, answer: Answer, metadata: Option<&drpc_core::Metadata>) -> ServerCallObj {
         ServerCallObj {
             rpc: cstring_lossy(req.context.rpc()),
-            metadata: MetadataView::new(req.context.metadata()),
+            metadata: MetadataView::new(metadata.unwrap_or(req.context.metadata())),
+            traceparent: crate::intercept::server_trace(&req.context).map(|t| cstring_lossy(&t.to_traceparent())),
             ctx: req.context,
             request: req.data,
             answer: Mutex::new(answer),
@@ -168,6 +176,8 @@ unsafe impl Sync for UserData {}
 struct Tracker {
     running: Mutex<usize>,
     idle: Condvar,
+    /// The server's interceptors, frozen when it starts serving.
+    chain: OnceLock<Chain>,
 }
 
 struct Running(Arc<Tracker>);
@@ -190,6 +200,11 @@ impl Drop for Running {
 }
 
 impl Tracker {
+    /// The interceptor chain (empty before the server started).
+    fn chain(&self) -> Option<&Chain> {
+        self.chain.get().filter(|c| !c.is_empty())
+    }
+
     fn wait_idle(&self) {
         let n = self.running.lock().unwrap_or_else(|e| e.into_inner());
         drop(
@@ -224,6 +239,10 @@ struct ServerState {
     shut_down: bool,
     /// The acceptors of the TLS addresses, for `drpc_server_reload_tls`.
     tls: Vec<drpc_tls::TlsAcceptor>,
+    /// Interceptors added so far (frozen into the tracker's chain on start).
+    interceptors: Vec<Interceptor>,
+    /// The metrics when the server was shut down.
+    final_metrics: Option<drpc_core::metrics::MetricsSnapshot>,
 }
 
 impl ServerObj {
@@ -234,11 +253,24 @@ impl ServerObj {
             return Err(Fail::code(drpc_core::Code::FailedPrecondition, "the server was shut down"));
         }
         if st.server.is_none() {
+            let chain: Chain = std::mem::take(&mut st.interceptors).into();
+            let _ = self.tracker.chain.set(chain);
             let router = std::mem::take(&mut st.router);
             let _rt = runtime().enter();
             st.server = Some(Server::with_options(router, st.opts.clone()));
         }
         Ok(st.server.clone().expect("just set"))
+    }
+
+    /// The server's metrics now (zero before it started, final after it
+    /// was shut down).
+    pub(crate) fn metrics(&self) -> drpc_core::metrics::MetricsSnapshot {
+        let st = lock(self);
+        match (&st.server, &st.final_metrics) {
+            (Some(srv), _) => srv.metrics(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => Default::default(),
+        }
     }
 
     pub(crate) fn add_tls_acceptor(&self, acceptor: drpc_tls::TlsAcceptor) {
@@ -265,6 +297,8 @@ pub extern "C" fn drpc_server_new() -> *mut drpc_server {
                 server: None,
                 shut_down: false,
                 tls: Vec::new(),
+                interceptors: Vec::new(),
+                final_metrics: None,
             }),
             tracker: Arc::default(),
         }))
@@ -431,6 +465,72 @@ pub extern "C" fn drpc_server_set_timeouts(
     })
 }
 
+/// Adds an interceptor (copied; see `drpc_interceptor`) to the server's
+/// chain: its `before` runs after those added earlier, its `after` before
+/// theirs. The chain wraps every handler registered with the
+/// `drpc_server_register_*` functions (not unregistered rpcs, which are
+/// answered `DRPC_UNIMPLEMENTED` without interceptors). Only before the first
+/// `drpc_server_listen`: once the server serves, the chain is fixed and this
+/// returns `DRPC_FAILED_PRECONDITION` (so a chain never changes under a
+/// call). A NULL interceptor, or one with no callback, is
+/// `DRPC_BAD_ARGUMENT`. Never blocks; thread-safe.
+#[no_mangle]
+pub extern "C" fn drpc_server_add_interceptor(
+    server: *const drpc_server,
+    interceptor: *const drpc_interceptor,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let s = get::<ServerObj>(server, "server")?;
+        let ic = interceptor_arg(interceptor)?;
+        let mut st = lock(&s);
+        if st.server.is_some() || st.shut_down {
+            return Err(Fail::code(
+                drpc_core::Code::FailedPrecondition,
+                "interceptors must be added before drpc_server_listen",
+            ));
+        }
+        st.interceptors.push(ic);
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Changes the server options of a server that is not listening yet.
+fn set_server_option(server: *const drpc_server, f: impl FnOnce(&mut ServerOptions)) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let s = get::<ServerObj>(server, "server")?;
+        let mut st = lock(&s);
+        if st.server.is_some() || st.shut_down {
+            return Err(Fail::code(drpc_core::Code::FailedPrecondition, "the server is already listening"));
+        }
+        f(&mut st.opts);
+        Ok(drpc_status::DRPC_OK)
+    })
+}
+
+/// Caps the deadline a client may ask for (its `drpc-timeout` metadata) at
+/// `max_ms` milliseconds: a call without a deadline still has none, a
+/// longer one is shortened (0: no cap, the default). When a call's deadline
+/// passes, its handler sees the call cancelled (`drpc_server_call_is_cancelled`,
+/// `drpc_stream_recv` fails) and the client gets `DRPC_DEADLINE_EXCEEDED`.
+/// Only before the first `drpc_server_listen` (`DRPC_FAILED_PRECONDITION`
+/// after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_max_deadline(server: *const drpc_server, max_ms: u64) -> drpc_status {
+    set_server_option(server, |o| {
+        o.max_deadline = (max_ms > 0).then(|| millis(max_ms));
+    })
+}
+
+/// `true`: the server ignores the deadlines clients send (calls have none
+/// and are never cut short by them). Default false. Only before the first
+/// `drpc_server_listen` (`DRPC_FAILED_PRECONDITION` after). Never blocks.
+#[no_mangle]
+pub extern "C" fn drpc_server_set_ignore_deadlines(server: *const drpc_server, ignore: bool) -> drpc_status {
+    set_server_option(server, |o| {
+        o.ignore_deadlines = ignore;
+    })
+}
+
 /// Registers `rpc` with handlers `add` puts on the router (services built
 /// elsewhere, such as the health service in channel.rs).
 pub(crate) fn register_with(
@@ -531,7 +631,8 @@ pub unsafe extern "C" fn drpc_server_register_unary(
         router.unary_raw(rpc, move |req: Request| {
             let running = Running::new(&tracker);
             let conn = req.context.connection_id();
-            on_pool(JobKind::Unary, conn, running, move || run_unary(handler, userdata, req))
+            let tracker = tracker.clone();
+            on_pool(JobKind::Unary, conn, running, move || run_unary(handler, userdata, req, &tracker))
         })
     })
 }
@@ -539,13 +640,50 @@ pub unsafe extern "C" fn drpc_server_register_unary(
 type UnaryFn = unsafe extern "C" fn(*mut c_void, *mut drpc_server_call, *const u8, usize) -> u32;
 type StreamFn = unsafe extern "C" fn(*mut c_void, *mut drpc_stream) -> u32;
 
-fn run_unary(handler: UnaryFn, userdata: UserData, req: Request) -> Result<bytes::Bytes, Status> {
-    let call = Arc::new(ServerCallObj::new(req, Answer::Recorded(None)));
+/// Runs the server's interceptors' `before`s for a call (`None` without
+/// interceptors).
+fn intercept(tracker: &Tracker, ctx: &CallContext) -> Result<Option<Intercepted>, Status> {
+    match tracker.chain() {
+        None => Ok(None),
+        Some(chain) => Intercepted::begin(chain, CallInfoObj::server(ctx, ctx.metadata())).map(Some),
+    }
+}
+
+fn run_unary(handler: UnaryFn, userdata: UserData, req: Request, tracker: &Tracker) -> Result<bytes::Bytes, Status> {
+    // Interceptors and handler alike run as the handler: marked, and with
+    // its deadline and trace context passed on to the calls they make.
+    in_handler(|| {
+        with_inherited(Inherited::of(&req.context), || {
+            let intercepted = intercept(tracker, &req.context)?;
+            let metadata = intercepted.as_ref().map(|i| i.metadata());
+            if let Some(i) = &intercepted {
+                i.message(drpc_direction::DRPC_DIRECTION_RECEIVED, &req.data);
+            }
+            let ctx = req.context.clone();
+            let result = call_unary(handler, userdata, req, metadata.as_ref());
+            if let Some(i) = &intercepted {
+                if let Ok(resp) = &result {
+                    i.message(drpc_direction::DRPC_DIRECTION_SENT, resp);
+                }
+                i.finish(server_outcome_code(&ctx, result.as_ref().map(|_| ())));
+            }
+            result
+        })
+    })
+}
+
+fn call_unary(
+    handler: UnaryFn,
+    userdata: UserData,
+    req: Request,
+    metadata: Option<&drpc_core::Metadata>,
+) -> Result<bytes::Bytes, Status> {
+    let call = Arc::new(ServerCallObj::new(req, Answer::Recorded(None), metadata));
     let handle = new_handle(call.clone());
     let ud = userdata;
     let ret = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the C handler per its contract; the request lives in `call`.
-        in_handler(|| unsafe { handler(ud.0, handle, call.request.as_ptr(), call.request.len()) })
+        unsafe { handler(ud.0, handle, call.request.as_ptr(), call.request.len()) }
     }));
     handles::forget(handle);
     let answer = match &mut *call.answer.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -580,19 +718,38 @@ pub unsafe extern "C" fn drpc_server_register_stream(
         router.stream_raw(rpc, move |stream: Stream| {
             let running = Running::new(&tracker);
             let conn = stream.context().connection_id();
-            on_pool(JobKind::Stream, conn, running, move || run_stream(handler, userdata, stream))
+            let tracker = tracker.clone();
+            on_pool(JobKind::Stream, conn, running, move || run_stream(handler, userdata, stream, &tracker))
         })
     })
 }
 
-fn run_stream(handler: StreamFn, userdata: UserData, stream: Stream) -> Result<(), Status> {
-    let md = stream.context().metadata().clone();
-    let obj = Arc::new(StreamObj::new(stream, &md, Role::ServerBlocking, None));
+fn run_stream(handler: StreamFn, userdata: UserData, stream: Stream, tracker: &Tracker) -> Result<(), Status> {
+    in_handler(|| {
+        with_inherited(Inherited::of(stream.context()), || {
+            let intercepted = intercept(tracker, stream.context())?.map(Arc::new);
+            let md = match &intercepted {
+                Some(i) => i.metadata(),
+                None => stream.context().metadata().clone(),
+            };
+            let ctx = stream.context().clone();
+            let mut obj = StreamObj::new(stream, &md, Role::ServerBlocking, None);
+            obj.intercepted = intercepted.clone();
+            let result = call_stream(handler, userdata, Arc::new(obj));
+            if let Some(i) = &intercepted {
+                i.finish(server_outcome_code(&ctx, result.as_ref().map(|_| ())));
+            }
+            result
+        })
+    })
+}
+
+fn call_stream(handler: StreamFn, userdata: UserData, obj: Arc<StreamObj>) -> Result<(), Status> {
     let handle = new_handle(obj.clone());
     let ud = userdata;
     let ret = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: the C handler per its contract.
-        in_handler(|| unsafe { handler(ud.0, handle) })
+        unsafe { handler(ud.0, handle) }
     }));
     handles::forget(handle);
     let failure = obj
@@ -630,27 +787,48 @@ pub unsafe extern "C" fn drpc_server_register_unary_async(
         let tracker = tracker.clone();
         router.unary_raw(rpc, move |req: Request| {
             let running = Running::new(&tracker);
+            let ctx = req.context.clone();
+            let inherited = Inherited::of(&ctx);
             let (tx, rx) = oneshot::channel();
-            let call = Arc::new(ServerCallObj::new(req, Answer::Send(Some(tx))));
-            let handle = new_handle(call.clone());
             let ud = userdata;
-            let ret = catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the C handler per its contract; the request lives in `call`.
-                without_blocking(|| unsafe {
-                    handler(ud.0, handle, call.request.as_ptr(), call.request.len())
+            let tracker = tracker.clone();
+            // Interceptors' `before`s and the handler run here, on the
+            // runtime: marked non-blocking.
+            let started: Result<Option<Intercepted>, Status> = without_blocking(|| {
+                with_inherited(inherited, || {
+                    let intercepted = intercept(&tracker, &ctx)?;
+                    let metadata = intercepted.as_ref().map(|i| i.metadata());
+                    let call = Arc::new(ServerCallObj::new(req, Answer::Send(Some(tx)), metadata.as_ref()));
+                    if let Some(i) = &intercepted {
+                        i.set_non_blocking();
+                        i.message(drpc_direction::DRPC_DIRECTION_RECEIVED, &call.request);
+                    }
+                    let handle = new_handle(call.clone());
+                    let ret = catch_unwind(AssertUnwindSafe(|| {
+                        // SAFETY: the C handler per its contract; the request lives in `call`.
+                        unsafe { handler(ud.0, handle, call.request.as_ptr(), call.request.len()) }
+                    }));
+                    if ret.is_err() {
+                        let _ = call.answer(Err(Status::internal("handler panicked")));
+                    }
+                    Ok(intercepted)
                 })
-            }));
+            });
             drop(running);
-            if ret.is_err() {
-                let _ = call.answer(Err(Status::internal("handler panicked")));
-            }
-            drop(call);
             async move {
-                rx.await.unwrap_or_else(|_| {
+                let intercepted = started?;
+                let result = rx.await.unwrap_or_else(|_| {
                     Err(Status::internal(
                         "the handler released the call without answering",
                     ))
-                })
+                });
+                if let Some(i) = &intercepted {
+                    if let Ok(resp) = &result {
+                        i.message(drpc_direction::DRPC_DIRECTION_SENT, resp);
+                    }
+                    i.finish(server_outcome_code(&ctx, result.as_ref().map(|_| ())));
+                }
+                result
             }
         })
     })
@@ -678,26 +856,47 @@ pub unsafe extern "C" fn drpc_server_register_stream_async(
         let tracker = tracker.clone();
         router.stream_raw(rpc, move |stream: Stream| {
             let running = Running::new(&tracker);
+            let ctx = stream.context().clone();
+            let inherited = Inherited::of(&ctx);
             let (tx, rx) = oneshot::channel();
-            let md = stream.context().metadata().clone();
-            let obj = Arc::new(StreamObj::new(stream, &md, Role::ServerAsync, Some(tx)));
-            let handle = new_handle(obj.clone());
             let ud = userdata;
-            let ret = catch_unwind(AssertUnwindSafe(|| {
-                // SAFETY: the C handler per its contract.
-                without_blocking(|| unsafe { handler(ud.0, handle) })
-            }));
+            let tracker = tracker.clone();
+            let started: Result<Option<Arc<Intercepted>>, Status> = without_blocking(|| {
+                with_inherited(inherited, || {
+                    let intercepted = intercept(&tracker, &ctx)?.map(Arc::new);
+                    let md = match &intercepted {
+                        Some(i) => {
+                            i.set_non_blocking();
+                            i.metadata()
+                        }
+                        None => ctx.metadata().clone(),
+                    };
+                    let mut obj = StreamObj::new(stream, &md, Role::ServerAsync, Some(tx));
+                    obj.intercepted = intercepted.clone();
+                    let obj = Arc::new(obj);
+                    let handle = new_handle(obj.clone());
+                    let ret = catch_unwind(AssertUnwindSafe(|| {
+                        // SAFETY: the C handler per its contract.
+                        unsafe { handler(ud.0, handle) }
+                    }));
+                    if ret.is_err() {
+                        let _ = obj.finish(Err(Status::internal("handler panicked")));
+                    }
+                    Ok(intercepted)
+                })
+            });
             drop(running);
-            if ret.is_err() {
-                let _ = obj.finish(Err(Status::internal("handler panicked")));
-            }
-            drop(obj);
             async move {
-                rx.await.unwrap_or_else(|_| {
+                let intercepted = started?;
+                let result = rx.await.unwrap_or_else(|_| {
                     Err(Status::internal(
                         "the handler released the stream without finishing the call",
                     ))
-                })
+                });
+                if let Some(i) = &intercepted {
+                    i.finish(server_outcome_code(&ctx, result.as_ref().map(|_| ())));
+                }
+                result
             }
         })
     })
@@ -773,6 +972,7 @@ fn shutdown(s: &ServerObj, grace: Duration) -> Res<()> {
         // Every task of the core server, and what it captured, is dropped by
         // the time shutdown returns; dropping `srv` here drops the router.
         block_on(srv.shutdown(grace))?;
+        lock(s).final_metrics = Some(srv.metrics());
     }
     s.tracker.wait_idle();
     Ok(())
@@ -955,6 +1155,42 @@ pub unsafe extern "C" fn drpc_server_call_metadata_entry(
     ffi(std::ptr::null_mut(), || {
         let c = call_ref(call).ok();
         metadata_entry(c.as_ref().map(|c| &c.metadata), "call", index, key_out, value_out)
+    })
+}
+
+/// Sets `*remaining_us_out` to the time left until the call's deadline in
+/// microseconds (0 once it passed), or -1 if it has none (the client sent no
+/// `drpc-timeout`, or the server ignores deadlines). Calls the handler
+/// makes on its own thread inherit this deadline (and the trace context).
+/// `DRPC_BAD_ARGUMENT` for a NULL pointer or a handle that is not a live
+/// call. Never blocks; thread-safe.
+#[no_mangle]
+pub extern "C" fn drpc_server_call_deadline(
+    call: *const drpc_server_call,
+    remaining_us_out: *mut i64,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let c = call_ref(call)?;
+        crate::intercept::write_deadline(crate::intercept::server_deadline(&c.ctx), remaining_us_out)
+    })
+}
+
+/// Sets `*traceparent_out` to the W3C trace context of the call's server
+/// span (`00-<trace id>-<span id>-<flags>`: the client's trace id, a new
+/// span id), borrowed from the call (valid while the handler runs), or NULL
+/// when the client sent no valid `traceparent`. Never blocks; thread-safe.
+#[no_mangle]
+pub extern "C" fn drpc_server_call_traceparent(
+    call: *const drpc_server_call,
+    traceparent_out: *mut *const c_char,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        if !traceparent_out.is_null() {
+            // SAFETY: a writable `const char **` per the contract.
+            unsafe { *traceparent_out = std::ptr::null() };
+        }
+        let c = call_ref(call)?;
+        crate::intercept::write_traceparent(c.traceparent.as_deref(), traceparent_out)
     })
 }
 

@@ -2,6 +2,7 @@
 //! on, with blocking, timed, polling and callback operations.
 
 use crate::client::{call_options, outcome_parts, ConnObj, SendPtr};
+use crate::intercept::{drpc_direction, Intercepted};
 use crate::*;
 use drpc_core::{Metadata, Status, Stream};
 use std::ffi::c_void;
@@ -43,6 +44,12 @@ pub(crate) struct StreamObj {
     pub(crate) failure: Mutex<Option<Status>>,
     ops: Mutex<Ops>,
     peer: crate::tls::PeerSlot,
+    /// The interceptors watching the call, if any.
+    pub(crate) intercepted: Option<Arc<Intercepted>>,
+    /// The call's deadline, and its trace context (server: the server
+    /// span's; client: what it sent).
+    pub(crate) deadline: Option<std::time::Instant>,
+    pub(crate) traceparent: Option<CString>,
 }
 
 /// Asynchronous operations in flight (at most one receive and one send), and
@@ -87,9 +94,19 @@ impl StreamObj {
         role: Role,
         end_tx: Option<oneshot::Sender<Result<(), Status>>>,
     ) -> StreamObj {
+        let (deadline, traceparent) = match role {
+            Role::Client => (None, None),
+            _ => (
+                crate::intercept::server_deadline(stream.context()),
+                crate::intercept::server_trace(stream.context()).map(|t| cstring_lossy(&t.to_traceparent())),
+            ),
+        };
         StreamObj {
             rpc: cstring_lossy(stream.context().rpc()),
             metadata: MetadataView::new(metadata),
+            intercepted: None,
+            deadline,
+            traceparent,
             stream: std::mem::ManuallyDrop::new(stream),
             role,
             failure: Mutex::new(None),
@@ -103,6 +120,27 @@ impl StreamObj {
 
     pub(crate) fn peer_view(&self) -> &crate::tls::PeerView {
         self.peer.view(self.stream.context().peer())
+    }
+
+    /// Shows a message to the interceptors.
+    fn observe(&self, direction: drpc_direction, data: &[u8]) {
+        if let Some(i) = &self.intercepted {
+            i.message(direction, data);
+        }
+    }
+
+    /// Tells a client stream's interceptors how a receive ended the call
+    /// (the clean end or an error).
+    fn observe_end(&self, result: &Result<Option<bytes::Bytes>, Status>) {
+        let Some(i) = &self.intercepted else { return };
+        if self.role != Role::Client {
+            return;
+        }
+        match result {
+            Ok(Some(msg)) => i.message(drpc_direction::DRPC_DIRECTION_RECEIVED, msg),
+            Ok(None) => i.finish(0),
+            Err(s) => i.finish(s.wire_code()),
+        }
     }
 
     fn check_no_async_recv(&self) -> Res<()> {
@@ -167,9 +205,23 @@ pub unsafe extern "C" fn drpc_conn_stream(
         let c = get::<ConnObj>(conn, "conn")?;
         // SAFETY: NUL-terminated string per the contract.
         let rpc = unsafe { arg_str(rpc, "rpc")? };
-        let opts = call_options(md, timeout_ms)?;
-        let stream = block_on(c.conn.stream(rpc, &opts))??;
-        let s = StreamObj::new(stream, &opts.metadata, Role::Client, None);
+        let mut opts = call_options(md, timeout_ms)?;
+        let intercepted = crate::intercept::begin_client(&c.interceptors, rpc, c.peer(), &mut opts)?.map(Arc::new);
+        let deadline = crate::intercept::options_deadline(&opts);
+        let traceparent = crate::intercept::options_traceparent(&opts);
+        let stream = match block_on(c.conn.stream(rpc, &opts))? {
+            Ok(stream) => stream,
+            Err(status) => {
+                if let Some(i) = &intercepted {
+                    i.finish(status.wire_code());
+                }
+                return Err(status.into());
+            }
+        };
+        let mut s = StreamObj::new(stream, &opts.metadata, Role::Client, None);
+        s.intercepted = intercepted;
+        s.deadline = deadline;
+        s.traceparent = traceparent.as_deref().map(cstring_lossy);
         // SAFETY: valid out pointer.
         unsafe { *stream_out = new_handle(Arc::new(s)) };
         Ok(drpc_status::DRPC_OK)
@@ -204,6 +256,7 @@ pub unsafe extern "C" fn drpc_stream_send(
             ));
         }
         block_on(s.stream.send(data))??;
+        s.observe(drpc_direction::DRPC_DIRECTION_SENT, data);
         Ok(drpc_status::DRPC_OK)
     })
 }
@@ -265,6 +318,12 @@ unsafe fn recv(
             // Built inside the runtime: a timer needs its context.
             Some(ms) => block_on(async { tokio::time::timeout(millis(ms), s.stream.recv()).await })?.ok(),
         };
+        if let Some(result) = &received {
+            match result {
+                Ok(Some(msg)) if s.role != Role::Client => s.observe(drpc_direction::DRPC_DIRECTION_RECEIVED, msg),
+                _ => s.observe_end(result),
+            }
+        }
         match received {
             None => Ok(drpc_status::DRPC_TIMEOUT),
             Some(Ok(Some(msg))) => {
@@ -346,6 +405,10 @@ pub extern "C" fn drpc_stream_recv_async(
         let (handle, userdata) = (SendPtr(stream.cast_mut()), SendPtr(userdata));
         runtime().spawn(async move {
             let result = s.stream.recv().await;
+            runtime::without_blocking(|| match &result {
+                Ok(Some(msg)) if s.role != Role::Client => s.observe(drpc_direction::DRPC_DIRECTION_RECEIVED, msg),
+                _ => s.observe_end(&result),
+            });
             // Cleared first, so the callback can start the next receive.
             lock(&s.ops).recv_pending = false;
             drop(s);
@@ -400,6 +463,9 @@ pub unsafe extern "C" fn drpc_stream_send_async(
         let (handle, userdata) = (SendPtr(stream.cast_mut()), SendPtr(userdata));
         runtime().spawn(async move {
             let result = s.stream.send(&data).await;
+            if result.is_ok() {
+                runtime::without_blocking(|| s.observe(drpc_direction::DRPC_DIRECTION_SENT, &data));
+            }
             let (close, end) = {
                 let mut ops = lock(&s.ops);
                 ops.send_pending = false;
@@ -586,6 +652,41 @@ pub unsafe extern "C" fn drpc_stream_metadata_entry(
     ffi(std::ptr::null_mut(), || {
         let s = try_get::<StreamObj>(stream);
         metadata_entry(s.as_ref().map(|s| &s.metadata), "stream", index, key_out, value_out)
+    })
+}
+
+/// Sets `*remaining_us_out` to the time left until the stream's deadline in
+/// microseconds (0 once it passed), or -1 if it has none. A server stream's
+/// deadline is the one the client sent (see `drpc_server_call_deadline`;
+/// calls a blocking handler makes on its thread inherit it); a client
+/// stream's is its timeout or the one it inherited. `DRPC_BAD_ARGUMENT` for
+/// a NULL pointer or a handle that is not a live stream. Never blocks;
+/// thread-safe.
+#[no_mangle]
+pub extern "C" fn drpc_stream_deadline(stream: *const drpc_stream, remaining_us_out: *mut i64) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        let s = stream_ref(stream)?;
+        crate::intercept::write_deadline(s.deadline, remaining_us_out)
+    })
+}
+
+/// Sets `*traceparent_out` to the stream's W3C trace context, borrowed from
+/// the stream (lifetime as for `drpc_stream_rpc`), or NULL when it has
+/// none: for a server stream the server span's (see
+/// `drpc_server_call_traceparent`), for a client stream the one it sent.
+/// Never blocks; thread-safe.
+#[no_mangle]
+pub extern "C" fn drpc_stream_traceparent(
+    stream: *const drpc_stream,
+    traceparent_out: *mut *const c_char,
+) -> drpc_status {
+    ffi(std::ptr::null_mut(), || {
+        if !traceparent_out.is_null() {
+            // SAFETY: a writable `const char **` per the contract.
+            unsafe { *traceparent_out = std::ptr::null() };
+        }
+        let s = stream_ref(stream)?;
+        crate::intercept::write_traceparent(s.traceparent.as_deref(), traceparent_out)
     })
 }
 

@@ -217,16 +217,17 @@ pub unsafe extern "C" fn drpc_conn_dial_tls(
         // SAFETY: NUL-terminated string.
         let addr = unsafe { arg_str(addr, "addr")? };
         let config = locked(&get::<ClientConfigObj>(tls, "tls")?.config).clone();
-        let opts = if opts.is_null() {
-            ConnOptions::default()
+        let (opts, interceptors) = if opts.is_null() {
+            (ConnOptions::default(), Vec::new().into())
         } else {
-            crate::client::options_of(&*get::<ConnOptionsObj>(opts, "opts")?)
+            let o = get::<ConnOptionsObj>(opts, "opts")?;
+            (crate::client::options_of(&o), crate::client::interceptors_of(&o))
         };
         check_may_block()?;
         let connector = Connector::tls(&config).map_err(tls_fail)?;
         let conn = block_on(connector.connect(addr, opts))??;
         // SAFETY: valid out pointer.
-        unsafe { *conn_out = new_handle(Arc::new(ConnObj { conn: std::mem::ManuallyDrop::new(conn) })) };
+        unsafe { *conn_out = new_handle(Arc::new(ConnObj::new(conn, interceptors, addr))) };
         Ok(drpc_status::DRPC_OK)
     })
 }

@@ -5,7 +5,7 @@
 # cargo). Used by tests/c/run.sh and tests/matrix.
 #
 #   tests/c/build.sh            # everything: unit_tests, race_tests,
-#                               # channel_tests (and
+#                               # observe_tests, channel_tests (and
 #                               # race_tests_asan when gcc has ASan),
 #                               # starvation_test, tls_test, interop_server,
 #                               # interop_client, raii_example
@@ -38,6 +38,7 @@ cc_prog interop_client "$here/interop_client.c" "$here/proto/test.pb-c.c" -lprot
 if [ "$what" = all ]; then
     cc_prog unit_tests "$here/unit_tests.c"
     cc_prog race_tests "$here/race_tests.c"
+    cc_prog observe_tests "$here/observe_tests.c"
     cc_prog channel_tests "$here/channel_tests.c"
     cc_prog starvation_test "$here/starvation_test.c"
     cc_prog tls_test "$here/tls_test.c"
@@ -45,9 +46,10 @@ if [ "$what" = all ]; then
     # itself is not instrumented, but every allocation goes through ASan's
     # malloc, so bad frees and C-side use-after-frees are caught). Skipped
     # when the compiler has no ASan runtime.
-    rm -f "$build/race_tests_asan"
+    rm -f "$build/race_tests_asan" "$build/observe_tests_asan"
     if echo 'int main(void){return 0;}' | gcc -fsanitize=address -x c - -o "$build/asan_probe" 2>/dev/null; then
         cc_prog race_tests_asan -fsanitize=address -fno-omit-frame-pointer "$here/race_tests.c"
+        cc_prog observe_tests_asan -fsanitize=address -fno-omit-frame-pointer "$here/observe_tests.c"
     fi
     rm -f "$build/asan_probe"
     g++ -std=c++17 -O1 -g -Wall -Wextra -Werror -pedantic -I"$root/include" "$root/examples/cpp/raii_example.cpp" \

@@ -776,37 +776,147 @@ static int no_leaks(drpc_conn *c, char *why) {
     }
 }
 
+/* ---- project cases: deadline propagation and trace context ---- */
+
+static const char *TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/* Parses gRPC's timeout grammar (1-8 digits, then H M S m u n) into
+ * seconds; 0 if malformed. */
+static int parse_grpc_timeout(const char *v, double *seconds) {
+    size_t n = v ? strlen(v) : 0;
+    if (n < 2 || n > 9) return 0;
+    for (size_t i = 0; i + 1 < n; i++)
+        if (v[i] < '0' || v[i] > '9') return 0;
+    double unit;
+    switch (v[n - 1]) {
+    case 'H': unit = 3600; break;
+    case 'M': unit = 60; break;
+    case 'S': unit = 1; break;
+    case 'm': unit = 1e-3; break;
+    case 'u': unit = 1e-6; break;
+    case 'n': unit = 1e-9; break;
+    default: return 0;
+    }
+    *seconds = strtod(v, NULL) * unit;
+    return 1;
+}
+
+/* UnaryCall{echo_metadata_key: key} with metadata md (NULL-terminated
+ * pairs) and a timeout; the echoed value in out. */
+static int echo_call(drpc_conn *c, const char *key, const char **md, uint64_t timeout_ms, char *out, size_t out_len,
+                     char *why) {
+    drpc_metadata *m = drpc_metadata_new();
+    for (int i = 0; md && md[i]; i += 2) drpc_metadata_set(m, md[i], md[i + 1]);
+    Drpc__Interop__SimpleRequest req = DRPC__INTEROP__SIMPLE_REQUEST__INIT;
+    req.echo_metadata_key = (char *)key;
+    drpc_buffer *b = NULL;
+    drpc_error *err = NULL;
+    drpc_status rc = unary(c, RPC_UNARY_CALL, &req.base, m, timeout_ms, &b, &err);
+    drpc_metadata_free(m);
+    if (rc != DRPC_OK) FAIL("echo %s: %s", key, errstr(rc, err));
+    Drpc__Interop__SimpleResponse *resp =
+        drpc__interop__simple_response__unpack(NULL, drpc_buffer_len(b), drpc_buffer_data(b));
+    drpc_buffer_free(b);
+    if (!resp) FAIL("echo %s: cannot decode SimpleResponse", key);
+    snprintf(out, out_len, "%s", resp->metadata_value ? resp->metadata_value : "");
+    drpc__interop__simple_response__free_unpacked(resp, NULL);
+    return 0;
+}
+
+static int deadline_propagation(drpc_conn *c, char *why) {
+    /* (a) A hand-set 100 ms drpc-timeout, no client deadline: the server
+     * cancels its sleeping handler and answers DEADLINE_EXCEEDED. */
+    Drpc__Interop__ServerStats before, after;
+    if (get_stats(c, &before, why)) return 1;
+    drpc_metadata *m = drpc_metadata_new();
+    drpc_metadata_set(m, "drpc-timeout", "100m");
+    Drpc__Interop__SimpleRequest req = DRPC__INTEROP__SIMPLE_REQUEST__INIT;
+    req.sleep_ms = 5000;
+    double start = now_seconds();
+    drpc_buffer *b = NULL;
+    drpc_error *err = NULL;
+    drpc_status rc = unary(c, RPC_UNARY_CALL, &req.base, m, 0, &b, &err);
+    drpc_metadata_free(m);
+    drpc_buffer_free(b);
+    if (expect_code(rc, err, DRPC_DEADLINE_EXCEEDED, why)) return 1;
+    double took = now_seconds() - start;
+    if (took >= 1.0) FAIL("(a) took %.3f s", took);
+    for (;;) {
+        if (get_stats(c, &after, why)) return 1;
+        if (after.cancelled_rpcs >= before.cancelled_rpcs + 1) break;
+        if (now_seconds() - start > 2.0)
+            FAIL("(a) cancelled_rpcs %lld -> %lld within 2 s", (long long)before.cancelled_rpcs,
+                 (long long)after.cancelled_rpcs);
+        sleep_ms(20);
+    }
+    /* (b) A 5 s client deadline reaches the server as drpc-timeout. */
+    char v[64];
+    if (echo_call(c, "drpc-timeout", NULL, 5000, v, sizeof v, why)) return 1;
+    double seconds = 0;
+    if (!parse_grpc_timeout(v, &seconds)) FAIL("(b) drpc-timeout \"%s\" does not parse", v);
+    if (seconds <= 3.0 || seconds > 5.0) FAIL("(b) drpc-timeout \"%s\" is %.3f s, want (3, 5]", v, seconds);
+    return 0;
+}
+
+static int trace_context(drpc_conn *c, char *why) {
+    const char *md[] = {"traceparent", TRACEPARENT, NULL};
+    char v[128];
+    if (echo_call(c, "traceparent", md, 0, v, sizeof v, why)) return 1;
+    if (strcmp(v, TRACEPARENT) != 0) FAIL("echoed traceparent \"%s\"", v);
+    return 0;
+}
+
+/* Through forwarding servers (tests/matrix/trace_chain.sh): the last one
+ * sees the same trace id, another parent span, and less than 5 s. */
+static int trace_chain(drpc_conn *c, char *why) {
+    const char *md[] = {"traceparent", TRACEPARENT, NULL};
+    char v[128];
+    if (echo_call(c, "traceparent", md, 5000, v, sizeof v, why)) return 1;
+    if (strlen(v) != 55 || strncmp(v, TRACEPARENT, 36) != 0) FAIL("traceparent \"%s\": not the same trace id", v);
+    if (strcmp(v + 36, TRACEPARENT + 36) == 0) FAIL("traceparent \"%s\": the same parent span", v);
+    if (echo_call(c, "drpc-timeout", md, 5000, v, sizeof v, why)) return 1;
+    double seconds = 0;
+    if (!parse_grpc_timeout(v, &seconds)) FAIL("drpc-timeout \"%s\" does not parse", v);
+    if (seconds <= 0 || seconds >= 5.0) FAIL("drpc-timeout \"%s\" is %.3f s, want < 5", v, seconds);
+    return 0;
+}
+
 /* ---- driver ---- */
 
 typedef struct {
     const char *name;
     case_fn fn;
     int mux_only;
+    int by_name_only; /* not part of "all" */
 } case_def;
 
 static const case_def CASES[] = {
-    {"empty_unary", empty_unary, 0},
-    {"large_unary", large_unary, 0},
-    {"client_streaming", client_streaming, 0},
-    {"server_streaming", server_streaming, 0},
-    {"ping_pong", ping_pong, 0},
-    {"half_duplex", half_duplex, 0},
-    {"empty_stream", empty_stream, 0},
-    {"custom_metadata", custom_metadata, 0},
-    {"status_code_and_message", status_code_and_message, 0},
-    {"special_status_message", special_status_message, 0},
-    {"unimplemented_method", unimplemented_method, 0},
-    {"cancel_after_begin", cancel_after_begin, 0},
-    {"cancel_after_first_response", cancel_after_first_response, 0},
-    {"timeout_on_sleeping_server", timeout_on_sleeping_server, 0},
-    {"server_cancel_propagation", server_cancel_propagation, 0},
-    {"concurrent_unary", concurrent_unary, 1},
-    {"interleaved_streams", interleaved_streams, 1},
-    {"large_interleaved", large_interleaved, 1},
-    {"cancel_one_of_many", cancel_one_of_many, 1},
-    {"slow_reader_isolation", slow_reader_isolation, 1},
-    {"connection_reuse", empty_unary, 0},
-    {"no_leaks", no_leaks, 1},
+    {"empty_unary", empty_unary, 0, 0},
+    {"large_unary", large_unary, 0, 0},
+    {"client_streaming", client_streaming, 0, 0},
+    {"server_streaming", server_streaming, 0, 0},
+    {"ping_pong", ping_pong, 0, 0},
+    {"half_duplex", half_duplex, 0, 0},
+    {"empty_stream", empty_stream, 0, 0},
+    {"custom_metadata", custom_metadata, 0, 0},
+    {"status_code_and_message", status_code_and_message, 0, 0},
+    {"special_status_message", special_status_message, 0, 0},
+    {"unimplemented_method", unimplemented_method, 0, 0},
+    {"cancel_after_begin", cancel_after_begin, 0, 0},
+    {"cancel_after_first_response", cancel_after_first_response, 0, 0},
+    {"timeout_on_sleeping_server", timeout_on_sleeping_server, 0, 0},
+    {"server_cancel_propagation", server_cancel_propagation, 0, 0},
+    {"concurrent_unary", concurrent_unary, 1, 0},
+    {"interleaved_streams", interleaved_streams, 1, 0},
+    {"large_interleaved", large_interleaved, 1, 0},
+    {"cancel_one_of_many", cancel_one_of_many, 1, 0},
+    {"slow_reader_isolation", slow_reader_isolation, 1, 0},
+    {"connection_reuse", empty_unary, 0, 0},
+    {"no_leaks", no_leaks, 1, 0},
+    /* Project cases, between drpc-rs implementations only. */
+    {"deadline_propagation", deadline_propagation, 0, 0},
+    {"trace_context", trace_context, 0, 0},
+    {"trace_chain", trace_chain, 0, 1},
 };
 #define NCASES (sizeof CASES / sizeof CASES[0])
 
@@ -877,6 +987,7 @@ int main(int argc, char **argv) {
         if (strcmp(names[i], "all") == 0) {
             for (size_t k = 0; k < NCASES && nrun < 128; k++) {
                 if (CASES[k].mux_only && !mux) continue;
+                if (CASES[k].by_name_only) continue;
                 if (strcmp(CASES[k].name, "slow_reader_isolation") == 0 && !flow_control) continue;
                 run[nrun++] = &CASES[k];
             }

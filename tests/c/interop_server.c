@@ -3,10 +3,15 @@
  * served by libdrpc from C, with protobuf-c messages.
  *
  * Usage: interop_server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]
+ *                       [--forward HOST:PORT]
  * Prints "listening HOST:PORT" first, serves until SIGTERM/SIGINT, then shuts
  * down gracefully and exits 0. --flow-control turns on per-stream flow
  * control (clients must have it too); --max-concurrent-streams caps the
- * streams a client may have open at once on one connection. The handlers
+ * streams a client may have open at once on one connection. --forward sends
+ * UnaryCall requests that ask to echo a metadata key on to HOST:PORT from
+ * inside the handler (which passes on its deadline and trace context: the
+ * library does that for calls a handler makes on its thread) and returns
+ * the answer as-is (tests/matrix/trace_chain.sh). The handlers
  * are the typed callbacks of the code protoc-gen-drpc-c generated
  * (proto/test.drpc.{h,c}).
  */
@@ -65,13 +70,42 @@ static drpc_status empty_call(void *ud, const Drpc__Interop__Empty *in, Drpc__In
     return rc;
 }
 
+/* --forward HOST:PORT, or NULL. */
+static const char *forward_addr;
+
+/* Forwards the request to --forward's UnaryCall and answers with its
+ * response or error as-is. The call is made on the handler's thread, so it
+ * carries the handler's deadline and trace context. */
+static drpc_status forward_unary(const Drpc__Interop__SimpleRequest *in, drpc_server_call *call) {
+    drpc_conn *conn = NULL;
+    drpc_error *err = NULL;
+    drpc_status rc = drpc_conn_dial(forward_addr, NULL, &conn, &err);
+    drpc_buffer *resp = NULL;
+    if (rc == DRPC_OK) {
+        packed_t p = pack_message(&in->base);
+        rc = drpc_conn_unary(conn, RPC_UNARY_CALL, p.data, p.len, NULL, 0, &resp, &err);
+        free(p.data);
+    }
+    if (rc == DRPC_OK) {
+        rc = drpc_server_call_respond(call, drpc_buffer_data(resp), drpc_buffer_len(resp));
+    } else {
+        drpc_server_call_fail(call, drpc_error_wire_code(err), drpc_error_message(err));
+    }
+    drpc_buffer_free(resp);
+    drpc_error_free(err);
+    drpc_conn_free(conn);
+    return rc;
+}
+
 static drpc_status unary_call(void *ud, const Drpc__Interop__SimpleRequest *in,
                               Drpc__Interop__TestService__UnaryCall_ServerCall *typed_call) {
     (void)ud;
     drpc_server_call *call = SVC(unary_call__server_call)(typed_call);
     stats_start();
     drpc_status rc = DRPC_OK;
-    if (in->sleep_ms > 0 && drpc_server_call_wait_cancelled(call, (uint64_t)in->sleep_ms)) {
+    if (forward_addr && in->echo_metadata_key && in->echo_metadata_key[0]) {
+        rc = forward_unary(in, call);
+    } else if (in->sleep_ms > 0 && drpc_server_call_wait_cancelled(call, (uint64_t)in->sleep_ms)) {
         stats_cancelled();
         drpc_server_call_fail(call, DRPC_CANCELED, "call canceled while the server slept");
         rc = DRPC_CANCELED;
@@ -212,6 +246,13 @@ static const Drpc__Interop__TestService_Handlers handlers = {
     .get_stats = get_stats,
 };
 
+/* Library log events (handler failures with rpc and peer, protocol errors
+ * with the peer) go to stderr. */
+static void log_to_stderr(void *ud, uint32_t level, const char *target, const char *message) {
+    (void)ud;
+    fprintf(stderr, "%s %s: %s\n", level == DRPC_LOG_ERROR ? "ERROR" : "WARN", target, message);
+}
+
 static void die(const char *what, drpc_status rc, drpc_error *err) {
     fprintf(stderr, "interop_server: %s: %s: %s\n", what, drpc_status_name(rc), err ? drpc_error_message(err) : "");
     drpc_error_free(err);
@@ -236,6 +277,8 @@ int main(int argc, char **argv) {
             addr = argv[i] + 7;
         } else if (strcmp(argv[i], "--flow-control") == 0) {
             flow_control = 1;
+        } else if (strcmp(argv[i], "--forward") == 0 && i + 1 < argc) {
+            forward_addr = argv[++i];
         } else if (strcmp(argv[i], "--max-concurrent-streams") == 0 && i + 1 < argc) {
             char *end = NULL;
             max_streams = strtoul(argv[++i], &end, 10);
@@ -246,7 +289,7 @@ int main(int argc, char **argv) {
         } else {
             fprintf(stderr,
                     "usage: %s --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]"
-                    " [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n",
+                    " [--forward HOST:PORT] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n",
                     argv[0]);
             return 2;
         }
@@ -264,6 +307,7 @@ int main(int argc, char **argv) {
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
+    drpc_set_log_callback(DRPC_LOG_WARN, log_to_stderr, NULL);
     drpc_server *server = drpc_server_new();
     drpc_error *err = NULL;
     drpc_status rc;

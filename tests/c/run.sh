@@ -6,6 +6,9 @@
 #   - the race tests (tests/c/race_tests.c: every scenario raced
 #     RACE_ITERS times, default 300) under valgrind memcheck, and again
 #     natively with AddressSanitizer (race_tests_asan);
+#   - the observability tests (tests/c/observe_tests.c: interceptors,
+#     deadlines, trace context, metrics; races OBSERVE_ITERS times, default
+#     300) under valgrind memcheck, and again natively with AddressSanitizer;
 #   - the channel tests (tests/c/channel_tests.c: drpc_channel_* and
 #     drpc_health_* against three servers, races CHANNEL_ITERS times) under
 #     valgrind memcheck;
@@ -169,6 +172,29 @@ if [ -x "$build/race_tests_asan" ]; then
     fi
 fi
 
+# ---- interceptors, deadlines, trace context, metrics -------------------------
+OBSERVE_ITERS=${OBSERVE_ITERS:-300}
+echo "== C observability tests, $OBSERVE_ITERS race iterations (valgrind)"
+vg_setup observe
+timeout 900 "${VALGRIND[@]}" "$build/observe_tests" "$OBSERVE_ITERS" >"$logs/observe.out" 2>"$logs/observe.err"
+rc=$?
+cat "$logs/observe.out"
+tap_results "$logs/observe.out" observe "$logs/observe.err"
+grep -q '^observe: ' "$logs/observe.out" || fail observe_tests_completed "exit $rc: $(tail -20 "$logs/observe.err")"
+valgrind_verdict observe_tests_memcheck "$rc" "$vgdir/*.log"
+if [ -x "$build/observe_tests_asan" ]; then
+    echo "== C observability tests (AddressSanitizer)"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 timeout 600 "$build/observe_tests_asan" "$OBSERVE_ITERS" \
+        >"$logs/observe-asan.out" 2>"$logs/observe-asan.err"
+    rc=$?
+    tap_results "$logs/observe-asan.out" observe-asan "$logs/observe-asan.err"
+    if [ "$rc" = 0 ] && grep -q '^observe: ' "$logs/observe-asan.out" && ! grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer' "$logs/observe-asan.err"; then
+        pass observe_tests_asan
+    else
+        fail observe_tests_asan "exit $rc: $(grep -A20 'ERROR: ' "$logs/observe-asan.err" | head -40)"
+    fi
+fi
+
 # ---- TLS -------------------------------------------------------------------
 # Throwaway certificates (drpc-tls's rcgen example), then the TLS API under
 # valgrind and the C interop programs over mutual TLS.
@@ -287,9 +313,10 @@ run_interop() {
     done <"$logs/$run.client.out"
     local cases want
     cases=$(grep -c '^\(PASS\|FAIL\) ' "$logs/$run.client.out")
-    # 16 cases for every peer; mux adds 5 (6 with slow_reader_isolation).
-    if [ "$mode" = mux ]; then want=21; else want=16; fi
-    if [ "$mode" = mux ] && [ "$fc" = fc ]; then want=22; fi
+    # 16 cases for every peer and the 2 project cases (deadline_propagation,
+    # trace_context); mux adds 5 (6 with slow_reader_isolation).
+    if [ "$mode" = mux ]; then want=23; else want=18; fi
+    if [ "$mode" = mux ] && [ "$fc" = fc ]; then want=24; fi
     if [ "$cases" != "$want" ]; then
         fail "$run/case_count" "ran $cases cases, want $want (exit $rc): $(tail -5 "$logs/$run.client.err")"
     fi
@@ -315,6 +342,30 @@ done
 if [ $have_rust_interop = 1 ]; then
     run_interop c-client-vs-rust-server mux 0 "$RS" 1 "$build/interop_client" fc
     run_interop rust-client-vs-c-server mux 1 "$build/interop_server" 0 "$RC" fc
+fi
+
+# A short trace chain: C client -> C server (--forward) -> C server; the
+# last one sees the client's trace id with another parent span, and less
+# than the client's 5 s deadline.
+echo "== trace chain (C -> C --forward -> C)"
+if start_server chain-last "$build/interop_server"; then
+    last_pid=$server_pid
+    last_addr=$server_addr
+    if start_server chain-first "$build/interop_server" --forward "$last_addr"; then
+        if out=$(timeout 60 "$build/interop_client" --addr "$server_addr" --case trace_chain 2>&1) &&
+            [ "$out" = "PASS trace_chain" ]; then
+            pass trace_chain_c_c_c
+        else
+            fail trace_chain_c_c_c "$out"
+        fi
+        stop_server chain-first
+    else
+        fail trace_chain_start "$(tail -5 "$logs/chain-first.server.err")"
+    fi
+    server_pid=$last_pid
+    stop_server chain-last
+else
+    fail trace_chain_start "$(tail -5 "$logs/chain-last.server.err")"
 fi
 
 # Mutual TLS: C client and server against each other and the Rust ones.

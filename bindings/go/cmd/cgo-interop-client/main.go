@@ -3,7 +3,9 @@
 // the generated storj.io/drpc client code). --mode mux (default) also allows
 // the multiplexing cases; --mode sequential dials a sequential connection.
 // --flow-control turns on per-stream flow control (the server must have it
-// too); then "all" in mux mode includes slow_reader_isolation.
+// too); then "all" in mux mode includes slow_reader_isolation. "all" also
+// runs the project cases deadline_propagation and trace_context (between
+// drpc-rs implementations only); trace_chain runs when named.
 package main
 
 import (
@@ -77,12 +79,28 @@ func main() {
 	}
 	cl.FlowControl = *flowControl
 	failed := false
-	for _, r := range cl.RunAll(ctx, cases) {
-		if r.Err != nil {
+	report := func(name string, err error) {
+		if err != nil {
 			failed = true
-			fmt.Printf("FAIL %s: %s\n", r.Name, strings.ReplaceAll(r.Err.Error(), "\n", `\n`))
+			fmt.Printf("FAIL %s: %s\n", name, strings.ReplaceAll(err.Error(), "\n", `\n`))
 		} else {
-			fmt.Printf("PASS %s\n", r.Name)
+			fmt.Printf("PASS %s\n", name)
+		}
+	}
+	// The shared cases through tests/go/interop; the project cases
+	// (project.go) after "all"'s and wherever named.
+	for _, name := range cases {
+		if f, ok := projectCases[name]; ok {
+			report(name, f(ctx, conn))
+			continue
+		}
+		for _, r := range cl.RunAll(ctx, []string{name}) {
+			report(r.Name, r.Err)
+		}
+		if name == "all" {
+			for _, p := range projectInAll {
+				report(p, projectCases[p](ctx, conn))
+			}
 		}
 	}
 	conn.Close()
