@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import sys
 import threading
 import weakref
 from typing import Any, Callable, Dict, Mapping, Optional, Protocol, TypeVar, Union
+
+#: The server call whose handler runs in this context (its thread, or its
+#: asyncio task and the tasks it starts): calls made from there inherit its
+#: deadline and trace context.
+current_call: "contextvars.ContextVar[Any]" = contextvars.ContextVar("drpc_current_call", default=None)
 
 #: Seconds a connect may take before it fails with Unavailable (the default
 #: of every client's ``connect_timeout``; pass None for no limit).
