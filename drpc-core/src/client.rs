@@ -17,6 +17,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use crate::deadline::{encode_timeout, TIMEOUT_KEY};
+use crate::metrics::{MetricsSnapshot, Totals};
+use crate::trace::{TraceContext, TRACEPARENT_KEY, TRACESTATE_KEY};
 
 /// Per-call options: invoke metadata, a deadline and a cancellation token.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +30,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Cancelling it cancels the call.
     pub cancel: Option<CancelToken>,
+    /// The trace context to send (`traceparent`, `tracestate`), as is. When
+    /// unset, a call made inside a handler sends the handler's.
+    pub trace: Option<TraceContext>,
 }
 
 impl CallOptions {
@@ -62,13 +68,75 @@ impl CallOptions {
         self
     }
 
-    /// The effective deadline, fixed when the call starts.
-    fn effective_deadline(&self, now: Instant) -> Option<Instant> {
-        match (self.deadline, self.timeout.map(|t| now + t)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// Sends `trace` as the call's parent span context.
+    pub fn trace(mut self, trace: TraceContext) -> Self {
+        self.trace = Some(trace);
+        self
+    }
+
+    /// The effective deadline and trace context, fixed when the call starts:
+    /// the earliest of this call's deadline and timeout and the deadline of
+    /// the handler it runs in, and this call's trace or else the handler's.
+    fn start(&self, now: Instant) -> (Option<Instant>, Option<TraceContext>) {
+        let own = earliest(self.deadline, self.timeout.map(|t| now + t));
+        let wants_trace = self.trace.is_none() && !self.metadata.contains_key(TRACEPARENT_KEY);
+        crate::context::with_current(|inherited| match inherited {
+            None => (own, self.trace.clone()),
+            Some(inherited) => {
+                let trace = if wants_trace {
+                    inherited.trace.clone()
+                } else {
+                    self.trace.clone()
+                };
+                (earliest(own, inherited.deadline), trace)
+            }
+        })
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The invoke metadata payload of a call: the caller's entries plus, unless
+/// the caller set them, the time left before `deadline` and the trace context.
+fn invoke_metadata(
+    opts: &CallOptions,
+    conn: &ConnOptions,
+    deadline: Option<Instant>,
+    trace: Option<&TraceContext>,
+) -> Result<Vec<u8>, Status> {
+    let mut md = metadata::encode(&opts.metadata);
+    let mut extra = false;
+    if let Some(deadline) = deadline.filter(|_| conn.send_deadline) {
+        if !opts.metadata.contains_key(TIMEOUT_KEY) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            metadata::put_entry(&mut md, TIMEOUT_KEY, &encode_timeout(left));
+            extra = true;
         }
     }
+    if let Some(trace) = trace {
+        if !opts.metadata.contains_key(TRACEPARENT_KEY) {
+            metadata::put_entry(&mut md, TRACEPARENT_KEY, &trace.to_traceparent());
+            extra = true;
+            if let Some(state) = &trace.tracestate {
+                if !opts.metadata.contains_key(TRACESTATE_KEY) {
+                    metadata::put_entry(&mut md, TRACESTATE_KEY, state);
+                }
+            }
+        }
+    }
+    if extra && md.len() > conn.max_metadata_size {
+        return Err(Status::resource_exhausted(format!(
+            "invoke metadata of {} bytes encoded is larger than the limit of {} bytes",
+            md.len(),
+            conn.max_metadata_size
+        )));
+    }
+    Ok(md)
 }
 
 fn deadline_exceeded() -> Status {
@@ -144,7 +212,7 @@ impl Conn {
         }
     }
 
-    fn shared(&self) -> &Arc<ConnShared> {
+    pub(crate) fn shared(&self) -> &Arc<ConnShared> {
         &self.owner.shared
     }
 
@@ -155,7 +223,7 @@ impl Conn {
         request: &[u8],
         opts: &CallOptions,
     ) -> Result<Bytes, Status> {
-        let deadline = opts.effective_deadline(Instant::now());
+        let (deadline, trace) = opts.start(Instant::now());
         self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
         if request.len() > max {
@@ -170,7 +238,7 @@ impl Conn {
         let call = async {
             let permit = self.acquire_slot().await?;
             self.shared().writer_room().await;
-            let md = metadata::encode(&opts.metadata);
+            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_ref())?;
             let split = self.shared().opts.split_size;
             let stream = self
                 .shared()
@@ -200,7 +268,7 @@ impl Conn {
                     let close = state.close_send().expect("a new stream can close");
                     put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
                 })?;
-            let guard = CancelOnDrop(&stream);
+            let guard = CancelOnDrop(&stream, deadline);
             let result = match stream.recv().await {
                 Ok(Some(response)) => Ok(response),
                 Ok(None) => Err(Status::internal(
@@ -234,12 +302,12 @@ impl Conn {
     /// Opens a streaming call (client-, server- or bidi-streaming). The deadline
     /// and cancel token of `opts` apply to the whole stream.
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
-        let deadline = opts.effective_deadline(Instant::now());
+        let (deadline, trace) = opts.start(Instant::now());
         self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
         let open = async {
             let permit = self.acquire_slot().await?;
-            let md = metadata::encode(&opts.metadata);
+            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_ref())?;
             let split = self.shared().opts.split_size;
             self.shared().open_stream(permit, codec, |buf, sid, state| {
                 if !md.is_empty() {
@@ -273,6 +341,8 @@ impl Conn {
                 rpc: rpc.into(),
                 metadata: Arc::new(opts.metadata.clone()),
                 peer: None,
+                deadline,
+                trace: trace.map(Arc::new),
             },
             keep_alive: Some(self.owner.clone()),
             watchdog,
@@ -377,6 +447,18 @@ impl Conn {
     pub fn options(&self) -> &ConnOptions {
         &self.shared().opts
     }
+
+    /// This connection's counters: bytes, streams (opened, closed, failed
+    /// by code, active), blocked receives and sends, queued bytes.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut totals = Totals::default();
+        totals.add(&self.shared().metrics);
+        let mut snapshot = totals.snapshot();
+        snapshot.queued_bytes = self.shared().writer.queued() as u64;
+        snapshot.connections_opened = 1;
+        snapshot.active_connections = u64::from(!self.is_closed());
+        snapshot
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -389,12 +471,15 @@ impl std::fmt::Debug for Conn {
 }
 
 /// Cancels an unfinished unary stream when its call future is dropped (by a
-/// deadline, a cancel token, or the caller).
-struct CancelOnDrop<'a>(&'a Arc<StreamShared>);
+/// deadline, a cancel token, or the caller), with DeadlineExceeded once the
+/// call's deadline has passed.
+struct CancelOnDrop<'a>(&'a Arc<StreamShared>, Option<Instant>);
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.cancel(canceled());
+        let expired = self.1.is_some_and(|d| d <= Instant::now());
+        self.0
+            .cancel(if expired { deadline_exceeded() } else { canceled() });
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, PENDING_INVOKE_OVERHEAD};
 use crate::metadata::{self, Metadata};
+use crate::metrics::ConnMetrics;
 use crate::packet::{Assembled, Assembler};
 use crate::state::End;
 use crate::status::Status;
@@ -74,6 +75,11 @@ pub struct ConnOptions {
     /// Server connections: closed after holding no stream and receiving
     /// nothing for this long (default 5 minutes; zero disables).
     pub idle_timeout: Duration,
+    /// Client: a call with a deadline (its own or the one it inherits from
+    /// the handler it runs in) tells the server the time left, in the
+    /// `drpc-timeout` invoke metadata (see [`crate::deadline`]). Default on;
+    /// peers that do not know the key ignore it.
+    pub send_deadline: bool,
 }
 
 /// Per-stream flow-control settings, compatible with cockroachdb/drpc.
@@ -123,6 +129,7 @@ impl Default for ConnOptions {
             read_timeout: DEFAULT_READ_TIMEOUT,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            send_deadline: true,
         }
     }
 }
@@ -176,6 +183,8 @@ pub(crate) struct ConnShared {
     /// Per-stream timers (deadlines, cancel tokens); `close` waits for them.
     pub(crate) watchdogs: Arc<crate::tasks::TaskSet>,
     acceptor: Option<Arc<dyn Acceptor>>,
+    /// Counters of this connection (bytes, streams, blocked operations).
+    pub(crate) metrics: Arc<ConnMetrics>,
 }
 
 struct Registry {
@@ -197,11 +206,12 @@ impl ConnShared {
         let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
         account.charge(CONNECTION_OVERHEAD);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let metrics = Arc::new(ConnMetrics::default());
         let conn = Arc::new(ConnShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
             role,
-            writer: Writer::new(wr, opts.writer_buffer_cap, account.clone()),
+            writer: Writer::new(wr, opts.writer_buffer_cap, account.clone(), metrics.clone()),
             registry: Mutex::new(Registry {
                 streams: HashMap::new(),
                 next_stream_id: 1,
@@ -215,6 +225,7 @@ impl ConnShared {
             tasks: Mutex::new(Vec::new()),
             watchdogs: Arc::default(),
             acceptor,
+            metrics,
         });
         let reader = tokio::spawn(read_loop(conn.clone(), rd));
         let watchdog = tokio::spawn(watchdog(conn.clone()));
@@ -464,6 +475,7 @@ impl ConnShared {
 
     /// Writes an Error frame for a stream id that never became a stream.
     fn refuse(&self, sid: u64, status: &Status) {
+        self.metrics.stream_refused(status.code());
         let payload = encode_error(status.code().as_u64(), status.message());
         let written = self.writer.write(Lane::Data, |buf| {
             put_packet(buf, sid, 1, Kind::ERROR, false, &payload, usize::MAX)
@@ -864,7 +876,7 @@ async fn read_frames(
                 }
                 clock.mid_frame.store(true, Ordering::Relaxed);
                 input.buf.advance(at);
-                let read = read_dedicated(rd, &mut input.buf, len).await;
+                let read = read_dedicated(&conn.metrics, rd, &mut input.buf, len).await;
                 let routed = read.map(|payload| conn.route(Frame { header, payload }, invokes));
                 conn.account.release(len);
                 match routed {
@@ -891,7 +903,10 @@ async fn read_frames(
             buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
         }
         match read_once(rd, buf).await {
-            Ok(_) => Clock::bump(&clock.reads),
+            Ok(n) => {
+                ConnMetrics::add(&conn.metrics.bytes_received, n as u64);
+                Clock::bump(&clock.reads);
+            }
             Err(end) => return read_failure(end, buf.is_empty()),
         }
     }
@@ -950,6 +965,7 @@ async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<
 /// Reads the rest of a `len`-byte payload whose start is in `buf` into a
 /// buffer of its own (no copy of the bulk, one allocation).
 async fn read_dedicated(
+    metrics: &ConnMetrics,
     rd: &mut BoxRead,
     buf: &mut BytesMut,
     len: usize,
@@ -960,7 +976,8 @@ async fn read_dedicated(
     while payload.len() < len {
         let want = len - payload.len();
         let mut limited = bytes::BufMut::limit(&mut payload, want);
-        read_once(rd, &mut limited).await?;
+        let n = read_once(rd, &mut limited).await?;
+        ConnMetrics::add(&metrics.bytes_received, n as u64);
     }
     Ok(payload.freeze())
 }

@@ -10,11 +10,15 @@
 mod budget;
 pub mod call;
 pub mod compress;
+pub mod context;
+pub mod deadline;
 pub mod metadata;
+pub mod metrics;
 pub mod packet;
 mod peer;
 pub mod state;
 pub mod status;
+pub mod trace;
 pub mod wire;
 
 mod client;
@@ -36,6 +40,8 @@ pub use conn::{
     DEFAULT_READ_TIMEOUT,
 };
 pub use metadata::Metadata;
+pub use metrics::MetricsSnapshot;
+pub use trace::TraceContext;
 pub use peer::{Peer, TlsPeer};
 pub use pool::{Pool, PoolOptions};
 pub use router::{Request, Router};

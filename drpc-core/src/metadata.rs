@@ -65,6 +65,15 @@ pub fn decode_limited(buf: &[u8], max_cost: usize) -> Result<Option<Metadata>, M
     })
 }
 
+/// Appends one entry to an encoded payload (what [`encode`] makes of a map
+/// holding it); the key must not be in the payload already.
+pub fn put_entry(out: &mut Vec<u8>, key: &str, value: &str) {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 8);
+    put_field(&mut entry, 1, key.as_bytes());
+    put_field(&mut entry, 2, value.as_bytes());
+    put_field(out, 1, &entry);
+}
+
 fn put_field(out: &mut Vec<u8>, field: u64, data: &[u8]) {
     put_varint(out, field << 3 | 2);
     put_varint(out, data.len() as u64);

@@ -7,6 +7,8 @@ use crate::client::{CallOptions, Conn};
 use crate::conn::ConnOptions;
 use crate::status::Status;
 use crate::stream::Stream;
+use crate::metrics::{MetricsSnapshot, Totals};
+use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -61,6 +63,9 @@ struct PoolInner {
     opts: PoolOptions,
     addrs: Mutex<HashMap<String, Slots>>,
     dialled: tokio::sync::Notify,
+    /// Counters of the connections the pool has let go of.
+    retired: Mutex<Totals>,
+    connections_opened: AtomicU64,
 }
 
 #[derive(Default)]
@@ -93,6 +98,8 @@ impl Pool {
             opts,
             addrs: Mutex::default(),
             dialled: tokio::sync::Notify::new(),
+            retired: Mutex::default(),
+            connections_opened: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let period = (inner.opts.idle_timeout / 2).max(Duration::from_millis(10));
@@ -122,6 +129,7 @@ impl Pool {
                     let slots = addrs.entry(addr.to_string()).or_default();
                     slots.dialing -= 1;
                     if let Ok(conn) = &result {
+                        self.inner.connections_opened.fetch_add(1, Ordering::Relaxed);
                         slots.conns.push(Entry {
                             conn: conn.clone(),
                             last_used: Instant::now(),
@@ -138,7 +146,7 @@ impl Pool {
     fn pick(&self, addr: &str) -> Pick {
         let mut addrs = self.inner.addrs.lock().unwrap();
         let slots = addrs.entry(addr.to_string()).or_default();
-        slots.conns.retain(|e| !e.conn.is_closed());
+        self.inner.drop_closed(slots);
         let best = slots
             .conns
             .iter_mut()
@@ -203,7 +211,7 @@ impl Pool {
     pub fn connections(&self, addr: &str) -> usize {
         let mut addrs = self.inner.addrs.lock().unwrap();
         addrs.get_mut(addr).map_or(0, |s| {
-            s.conns.retain(|e| !e.conn.is_closed());
+            self.inner.drop_closed(s);
             s.conns.len()
         })
     }
@@ -222,13 +230,48 @@ impl Pool {
                 .flat_map(|(_, s)| s.conns.into_iter().map(|e| e.conn))
                 .collect()
         };
-        for conn in conns {
+        for conn in &conns {
             conn.close().await;
         }
+        let mut retired = self.inner.retired.lock().unwrap();
+        for conn in &conns {
+            retired.add(&conn.shared().metrics);
+        }
+    }
+
+    /// Counters over every connection the pool dialled: those it holds
+    /// now, and those it closed or dropped (as they were when it let go).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let addrs = self.inner.addrs.lock().unwrap();
+        let mut totals = self.inner.retired.lock().unwrap().clone();
+        let (mut queued, mut active) = (0, 0);
+        for entry in addrs.values().flat_map(|s| &s.conns) {
+            let shared = entry.conn.shared();
+            totals.add(&shared.metrics);
+            queued += shared.writer.queued() as u64;
+            active += u64::from(!entry.conn.is_closed());
+        }
+        drop(addrs);
+        let mut snapshot = totals.snapshot();
+        snapshot.queued_bytes = queued;
+        snapshot.active_connections = active;
+        snapshot.connections_opened = self.inner.connections_opened.load(Ordering::Relaxed);
+        snapshot
     }
 }
 
 impl PoolInner {
+    /// Forgets closed connections, keeping their counters.
+    fn drop_closed(&self, slots: &mut Slots) {
+        slots.conns.retain(|e| {
+            let closed = e.conn.is_closed();
+            if closed {
+                self.retired.lock().unwrap().add(&e.conn.shared().metrics);
+            }
+            !closed
+        });
+    }
+
     fn close_idle(&self) {
         let now = Instant::now();
         let mut idle = Vec::new();
@@ -238,6 +281,7 @@ impl PoolInner {
                 let expired = e.conn.active_streams() == 0
                     && now.duration_since(e.last_used) >= self.opts.idle_timeout;
                 if expired || e.conn.is_closed() {
+                    self.retired.lock().unwrap().add(&e.conn.shared().metrics);
                     idle.push(e.conn.clone());
                     false
                 } else {

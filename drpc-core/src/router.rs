@@ -38,8 +38,8 @@ impl Router {
         Router::default()
     }
 
-    pub(crate) fn get(&self, rpc: &str) -> Option<&Handler> {
-        self.handlers.get(rpc)
+    pub(crate) fn handlers(&self) -> impl Iterator<Item = (&str, &Handler)> {
+        self.handlers.iter().map(|(rpc, h)| (rpc.as_str(), h))
     }
 
     pub fn rpcs(&self) -> impl Iterator<Item = &str> {

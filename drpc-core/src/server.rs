@@ -15,6 +15,11 @@ use crate::transport::{Listener, Socket};
 use crate::writer::BoxWrite;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
+use crate::deadline::{parse_timeout, TIMEOUT_KEY};
+use crate::metrics::{MetricsSnapshot, RpcMetrics, RpcStats, Totals};
+use crate::trace::TraceContext;
+use tokio::time::Instant;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +36,11 @@ pub struct ServerOptions {
     /// [`DEFAULT_MEMORY_BUDGET`], 256 MiB; 0 means no limit). See
     /// [`MemoryBudget`] for what counts and what happens when it is full.
     pub memory_budget: usize,
+    /// Longest deadline a client may set with `drpc-timeout`: a longer one
+    /// is cut to it (a call that sends none keeps none). Default: no cap.
+    pub max_deadline: Option<Duration>,
+    /// Ignore the deadlines clients send: calls run without one.
+    pub ignore_deadlines: bool,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +48,8 @@ impl Default for ServerOptions {
         ServerOptions {
             conn: ConnOptions::default(),
             memory_budget: DEFAULT_MEMORY_BUDGET,
+            max_deadline: None,
+            ignore_deadlines: false,
         }
     }
 }
@@ -49,13 +61,14 @@ pub struct Server {
 }
 
 struct ServerInner {
-    router: Router,
+    /// The router's handlers with each rpc's counters, looked up once per call.
+    handlers_by_rpc: HashMap<String, (Handler, Arc<RpcMetrics>)>,
     opts: ServerOptions,
     draining: AtomicBool,
     handlers: Arc<TaskSet>,
     conn_tasks: Arc<TaskSet>,
     accept_tasks: Arc<TaskSet>,
-    conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    conns: Mutex<Conns>,
     next_conn: AtomicU64,
     budget: MemoryBudget,
 }
@@ -68,9 +81,13 @@ impl Server {
     pub fn with_options(router: Router, mut opts: ServerOptions) -> Server {
         let budget = MemoryBudget::new(opts.memory_budget);
         opts.conn.memory_budget = Some(budget.clone());
+        let handlers_by_rpc = router
+            .handlers()
+            .map(|(rpc, h)| (rpc.to_string(), (h.clone(), Arc::default())))
+            .collect();
         Server {
             inner: Arc::new(ServerInner {
-                router,
+                handlers_by_rpc,
                 opts,
                 draining: AtomicBool::new(false),
                 handlers: Arc::default(),
@@ -197,7 +214,7 @@ impl Server {
         let (rd, wr) = tokio::io::split(io);
         let (conn, id) = self.start_conn(Box::new(rd), Box::new(wr), Some(Arc::new(peer)));
         conn.closed().await;
-        self.inner.conns.lock().unwrap().remove(&id);
+        self.inner.forget_conn(id);
         conn.close(Status::unavailable("connection closed")).await;
     }
 
@@ -220,13 +237,13 @@ impl Server {
             Some(acceptor),
         );
         let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        self.inner.conns.lock().unwrap().insert(id, conn.clone());
+        self.inner.conns.lock().unwrap().live.insert(id, conn.clone());
         let inner = self.inner.clone();
         let watched = conn.clone();
         // Forget the connection once it closes, and wait for its tasks.
         self.inner.conn_tasks.spawn(async move {
             watched.closed().await;
-            inner.conns.lock().unwrap().remove(&id);
+            inner.forget_conn(id);
             watched
                 .close(Status::unavailable("connection closed"))
                 .await;
@@ -245,6 +262,7 @@ impl Server {
             .conns
             .lock()
             .unwrap()
+            .live
             .values()
             .map(|c| c.buffered())
             .sum()
@@ -257,7 +275,35 @@ impl Server {
 
     /// Open connections.
     pub fn connections(&self) -> usize {
-        self.inner.conns.lock().unwrap().len()
+        self.inner.conns.lock().unwrap().live.len()
+    }
+
+    /// The server's counters over every connection it served, open or
+    /// closed, and per registered rpc its calls, failures and latencies.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let mut snapshot = {
+            let conns = self.inner.conns.lock().unwrap();
+            let mut totals = conns.closed.clone();
+            let mut queued = 0;
+            for conn in conns.live.values() {
+                totals.add(&conn.metrics);
+                queued += conn.writer.queued() as u64;
+            }
+            let mut snapshot = totals.snapshot();
+            snapshot.queued_bytes = queued;
+            snapshot.active_connections = conns.live.len() as u64;
+            snapshot
+        };
+        snapshot.connections_opened = self.inner.next_conn.load(Ordering::Relaxed);
+        let mut rpcs: Vec<RpcStats> = self
+            .inner
+            .handlers_by_rpc
+            .iter()
+            .map(|(rpc, (_, m))| m.stats(rpc))
+            .collect();
+        rpcs.sort_by(|a, b| a.rpc.cmp(&b.rpc));
+        snapshot.rpcs = rpcs;
+        snapshot
     }
 
     /// Stops accepting connections and new RPCs, lets in-flight RPCs finish
@@ -308,7 +354,7 @@ impl Server {
     /// Flushes every connection at once (200 ms at most), then closes them all.
     async fn close_all(&self, status: Status) {
         let conns: Vec<Arc<ConnShared>> =
-            self.inner.conns.lock().unwrap().values().cloned().collect();
+            self.inner.conns.lock().unwrap().live.values().cloned().collect();
         let mut closing = tokio::task::JoinSet::new();
         for conn in conns {
             let status = status.clone();
@@ -318,6 +364,24 @@ impl Server {
             });
         }
         while closing.join_next().await.is_some() {}
+    }
+}
+
+/// The server's open connections, and the counters of those that closed.
+#[derive(Default)]
+struct Conns {
+    live: HashMap<u64, Arc<ConnShared>>,
+    closed: Totals,
+}
+
+impl ServerInner {
+    /// Drops a closed connection, keeping its counters in the totals (under
+    /// the same lock, so a snapshot sees it exactly once).
+    fn forget_conn(&self, id: u64) {
+        let mut conns = self.conns.lock().unwrap();
+        if let Some(conn) = conns.live.remove(&id) {
+            conns.closed.add(&conn.metrics);
+        }
     }
 }
 
@@ -340,27 +404,86 @@ impl Acceptor for ConnAcceptor {
         let Some(server) = self.server.upgrade() else {
             return;
         };
-        let Some(handler) = server.router.get(&rpc).cloned() else {
+        let Some((handler, rpc_metrics)) = server.handlers_by_rpc.get(&rpc) else {
             stream.refuse(&Status::unimplemented(format!(
                 "unknown rpc: {}",
                 shorten(&rpc, 256)
             )));
             return;
         };
+        let started = Instant::now();
+        let deadline = self.deadline(&server.opts, &rpc, &metadata, started);
+        let trace = TraceContext::from_metadata(&metadata).map(|incoming| Arc::new(incoming.child()));
         let ctx = CallContext {
             shared: stream,
             rpc: rpc.into(),
             metadata: Arc::new(metadata),
             peer: self.peer.clone(),
+            deadline,
+            trace,
         };
-        server.handlers.spawn(run_handler(handler, ctx));
+        server.handlers.spawn(run_handler(
+            handler.clone(),
+            ctx,
+            rpc_metrics.clone(),
+            started,
+        ));
     }
 }
 
-async fn run_handler(handler: Handler, ctx: CallContext) {
+impl ConnAcceptor {
+    /// The call's deadline from the `drpc-timeout` the client sent, capped
+    /// by the server's `max_deadline`; none if it sent none (storj.io/drpc
+    /// clients), sent an invalid one, or the server ignores them.
+    fn deadline(
+        &self,
+        opts: &ServerOptions,
+        rpc: &str,
+        metadata: &Metadata,
+        now: Instant,
+    ) -> Option<Instant> {
+        if opts.ignore_deadlines {
+            return None;
+        }
+        let value = metadata.get(TIMEOUT_KEY)?;
+        let Some(mut timeout) = parse_timeout(value) else {
+            tracing::warn!(
+                peer = %self.peer_addr(),
+                rpc = %shorten(rpc, 256),
+                value = %shorten(value, 64),
+                "ignoring an invalid drpc-timeout"
+            );
+            return None;
+        };
+        if let Some(cap) = opts.max_deadline {
+            timeout = timeout.min(cap);
+        }
+        // Too far to represent is as good as none.
+        now.checked_add(timeout)
+    }
+
+    fn peer_addr(&self) -> &str {
+        self.peer
+            .as_ref()
+            .and_then(|p| p.addr.as_deref())
+            .unwrap_or("-")
+    }
+}
+
+async fn run_handler(
+    handler: Handler,
+    ctx: CallContext,
+    rpc_metrics: Arc<RpcMetrics>,
+    started: Instant,
+) {
     let shared = ctx.shared.clone();
     let rpc = ctx.rpc.clone();
-    let outcome = CatchUnwind(Box::pin(async move {
+    let peer = ctx.peer.clone();
+    let deadline = ctx.deadline;
+    // Calls the handler makes inherit its deadline and trace; a call with
+    // neither runs without the task-local.
+    let inherited = (deadline.is_some() || ctx.trace.is_some()).then(|| ctx.inherited());
+    let body = async move {
         match handler {
             Handler::Unary(f) => {
                 let data = match shared_recv(&ctx).await {
@@ -388,24 +511,51 @@ async fn run_handler(handler: Handler, ctx: CallContext) {
                 f(stream).await
             }
         }
-    }))
-    .await;
+    };
+    let body: Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> = match inherited {
+        Some(inherited) => Box::pin(crate::context::scope(inherited, body)),
+        None => Box::pin(body),
+    };
+    let mut body = CatchUnwind(body);
+    let outcome = match deadline {
+        None => (&mut body).await,
+        Some(deadline) => {
+            tokio::select! {
+                biased;
+                outcome = &mut body => outcome,
+                _ = tokio::time::sleep_until(deadline) => {
+                    // Like a client's cancel: the handler's receives and
+                    // sends fail and `cancelled()` fires; the client gets
+                    // DeadlineExceeded. The handler still ends on its own.
+                    shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
+                    body.await
+                }
+            }
+        }
+    };
     let shared = &shared;
+    let peer = peer.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
     match outcome {
         Ok(Ok(())) => {
             let _ = shared.close_send();
         }
+        Ok(Err(status)) if shared.is_finished() => {
+            // The call was already over (cancelled, deadline passed): the
+            // error is the handler seeing that, not news for the client.
+            tracing::debug!(%rpc, %peer, %status, "handler ended after its call did");
+        }
         Ok(Err(status)) => {
-            tracing::debug!(%rpc, %status, "handler returned an error");
+            tracing::error!(%rpc, %peer, code = status.code().as_u64(), %status, "handler returned an error");
             shared.send_error(&status);
         }
         Err(panic) => {
-            tracing::error!(%rpc, panic = %panic, "handler panicked");
+            tracing::error!(%rpc, %peer, panic = %panic, "handler panicked");
             shared.send_error(&Status::internal(format!("handler panicked: {panic}")));
         }
     }
     // The handler is done; whatever the client still sends is dropped.
     shared.finish(End::Done);
+    rpc_metrics.record(started.elapsed(), shared.failure().is_some() || shared.sent_error());
 }
 
 /// At most `max` bytes of `s` (cut at a character boundary), marked if cut:

@@ -36,6 +36,9 @@ pub(crate) struct Inner {
     retired: bool,
     /// The connection's stream slot (client side), freed on finish.
     permit: Option<OwnedSemaphorePermit>,
+    /// The code of the Error frame this side sent, if it sent one (a stream
+    /// can end `Done` after answering with an error).
+    sent_error: Option<crate::status::Code>,
 }
 
 fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
@@ -60,6 +63,7 @@ impl StreamShared {
     ) -> Arc<StreamShared> {
         let max = conn.opts.max_message_size;
         conn.account.charge(crate::budget::STREAM_OVERHEAD);
+        conn.metrics.stream_opened();
         let mut state = StreamState::new(1);
         if let Some(fc) = &conn.opts.flow_control {
             state = state.with_flow(Flow::new(fc.window, fc.grant_threshold, max as u64));
@@ -76,6 +80,7 @@ impl StreamShared {
                 last_pos: 0,
                 retired: false,
                 permit,
+                sent_error: None,
             }),
             ended: Default::default(),
         })
@@ -87,7 +92,7 @@ impl StreamShared {
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
         let flusher;
-        let (result, retire, permit, (before, held_before), (after, held_after)) = {
+        let (result, retire, outcome, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
             let before = inner.held();
             let mut writing = Writing {
@@ -99,13 +104,15 @@ impl StreamShared {
             let after = inner.held();
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
+            let mut outcome = None;
             if retire {
+                outcome = inner.outcome();
                 inner.retired = true;
                 permit = inner.permit.take();
                 wake = std::mem::take(&mut inner.recv_wakers);
                 wake.append(&mut inner.send_wakers);
             }
-            (result, retire, permit, before, after)
+            (result, retire, outcome, permit, before, after)
         };
         // Frames were queued under the lock; the syscall happens outside it.
         // A failed write terminates the connection through the writer task.
@@ -116,6 +123,7 @@ impl StreamShared {
         self.conn.account.adjust(held_before, held_after);
         drop(permit);
         if retire {
+            self.conn.metrics.stream_closed(outcome);
             wake_all(wake);
             self.conn.forget(self.id);
             self.ended.cancel();
@@ -202,6 +210,7 @@ impl StreamShared {
 
     /// The next message as it came off the wire (still compressed).
     async fn recv_wire(&self) -> Result<Option<Bytes>, Status> {
+        let mut blocked = false;
         poll_fn(|cx| {
             self.update(|inner, w| {
                 let result = match inner.state.recv() {
@@ -209,6 +218,11 @@ impl StreamShared {
                     Recv::End => Poll::Ready(Ok(None)),
                     Recv::Failed(s) => Poll::Ready(Err(s)),
                     Recv::Empty => {
+                        if !blocked {
+                            blocked = true;
+                            let m = &w.stream.conn.metrics;
+                            crate::metrics::ConnMetrics::add(&m.recv_blocked, 1);
+                        }
                         register(&mut inner.recv_wakers, cx.waker());
                         Poll::Pending
                     }
@@ -236,6 +250,7 @@ impl StreamShared {
     /// credit. Ends early (with the reason) if the stream ends.
     async fn ready_to_send(&self, len: usize) -> Result<(), Status> {
         if self.conn.writer.queued() >= self.conn.opts.writer_buffer_cap {
+            crate::metrics::ConnMetrics::add(&self.conn.metrics.send_blocked, 1);
             tokio::select! {
                 _ = self.conn.writer.room() => {}
                 _ = self.ended() => {}
@@ -324,6 +339,18 @@ impl StreamShared {
         })
     }
 
+    /// Fails the stream on both sides: an Error frame carrying `status` to
+    /// the remote, `status` to local callers (a server call whose deadline
+    /// passed). Does nothing once the stream has finished.
+    pub(crate) fn fail(&self, status: Status) {
+        self.update(|inner, w| {
+            if !inner.state.is_finished() {
+                w.error(inner, &status);
+                inner.state.finish(End::Local(status));
+            }
+        })
+    }
+
     /// Ends the stream by sending an Error frame carrying `status`.
     pub(crate) fn send_error(&self, status: &Status) {
         self.update(|inner, w| {
@@ -347,6 +374,11 @@ impl StreamShared {
         self.update(|inner, _| {
             inner.state.finish(end);
         })
+    }
+
+    /// Whether this side ended the stream with an Error frame.
+    pub(crate) fn sent_error(&self) -> bool {
+        self.inner.lock().unwrap().sent_error.is_some()
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -376,6 +408,18 @@ impl StreamShared {
 }
 
 impl Inner {
+    /// How the finished stream ended, for the metrics: `None` or OK for a
+    /// success, else the failure's code.
+    fn outcome(&self) -> Option<crate::status::Code> {
+        if self.sent_error.is_some() {
+            return self.sent_error;
+        }
+        match self.state.end()? {
+            End::Done | End::RemoteClosed => None,
+            End::Local(s) | End::Remote(s) | End::Connection(s) => Some(s.code()),
+        }
+    }
+
     /// (unread message bytes, all memory held: those plus a packet being
     /// assembled). Messages sliced from a large read batch are also charged
     /// by the batch (`budget::charged`) until it is freed: counted twice
@@ -443,6 +487,7 @@ impl Writing<'_> {
     }
 
     fn error(&mut self, inner: &mut Inner, status: &Status) {
+        inner.sent_error.get_or_insert(status.code());
         let mid = inner.state.take_message_id();
         let payload = encode_error(status.wire_code(), status.message());
         let _ = self.packet(inner, mid, Kind::ERROR, &payload);
@@ -486,9 +531,40 @@ pub struct CallContext {
     pub(crate) rpc: Arc<str>,
     pub(crate) metadata: Arc<Metadata>,
     pub(crate) peer: Option<Arc<crate::peer::Peer>>,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) trace: Option<Arc<crate::trace::TraceContext>>,
 }
 
 impl CallContext {
+    /// When the call must be done: on a server, the deadline the client
+    /// sent (`drpc-timeout`, capped by `ServerOptions::max_deadline`), at
+    /// which the call is cancelled and the client answered
+    /// DeadlineExceeded; on a client, the call's own deadline.
+    pub fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.deadline
+    }
+
+    /// Time left until [`CallContext::deadline`] (zero once it passed).
+    pub fn time_remaining(&self) -> Option<std::time::Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// The call's span context: on a server, a child of the `traceparent`
+    /// the client sent (none if it sent none); on a client, what was sent.
+    pub fn trace(&self) -> Option<&crate::trace::TraceContext> {
+        self.trace.as_deref()
+    }
+
+    /// What calls made on behalf of this one inherit (its deadline and
+    /// trace); pass it to [`crate::context::scope`] around a spawned task.
+    pub fn inherited(&self) -> crate::context::Inherited {
+        crate::context::Inherited {
+            deadline: self.deadline,
+            trace: self.trace.as_deref().cloned(),
+        }
+    }
+
     pub fn rpc(&self) -> &str {
         &self.rpc
     }

@@ -113,9 +113,9 @@ impl<F: Future<Output = ()>> Future for Tracked<F> {
 }
 
 /// Polls a future, turning a panic into `Err(message)`.
-pub(crate) struct CatchUnwind<F>(pub(crate) Pin<Box<F>>);
+pub(crate) struct CatchUnwind<F: ?Sized>(pub(crate) Pin<Box<F>>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + ?Sized> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

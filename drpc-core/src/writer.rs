@@ -8,6 +8,7 @@
 //! (Cancel, WindowUpdate) bypass the cap and go out ahead of queued data.
 
 use crate::budget::Account;
+use crate::metrics::ConnMetrics;
 use crate::status::Status;
 use bytes::{Buf, BytesMut};
 use std::future::poll_fn;
@@ -30,6 +31,8 @@ pub(crate) struct Writer {
     cap: usize,
     /// Every queued byte is charged here until it is written or dropped.
     account: Arc<Account>,
+    /// The connection's counters (bytes written).
+    metrics: Arc<ConnMetrics>,
 }
 
 struct Queue {
@@ -78,7 +81,12 @@ pub(crate) enum Lane {
 }
 
 impl Writer {
-    pub(crate) fn new(transport: BoxWrite, cap: usize, account: Arc<Account>) -> Arc<Writer> {
+    pub(crate) fn new(
+        transport: BoxWrite,
+        cap: usize,
+        account: Arc<Account>,
+        metrics: Arc<ConnMetrics>,
+    ) -> Arc<Writer> {
         Arc::new(Writer {
             queue: Mutex::new(Queue {
                 data: BytesMut::with_capacity(8 * 1024),
@@ -99,6 +107,7 @@ impl Writer {
             room: Notify::new(),
             cap: cap.max(1),
             account,
+            metrics,
         })
     }
 
@@ -230,6 +239,7 @@ impl Writer {
                 }
                 Poll::Ready(Ok(n)) => {
                     io.pending.advance(n);
+                    ConnMetrics::add(&self.metrics.bytes_sent, n as u64);
                     io.unflushed = true;
                 }
                 Poll::Ready(Err(e)) => return self.fail(write_failed(e)),

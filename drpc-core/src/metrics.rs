@@ -1,0 +1,269 @@
+//! Connection and call metrics, the same set cockroachdb/drpc's `drpcmetrics`
+//! offers plus a latency histogram per rpc: read as a [`MetricsSnapshot`]
+//! from `Server::metrics`, `Conn::metrics` and `Pool::metrics`.
+//!
+//! Each connection counts in relaxed atomics of its own, touched where the
+//! work already happens (a read, a write, a stream's end); a snapshot sums
+//! them. Nothing is counted twice and nothing is reset.
+
+use crate::status::Code;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Counters and gauges of a server, a connection or a pool at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Bytes written to and read from the transports (frame headers included).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub streams_opened: u64,
+    /// Streams ended for any reason.
+    pub streams_closed: u64,
+    /// Streams ended with an error (any code).
+    pub streams_failed: u64,
+    /// Code to count, sorted by code, non-zero counts only.
+    pub failed_by_code: Vec<(u32, u64)>,
+    pub active_streams: u64,
+    /// Receives that had to wait for the peer (or for back-pressure).
+    pub recv_blocked: u64,
+    /// Sends that waited because the connection's writer was at its cap.
+    pub send_blocked: u64,
+    /// Bytes queued in the connections' writers right now.
+    pub queued_bytes: u64,
+    pub connections_opened: u64,
+    pub active_connections: u64,
+    /// Server side: per registered rpc, sorted by name.
+    pub rpcs: Vec<RpcStats>,
+}
+
+impl MetricsSnapshot {
+    /// Streams that failed with `code`.
+    pub fn failed_with(&self, code: Code) -> u64 {
+        self.failed_by_code
+            .iter()
+            .find(|(c, _)| *c == code as u32)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// The statistics of one rpc, if the server has it registered.
+    pub fn rpc(&self, rpc: &str) -> Option<&RpcStats> {
+        self.rpcs.iter().find(|r| r.rpc == rpc)
+    }
+}
+
+/// Calls of one rpc a server handled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RpcStats {
+    pub rpc: String,
+    /// Handler runs finished.
+    pub count: u64,
+    /// Of those, the ones that ended with an error.
+    pub failed: u64,
+    /// Handler durations, from the invoke to the handler's end.
+    pub latency: Histogram,
+}
+
+/// A histogram with fixed exponential buckets: `counts[i]` counts values
+/// `<= bounds_us[i]` (and above the previous bound); the last count is
+/// everything above the last bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub bounds_us: Vec<u64>,
+    pub counts: Vec<u64>,
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Latency bucket bounds: 8 us, 16 us, ... doubling up to 2^24 us (16.8 s).
+const FIRST_BOUND_LOG2: u32 = 3;
+const BUCKETS: usize = 22;
+
+/// The bucket bounds every latency histogram uses, in microseconds.
+pub fn latency_bounds_us() -> Vec<u64> {
+    (0..BUCKETS as u32)
+        .map(|i| 1u64 << (FIRST_BOUND_LOG2 + i))
+        .collect()
+}
+
+/// The bucket of a value: the first bound it does not exceed.
+fn bucket_of(us: u64) -> usize {
+    if us <= 1 << FIRST_BOUND_LOG2 {
+        return 0;
+    }
+    // ceil(log2(us)) without a loop.
+    let log2 = 64 - (us - 1).leading_zeros();
+    ((log2 - FIRST_BOUND_LOG2) as usize).min(BUCKETS)
+}
+
+/// Codes are gRPC's 0..=16; anything else was mapped to Unknown on the way in.
+const CODES: usize = 17;
+
+/// One connection's counters.
+#[derive(Default)]
+pub(crate) struct ConnMetrics {
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    streams_opened: AtomicU64,
+    streams_closed: AtomicU64,
+    failed: [AtomicU64; CODES],
+    pub(crate) recv_blocked: AtomicU64,
+    pub(crate) send_blocked: AtomicU64,
+}
+
+impl ConnMetrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.streams_opened.fetch_add(1, Relaxed);
+    }
+
+    /// A stream ended, failed with `code` unless it is `None` or OK.
+    pub(crate) fn stream_closed(&self, code: Option<Code>) {
+        if let Some(code) = code.filter(|c| *c != Code::Ok) {
+            self.failed[code as usize].fetch_add(1, Relaxed);
+        }
+        self.streams_closed.fetch_add(1, Relaxed);
+    }
+
+    /// A stream refused before it existed (counted opened and failed).
+    pub(crate) fn stream_refused(&self, code: Code) {
+        self.stream_opened();
+        self.stream_closed(Some(code));
+    }
+}
+
+/// Plain sums of connection counters, kept for connections that closed.
+#[derive(Clone, Default)]
+pub(crate) struct Totals {
+    bytes_sent: u64,
+    bytes_received: u64,
+    streams_opened: u64,
+    streams_closed: u64,
+    failed: [u64; CODES],
+    recv_blocked: u64,
+    send_blocked: u64,
+}
+
+impl Totals {
+    pub(crate) fn add(&mut self, m: &ConnMetrics) {
+        self.bytes_sent += m.bytes_sent.load(Relaxed);
+        self.bytes_received += m.bytes_received.load(Relaxed);
+        // Closed before opened: a stream opening meanwhile is never seen
+        // closed without being seen opened.
+        self.streams_closed += m.streams_closed.load(Relaxed);
+        self.streams_opened += m.streams_opened.load(Relaxed);
+        for (sum, n) in self.failed.iter_mut().zip(&m.failed) {
+            *sum += n.load(Relaxed);
+        }
+        self.recv_blocked += m.recv_blocked.load(Relaxed);
+        self.send_blocked += m.send_blocked.load(Relaxed);
+    }
+
+    /// The snapshot of these sums (gauges and rpcs left for the caller).
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        let failed_by_code: Vec<(u32, u64)> = self
+            .failed
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(code, n)| (code as u32, *n))
+            .collect();
+        MetricsSnapshot {
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            streams_opened: self.streams_opened,
+            streams_closed: self.streams_closed,
+            streams_failed: failed_by_code.iter().map(|(_, n)| n).sum(),
+            failed_by_code,
+            active_streams: self.streams_opened.saturating_sub(self.streams_closed),
+            recv_blocked: self.recv_blocked,
+            send_blocked: self.send_blocked,
+            ..MetricsSnapshot::default()
+        }
+    }
+}
+
+/// One rpc's counters and latency histogram (server side).
+pub(crate) struct RpcMetrics {
+    count: AtomicU64,
+    failed: AtomicU64,
+    buckets: [AtomicU64; BUCKETS + 1],
+    sum_us: AtomicU64,
+}
+
+impl Default for RpcMetrics {
+    fn default() -> Self {
+        RpcMetrics {
+            count: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RpcMetrics {
+    pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+        if failed {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stats(&self, rpc: &str) -> RpcStats {
+        RpcStats {
+            rpc: rpc.to_string(),
+            count: self.count.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            latency: Histogram {
+                bounds_us: latency_bounds_us(),
+                counts: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+                sum_us: self.sum_us.load(Relaxed),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_the_first_bound_not_exceeded() {
+        let bounds = latency_bounds_us();
+        assert_eq!(bounds.len(), BUCKETS);
+        for us in [0u64, 1, 7, 8, 9, 15, 16, 17, 1000, 1 << 20, (1 << 24) - 1, 1 << 24] {
+            let b = bucket_of(us);
+            assert!(us <= bounds[b], "{us} in bucket {b}");
+            assert!(b == 0 || us > bounds[b - 1], "{us} in bucket {b}");
+        }
+        assert_eq!(bucket_of((1 << 24) + 1), BUCKETS);
+        assert_eq!(bucket_of(u64::MAX), BUCKETS);
+    }
+
+    #[test]
+    fn a_histogram_sums_what_it_recorded() {
+        let m = RpcMetrics::default();
+        m.record(Duration::from_micros(5), false);
+        m.record(Duration::from_micros(100), true);
+        m.record(Duration::from_secs(100), false);
+        let s = m.stats("/x");
+        assert_eq!((s.count, s.failed), (3, 1));
+        assert_eq!(s.latency.count(), 3);
+        assert_eq!(s.latency.counts[0], 1);
+        assert_eq!(s.latency.counts[bucket_of(100)], 1);
+        assert_eq!(s.latency.counts[BUCKETS], 1);
+        assert_eq!(s.latency.sum_us, 100_000_105);
+    }
+}
