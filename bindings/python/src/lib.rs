@@ -392,6 +392,9 @@ fn call_options(
     Ok(opts)
 }
 
+/// One rpc's stats for Python: name, count, failed, bounds (us), counts, sum (us).
+type RpcRow = (String, u64, u64, Vec<u64>, Vec<u64>, u64);
+
 /// A metrics snapshot as the dict `drpc.Metrics` is made from.
 fn metrics_dict<'py>(py: Python<'py>, m: &drpc_core::metrics::MetricsSnapshot) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -407,7 +410,7 @@ fn metrics_dict<'py>(py: Python<'py>, m: &drpc_core::metrics::MetricsSnapshot) -
     d.set_item("queued_bytes", m.queued_bytes)?;
     d.set_item("connections_opened", m.connections_opened)?;
     d.set_item("active_connections", m.active_connections)?;
-    let rpcs: Vec<(String, u64, u64, Vec<u64>, Vec<u64>, u64)> = m
+    let rpcs: Vec<RpcRow> = m
         .rpcs
         .iter()
         .map(|r| (r.rpc.clone(), r.count, r.failed, r.latency.bounds_us.clone(), r.latency.counts.clone(), r.latency.sum_us))

@@ -193,7 +193,7 @@ def _intercept_fn(icp: Any, want_async: bool) -> Optional[Callable[..., Any]]:
     fn = getattr(icp, "intercept", None)
     if fn is None or not callable(fn):
         raise TypeError(f"an interceptor needs an intercept method (or is a function), got {icp!r}")
-    return fn if inspect.iscoroutinefunction(fn) == want_async else None  # type: ignore[no-any-return]
+    return fn if inspect.iscoroutinefunction(fn) == want_async else None
 
 
 class CallRecord:
@@ -299,7 +299,7 @@ def client_end_code(exc: Optional[BaseException]) -> Tuple[int, str]:
 def check_traceparent(value: Any) -> Optional[str]:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"traceparent must be a str ('00-<trace id>-<span id>-<flags>') or None, got {type(value).__name__}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def client_unary(
