@@ -544,3 +544,46 @@ def test_interceptor_threads_see_handler_thread():
             assert c.invoke("/t/T", b"").decode() == threads[0]
     finally:
         s.stop(0)
+
+
+@pytest.mark.parametrize("intercepted", [False, True])
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_cancelled_streaming_handler_generator_is_closed_at_once(flavour, intercepted):
+    """A cancelled call's response generator is closed when its handler ends,
+    not when the cycle collector next runs (its cleanup ends the handler's
+    own bookkeeping: the interop server's active-rpc count, say)."""
+    import gc
+
+    closed = threading.Event()
+    s = drpc.Server(interceptors=[Both()] if intercepted else None)
+
+    if flavour == "sync":
+        @s.server_streaming("/t/Forever")
+        def forever(req, ctx):
+            try:
+                while True:
+                    yield b"x" * 1024
+            finally:
+                closed.set()
+    else:
+        @s.server_streaming("/t/Forever")
+        async def aforever(req, ctx):
+            try:
+                while True:
+                    yield b"x" * 1024
+            finally:
+                closed.set()
+
+    addr = s.start()
+    gc.disable()
+    try:
+        with drpc.Client(addr, flow_control=False) as c:
+            st = c.stream("/t/Forever")
+            st.send(b"")
+            st.close_send()
+            assert st.recv() is not None
+            st.cancel()
+            assert closed.wait(5.0), "the handler's generator was not closed"
+    finally:
+        gc.enable()
+        s.stop(0)

@@ -326,6 +326,7 @@ def client_unary(
         raise
     finally:
         code, message = client_end_code(failure)
+        failure = None  # no frame -> exception -> traceback -> frame cycle
         rec.report(links, call, rec.outcome(call.rpc, code, message), log)
 
 
@@ -357,6 +358,7 @@ async def client_unary_async(
         raise
     finally:
         code, message = client_end_code(failure)
+        failure = None  # no frame -> exception -> traceback -> frame cycle
         rec.report(links, call, rec.outcome(call.rpc, code, message), log)
 
 

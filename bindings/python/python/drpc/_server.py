@@ -488,6 +488,7 @@ class _ServerBase:
                 finally:
                     current_call.reset(token)
                     _report(links, rec, rpc, failure, ctx)
+                    failure = None  # no frame -> exception -> traceback -> frame cycle
             return entry_intercepted
 
         if not links:
@@ -512,6 +513,7 @@ class _ServerBase:
                     raise
                 finally:
                     _report(links, rec, rpc, failure, ctx)
+                    failure = None  # no frame -> exception -> traceback -> frame cycle
 
         def entry_async(data: bytes, ctx: Any, done: Any) -> Any:
             return self._schedule(rpc, run(data, ctx), ctx, done)
@@ -554,13 +556,18 @@ class _ServerBase:
                     else:
                         _send_all(s, call(s))
                 except BaseException as exc:
-                    failure = exc
+                    if rec is not None:
+                        failure = exc
                     _log_failure(rpc, exc, ctx)
                     raise
                 finally:
                     current_call.reset(token)
                     if rec is not None:
                         _report(links, rec, rpc, failure, ctx)
+                        # Holding the exception would keep this frame (and the
+                        # handler's generator, whose cleanup ends the call's
+                        # bookkeeping) alive until the cycle collector runs.
+                        failure = None
             return entry
 
         async def last(req: Any, ctx: Any) -> Any:
@@ -595,11 +602,15 @@ class _ServerBase:
                 else:
                     await _send_all_async(s, await call(s))
             except BaseException as exc:
-                failure = exc
+                if rec is not None:
+                    failure = exc
                 raise
             finally:
                 if rec is not None:
                     _report(links, rec, rpc, failure, ctx)
+                    # See the blocking entry: no reference cycle through the
+                    # exception, so the handler's async generator is closed now.
+                    failure = None
 
         def entry_async(native: _native.NativeStream, done: Any) -> Any:
             s = AsyncServerStream(native, dec) if not links else _CountingAsyncServerStream(native, dec, CallRecord())
