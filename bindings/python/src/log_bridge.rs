@@ -163,15 +163,3 @@ pub(crate) fn install() {
         let _ = std::thread::Builder::new().name("drpc-log".into()).spawn(move || run(rx, &dropped));
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::logger_name;
-
-    #[test]
-    fn logger_names() {
-        assert_eq!(logger_name("drpc_core::conn"), "drpc.core.conn");
-        assert_eq!(logger_name("drpc_tls"), "drpc.tls");
-        assert_eq!(logger_name("other::x"), "drpc.other.x");
-    }
-}

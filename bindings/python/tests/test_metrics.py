@@ -147,6 +147,7 @@ def test_core_protocol_warnings_reach_logging(caplog):
                 assert c.invoke("/t/Echo", b"x", metadata={"drpc-timeout": "soon"}) == b"x"
             wait_until(lambda: any(r.name.startswith("drpc.core") for r in caplog.records))
         warn = [r for r in caplog.records if r.name.startswith("drpc.core")][0]
+        assert warn.name == "drpc.core.server"  # the Rust module drpc_core::server
         assert warn.levelno == logging.WARNING
         assert "drpc-timeout" in warn.getMessage() and "127.0.0.1:" in warn.getMessage()
     finally:
