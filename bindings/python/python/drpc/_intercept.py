@@ -82,7 +82,9 @@ class ServerInterceptor:
     - wrap ``request`` or the result to observe or change messages.
 
     ``on_done(context, outcome)`` is called once the call has ended, for the
-    interceptors whose ``intercept`` ran, innermost first."""
+    interceptors whose ``intercept`` ran, innermost first. (A call cancelled
+    before its handler started, such as an ``async def`` handler's call whose
+    deadline passed while it waited for the event loop, runs none.)"""
 
     def intercept(self, method: Callable[[Any, Any], Any], request: Any, context: Any) -> Any:
         return method(request, context)
