@@ -587,3 +587,38 @@ def test_cancelled_streaming_handler_generator_is_closed_at_once(flavour, interc
     finally:
         gc.enable()
         s.stop(0)
+
+
+def test_observer_interceptor_wraps_every_kind_but_a_checking_one_does_not():
+    class Observer(drpc.ServerInterceptor):  # on_done only: plain and async handlers alike
+        def __init__(self):
+            self.seen = []
+
+        def on_done(self, context, outcome):
+            self.seen.append((outcome.rpc, int(outcome.code)))
+
+    obs = Observer()
+    s = drpc.Server(interceptors=[obs])
+    s.unary("/t/Echo", lambda req, ctx: req)
+
+    @s.unary("/t/AEcho")
+    async def aecho(req, ctx):
+        return req
+
+    addr = s.start()
+    try:
+        with drpc.Client(addr) as c:
+            assert c.invoke("/t/Echo", b"1") == b"1"
+            assert c.invoke("/t/AEcho", b"2") == b"2"
+        wait_until(lambda: len(obs.seen) == 2)
+        assert sorted(obs.seen) == [("/t/AEcho", 0), ("/t/Echo", 0)]
+    finally:
+        s.stop(0)
+    # A plain Auth (it overrides intercept) cannot guard an async handler:
+    # registering one fails instead of leaving it unguarded.
+    guarded = drpc.Server(interceptors=[Auth()])
+    with pytest.raises(TypeError, match="async def"):
+        guarded.unary("/t/AEcho", aecho)
+    aguarded = drpc.aio.Server(interceptors=[AsyncAuth()])
+    with pytest.raises(TypeError, match="plain"):
+        aguarded.unary("/t/Echo", lambda req, ctx: req)

@@ -101,7 +101,8 @@ class AsyncServerInterceptor:
     rpc are an async iterator. Runs on the server's event loop.
 
     A class may serve both kinds of handler by defining ``intercept`` (plain)
-    and ``intercept_async`` (``async def``)."""
+    and ``intercept_async`` (``async def``); one that only defines
+    ``on_done`` (an observer) serves both kinds as it is."""
 
     async def intercept(self, method: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any) -> Any:
         return await method(request, context)
@@ -185,17 +186,42 @@ def _links(interceptors: Any, want_async: bool, what: str) -> List[Link]:
     return links
 
 
+def _pass_through(method: Callable[[Any, Any], Any], request: Any, subject: Any) -> Any:
+    return method(request, subject)
+
+
+async def _pass_through_async(method: Callable[[Any, Any], Awaitable[Any]], request: Any, subject: Any) -> Any:
+    return await method(request, subject)
+
+
+def _overrides(icp: Any, name: str) -> bool:
+    """Whether ``icp`` has its own ``name`` (not the base classes' pass-through)."""
+    own = getattr(type(icp), name, None)
+    if own is None:
+        return False
+    bases = (ServerInterceptor, AsyncServerInterceptor, ClientInterceptor, AsyncClientInterceptor)
+    return all(own is not getattr(base, name, None) for base in bases)
+
+
 def _intercept_fn(icp: Any, want_async: bool) -> Optional[Callable[..., Any]]:
     if inspect.isfunction(icp) or inspect.ismethod(icp):
         return icp if inspect.iscoroutinefunction(icp) == want_async else None
+    fn = getattr(icp, "intercept", None)
+    alt = getattr(icp, "intercept_async", None)
+    if fn is None and alt is None and not callable(getattr(icp, "on_done", None)):
+        raise TypeError(f"an interceptor needs an intercept or on_done method (or is a function), got {icp!r}")
+    if not _overrides(icp, "intercept") and not _overrides(icp, "intercept_async"):
+        # Only observes (on_done): it wraps handlers and calls of every kind.
+        return _pass_through_async if want_async else _pass_through
     if want_async:
-        alt = getattr(icp, "intercept_async", None)
         if alt is not None and inspect.iscoroutinefunction(alt):
             return alt  # type: ignore[no-any-return]
-    fn = getattr(icp, "intercept", None)
-    if fn is None or not callable(fn):
-        raise TypeError(f"an interceptor needs an intercept method (or is a function), got {icp!r}")
-    return fn if inspect.iscoroutinefunction(fn) == want_async else None
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            return fn  # type: ignore[no-any-return]
+        return None
+    if fn is not None and callable(fn) and not inspect.iscoroutinefunction(fn):
+        return fn  # type: ignore[no-any-return]
+    return None
 
 
 class CallRecord:
