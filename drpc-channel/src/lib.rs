@@ -579,17 +579,24 @@ impl Channel {
 }
 
 /// The per-call options every attempt runs with: one absolute deadline,
-/// fixed when the call starts.
+/// fixed when the call starts. Waiting for an endpoint and retrying also
+/// stop at the deadline of the handler the call is made in, if earlier
+/// (each attempt inherits it in `Conn` itself).
 fn fix_deadline(opts: &CallOptions) -> (std::borrow::Cow<'_, CallOptions>, Option<Instant>) {
+    let inherited = drpc_core::context::current().and_then(|c| c.deadline);
+    let earliest = |own: Option<Instant>| match (own, inherited) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let Some(timeout) = opts.timeout else {
-        return (std::borrow::Cow::Borrowed(opts), opts.deadline);
+        return (std::borrow::Cow::Borrowed(opts), earliest(opts.deadline));
     };
     let by_timeout = Instant::now() + timeout;
     let deadline = Some(opts.deadline.map_or(by_timeout, |d| d.min(by_timeout)));
     let mut fixed = opts.clone();
     fixed.deadline = deadline;
     fixed.timeout = None;
-    (std::borrow::Cow::Owned(fixed), deadline)
+    (std::borrow::Cow::Owned(fixed), earliest(deadline))
 }
 
 impl Shared {

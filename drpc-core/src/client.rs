@@ -20,6 +20,9 @@ use tokio::time::Instant;
 use crate::deadline::{encode_timeout, TIMEOUT_KEY};
 use crate::metrics::{MetricsSnapshot, Totals};
 use crate::trace::{TraceContext, TRACEPARENT_KEY, TRACESTATE_KEY};
+use crate::interceptor::{observe_recv, observe_send, CallEnd, ClientCall, ClientNext, Observers, Reply};
+use crate::stream::{record_end, ClientEnd};
+use tracing::Instrument;
 
 /// Per-call options: invoke metadata, a deadline and a cancellation token.
 #[derive(Clone, Debug, Default)]
@@ -139,6 +142,33 @@ fn invoke_metadata(
     Ok(md)
 }
 
+/// The span of a client call (fields filled as the call goes).
+fn client_span(rpc: &str) -> tracing::Span {
+    tracing::info_span!(
+        "drpc.client",
+        rpc,
+        stream_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        code = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+        messages_sent = tracing::field::Empty,
+        messages_received = tracing::field::Empty,
+        bytes_sent = tracing::field::Empty,
+        bytes_received = tracing::field::Empty,
+        error = tracing::field::Empty,
+    )
+}
+
+/// Records the trace a call carries on its span (the current one).
+fn record_trace(trace: Option<&TraceContext>) {
+    if let Some(trace) = trace {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+        }
+    }
+}
+
 fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("deadline exceeded")
 }
@@ -223,7 +253,79 @@ impl Conn {
         request: &[u8],
         opts: &CallOptions,
     ) -> Result<Bytes, Status> {
+        if !self.shared().opts.interceptors.is_empty() {
+            let call = ClientCall {
+                rpc: rpc.into(),
+                options: opts.clone(),
+                request: Some(Bytes::copy_from_slice(request)),
+                observers: Vec::new(),
+            };
+            return match ClientNext::start(self.clone()).run(call).await? {
+                Reply::Unary(response) => Ok(response),
+                Reply::Stream(_) => Err(Status::internal(
+                    "a client interceptor answered a unary call with a stream",
+                )),
+            };
+        }
+        self.unary_observed(rpc, request, opts, None).await
+    }
+
+    /// A unary call past the interceptors: its span, and its observers'
+    /// view of the messages and the end.
+    pub(crate) async fn unary_observed(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+        observers: Option<Observers>,
+    ) -> Result<Bytes, Status> {
+        let span = client_span(rpc);
+        if span.is_disabled() && observers.is_none() {
+            return self.unary_inner(rpc, request, opts, None).await;
+        }
+        let started = Instant::now();
+        let observed = match &observers {
+            Some(o) => observe_send(o, request.into())?,
+            None => request.into(),
+        };
+        let mut opened = None;
+        let result = self
+            .unary_inner(rpc, &observed, opts, Some(&mut opened))
+            .instrument(span.clone())
+            .await;
+        let result = match (&observers, result) {
+            (Some(o), Ok(response)) => observe_recv(o, response),
+            (_, result) => result,
+        };
+        let stats = opened.as_ref().map(|s| s.stats()).unwrap_or_default();
+        if let Some(stream) = &opened {
+            span.record("stream_id", stream.id);
+        }
+        let status = result.as_ref().err().cloned();
+        let end = CallEnd {
+            rpc: rpc.into(),
+            code: status.as_ref().map_or(crate::status::Code::Ok, Status::code),
+            status,
+            duration: started.elapsed(),
+            stats,
+        };
+        record_end(&span, &end);
+        for o in observers.iter().flat_map(|o| o.iter()) {
+            o.on_end(&end);
+        }
+        result
+    }
+
+    /// The unary call itself; `opened` receives its stream once open.
+    async fn unary_inner(
+        &self,
+        rpc: &str,
+        request: &[u8],
+        opts: &CallOptions,
+        mut opened: Option<&mut Option<Arc<StreamShared>>>,
+    ) -> Result<Bytes, Status> {
         let (deadline, trace) = opts.start(Instant::now());
+        record_trace(trace.as_ref());
         self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
         if request.len() > max {
@@ -268,6 +370,11 @@ impl Conn {
                     let close = state.close_send().expect("a new stream can close");
                     put_packet(buf, sid, close, Kind::CLOSE_SEND, false, &[], split);
                 })?;
+            if let Some(opened) = opened.as_mut() {
+                // The request went out with the invoke, past `send`'s count.
+                stream.count_sent(request.len());
+                **opened = Some(stream.clone());
+            }
             let guard = CancelOnDrop(&stream, deadline);
             let result = match stream.recv().await {
                 Ok(Some(response)) => Ok(response),
@@ -302,7 +409,68 @@ impl Conn {
     /// Opens a streaming call (client-, server- or bidi-streaming). The deadline
     /// and cancel token of `opts` apply to the whole stream.
     pub async fn stream(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
+        if !self.shared().opts.interceptors.is_empty() {
+            let call = ClientCall {
+                rpc: rpc.into(),
+                options: opts.clone(),
+                request: None,
+                observers: Vec::new(),
+            };
+            return match ClientNext::start(self.clone()).run(call).await? {
+                Reply::Stream(stream) => Ok(stream),
+                Reply::Unary(_) => Err(Status::internal(
+                    "a client interceptor answered a stream with a unary response",
+                )),
+            };
+        }
+        self.stream_observed(rpc, opts, None).await
+    }
+
+    /// Opens a stream past the interceptors: its span, and its observers,
+    /// which see its messages and, when it ends, its end.
+    pub(crate) async fn stream_observed(
+        &self,
+        rpc: &str,
+        opts: &CallOptions,
+        observers: Option<Observers>,
+    ) -> Result<Stream, Status> {
+        let span = client_span(rpc);
+        if span.is_disabled() && observers.is_none() {
+            return self.stream_inner(rpc, opts).await;
+        }
+        let started = Instant::now();
+        let end = ClientEnd {
+            rpc: rpc.into(),
+            span: span.clone(),
+            started,
+            observers: observers.clone(),
+            reported: Default::default(),
+        };
+        match self.stream_inner(rpc, opts).instrument(span.clone()).await {
+            Err(status) => {
+                end.report(Some(status.clone()), Default::default());
+                Err(status)
+            }
+            Ok(mut stream) => {
+                span.record("stream_id", stream.id());
+                stream.ctx.observers = observers;
+                let shared = stream.ctx.shared.clone();
+                let _ = shared.on_end.set(end);
+                if shared.is_finished() {
+                    // It ended before it could be told: report it here
+                    // (`report` runs once either way).
+                    if let Some(end) = shared.on_end.get() {
+                        end.report(shared.failure(), shared.stats());
+                    }
+                }
+                Ok(stream)
+            }
+        }
+    }
+
+    async fn stream_inner(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
         let (deadline, trace) = opts.start(Instant::now());
+        record_trace(trace.as_ref());
         self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
         let open = async {
@@ -343,6 +511,7 @@ impl Conn {
                 peer: None,
                 deadline,
                 trace: trace.map(Arc::new),
+                observers: None,
             },
             keep_alive: Some(self.owner.clone()),
             watchdog,

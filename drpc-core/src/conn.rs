@@ -80,6 +80,9 @@ pub struct ConnOptions {
     /// `drpc-timeout` invoke metadata (see [`crate::deadline`]). Default on;
     /// peers that do not know the key ignore it.
     pub send_deadline: bool,
+    /// Client: interceptors every call runs through, the first added
+    /// outermost (see [`crate::interceptor`]).
+    pub interceptors: crate::interceptor::ClientInterceptors,
 }
 
 /// Per-stream flow-control settings, compatible with cockroachdb/drpc.
@@ -130,6 +133,7 @@ impl Default for ConnOptions {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             send_deadline: true,
+            interceptors: Default::default(),
         }
     }
 }
@@ -138,6 +142,13 @@ impl ConnOptions {
     /// These options with flow control on at its default window.
     pub fn with_flow_control(mut self) -> ConnOptions {
         self.flow_control = Some(FlowControl::default());
+        self
+    }
+
+    /// These options with `interceptor` added to the client's chain,
+    /// innermost.
+    pub fn intercept(mut self, interceptor: impl crate::interceptor::ClientInterceptor) -> ConnOptions {
+        self.interceptors = self.interceptors.with(interceptor);
         self
     }
 
@@ -159,6 +170,8 @@ pub(crate) trait Acceptor: Send + Sync {
     /// Returns false to refuse new streams (the server is shutting down).
     fn accepting(&self) -> bool;
     fn accept(&self, stream: Arc<StreamShared>, rpc: String, metadata: Metadata);
+    /// The remote's address, for logs.
+    fn peer_addr(&self) -> Option<&str>;
 }
 
 pub(crate) struct ConnShared {
@@ -206,7 +219,11 @@ impl ConnShared {
         let account = Arc::new(Account::new(budget, opts.connection_buffer_budget));
         account.charge(CONNECTION_OVERHEAD);
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let metrics = Arc::new(ConnMetrics::default());
+        let side = match role {
+            Role::Client => crate::metrics::Side::Client,
+            Role::Server => crate::metrics::Side::Server,
+        };
+        let metrics = Arc::new(ConnMetrics::new(side));
         let conn = Arc::new(ConnShared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
@@ -405,6 +422,7 @@ impl ConnShared {
             reg.streams.drain().map(|(_, s)| s).collect()
         };
         tracing::debug!(role = ?self.role, %status, "connection terminated");
+        self.metrics.connection_closed();
         self.writer.close(status.clone());
         let failure = self.stream_failure(status);
         for s in streams {
@@ -779,7 +797,8 @@ async fn watchdog(conn: Arc<ConnShared>) {
         }
         if let Some(why) = passed {
             let status = Status::unavailable(format!("connection closed: {why}"));
-            tracing::warn!(role = ?conn.role, %status, "closing connection");
+            let peer = conn.acceptor.as_ref().and_then(|a| a.peer_addr()).unwrap_or("-");
+            tracing::warn!(role = ?conn.role, peer, %status, "closing connection");
             conn.terminate(status);
             return;
         }
@@ -814,7 +833,8 @@ async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     conn.account.release(input.charged);
     drop(input);
     if status.message().starts_with("protocol error") {
-        tracing::warn!(role = ?conn.role, %status, "closing connection");
+        let peer = conn.acceptor.as_ref().and_then(|a| a.peer_addr()).unwrap_or("-");
+        tracing::warn!(role = ?conn.role, peer, %status, "closing connection");
     }
     conn.terminate(status);
 }
@@ -904,7 +924,7 @@ async fn read_frames(
         }
         match read_once(rd, buf).await {
             Ok(n) => {
-                ConnMetrics::add(&conn.metrics.bytes_received, n as u64);
+                conn.metrics.received(n);
                 Clock::bump(&clock.reads);
             }
             Err(end) => return read_failure(end, buf.is_empty()),
@@ -977,7 +997,7 @@ async fn read_dedicated(
         let want = len - payload.len();
         let mut limited = bytes::BufMut::limit(&mut payload, want);
         let n = read_once(rd, &mut limited).await?;
-        ConnMetrics::add(&metrics.bytes_received, n as u64);
+        metrics.received(n);
     }
     Ok(payload.freeze())
 }

@@ -12,6 +12,7 @@ pub mod call;
 pub mod compress;
 pub mod context;
 pub mod deadline;
+pub mod interceptor;
 pub mod metadata;
 pub mod metrics;
 pub mod packet;

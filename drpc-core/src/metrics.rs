@@ -5,6 +5,18 @@
 //! Each connection counts in relaxed atomics of its own, touched where the
 //! work already happens (a read, a write, a stream's end); a snapshot sums
 //! them. Nothing is counted twice and nothing is reset.
+//!
+//! The same events go to the [`metrics`](https://docs.rs/metrics) crate's
+//! facade, so a Prometheus or OpenTelemetry exporter installed as its
+//! recorder publishes them (names below, labels `side` = `client` or
+//! `server`, `code` = the numeric status code, `rpc` = the full rpc name).
+//! With no recorder installed each event costs a thread-local and an atomic
+//! load. Counters: `drpc_bytes_sent_total`, `drpc_bytes_received_total`,
+//! `drpc_streams_opened_total`, `drpc_streams_closed_total`,
+//! `drpc_streams_failed_total{code}`, `drpc_recv_blocked_total`,
+//! `drpc_send_blocked_total`, `drpc_connections_opened_total`; gauges:
+//! `drpc_active_streams`, `drpc_active_connections`; histogram (server):
+//! `drpc_rpc_duration_seconds{rpc}`. Queued bytes are a snapshot-only gauge.
 
 use crate::status::Code;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -104,33 +116,84 @@ fn bucket_of(us: u64) -> usize {
 /// Codes are gRPC's 0..=16; anything else was mapped to Unknown on the way in.
 const CODES: usize = 17;
 
+/// Which end of connections a set of counters describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
 /// One connection's counters.
-#[derive(Default)]
 pub(crate) struct ConnMetrics {
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
+    keys: &'static facade::SideKeys,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
     streams_opened: AtomicU64,
     streams_closed: AtomicU64,
     failed: [AtomicU64; CODES],
-    pub(crate) recv_blocked: AtomicU64,
-    pub(crate) send_blocked: AtomicU64,
+    recv_blocked: AtomicU64,
+    send_blocked: AtomicU64,
 }
 
 impl ConnMetrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    /// The counters of a new connection (counted as opened and active in
+    /// the facade until [`ConnMetrics::connection_closed`]).
+    pub(crate) fn new(side: Side) -> ConnMetrics {
+        let keys = facade::keys(side);
+        facade::counter(&keys.connections_opened, 1);
+        facade::gauge(&keys.active_connections, 1.0);
+        ConnMetrics {
+            keys,
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+            streams_closed: AtomicU64::new(0),
+            failed: std::array::from_fn(|_| AtomicU64::new(0)),
+            recv_blocked: AtomicU64::new(0),
+            send_blocked: AtomicU64::new(0),
+        }
+    }
+
+    /// Called once, when the connection terminates.
+    pub(crate) fn connection_closed(&self) {
+        facade::gauge(&self.keys.active_connections, -1.0);
+    }
+
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Relaxed);
+        facade::counter(&self.keys.bytes_sent, n as u64);
+    }
+
+    pub(crate) fn received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Relaxed);
+        facade::counter(&self.keys.bytes_received, n as u64);
+    }
+
+    pub(crate) fn recv_blocked(&self) {
+        self.recv_blocked.fetch_add(1, Relaxed);
+        facade::counter(&self.keys.recv_blocked, 1);
+    }
+
+    pub(crate) fn send_blocked(&self) {
+        self.send_blocked.fetch_add(1, Relaxed);
+        facade::counter(&self.keys.send_blocked, 1);
     }
 
     pub(crate) fn stream_opened(&self) {
         self.streams_opened.fetch_add(1, Relaxed);
+        facade::counter(&self.keys.streams_opened, 1);
+        facade::gauge(&self.keys.active_streams, 1.0);
     }
 
     /// A stream ended, failed with `code` unless it is `None` or OK.
     pub(crate) fn stream_closed(&self, code: Option<Code>) {
         if let Some(code) = code.filter(|c| *c != Code::Ok) {
             self.failed[code as usize].fetch_add(1, Relaxed);
+            facade::counter(&self.keys.failed[code as usize], 1);
         }
         self.streams_closed.fetch_add(1, Relaxed);
+        facade::counter(&self.keys.streams_closed, 1);
+        facade::gauge(&self.keys.active_streams, -1.0);
     }
 
     /// A stream refused before it existed (counted opened and failed).
@@ -197,21 +260,23 @@ pub(crate) struct RpcMetrics {
     failed: AtomicU64,
     buckets: [AtomicU64; BUCKETS + 1],
     sum_us: AtomicU64,
+    /// The facade's histogram key, labelled with the rpc (built once).
+    duration_key: ::metrics::Key,
 }
 
-impl Default for RpcMetrics {
-    fn default() -> Self {
+impl RpcMetrics {
+    pub(crate) fn new(rpc: &str) -> RpcMetrics {
         RpcMetrics {
             count: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_us: AtomicU64::new(0),
+            duration_key: facade::rpc_duration_key(rpc),
         }
     }
-}
 
-impl RpcMetrics {
     pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
+        facade::histogram(&self.duration_key, elapsed.as_secs_f64());
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
@@ -235,6 +300,93 @@ impl RpcMetrics {
     }
 }
 
+/// The `metrics` crate side: keys built once, events handed to whatever
+/// recorder is installed (none: a no-op).
+mod facade {
+    use super::{Side, CODES};
+    use metrics::{Key, Label, Level, Metadata};
+    use std::sync::LazyLock;
+
+    static METADATA: Metadata<'static> =
+        Metadata::new("drpc_core", Level::INFO, Some("drpc_core::metrics"));
+
+    const CODE_LABELS: [&str; CODES] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    ];
+
+    pub(crate) struct SideKeys {
+        pub(crate) bytes_sent: Key,
+        pub(crate) bytes_received: Key,
+        pub(crate) streams_opened: Key,
+        pub(crate) streams_closed: Key,
+        pub(crate) failed: [Key; CODES],
+        pub(crate) active_streams: Key,
+        pub(crate) recv_blocked: Key,
+        pub(crate) send_blocked: Key,
+        pub(crate) connections_opened: Key,
+        pub(crate) active_connections: Key,
+    }
+
+    impl SideKeys {
+        fn new(side: &'static str) -> SideKeys {
+            let key = |name: &'static str| Key::from_parts(name, vec![Label::from_static_parts("side", side)]);
+            SideKeys {
+                bytes_sent: key("drpc_bytes_sent_total"),
+                bytes_received: key("drpc_bytes_received_total"),
+                streams_opened: key("drpc_streams_opened_total"),
+                streams_closed: key("drpc_streams_closed_total"),
+                failed: std::array::from_fn(|code| {
+                    Key::from_parts(
+                        "drpc_streams_failed_total",
+                        vec![
+                            Label::from_static_parts("side", side),
+                            Label::from_static_parts("code", CODE_LABELS[code]),
+                        ],
+                    )
+                }),
+                active_streams: key("drpc_active_streams"),
+                recv_blocked: key("drpc_recv_blocked_total"),
+                send_blocked: key("drpc_send_blocked_total"),
+                connections_opened: key("drpc_connections_opened_total"),
+                active_connections: key("drpc_active_connections"),
+            }
+        }
+    }
+
+    static KEYS: LazyLock<[SideKeys; 2]> =
+        LazyLock::new(|| [SideKeys::new("client"), SideKeys::new("server")]);
+
+    pub(crate) fn keys(side: Side) -> &'static SideKeys {
+        &KEYS[side as usize]
+    }
+
+    pub(crate) fn rpc_duration_key(rpc: &str) -> Key {
+        Key::from_parts(
+            "drpc_rpc_duration_seconds",
+            vec![Label::new("rpc", rpc.to_string())],
+        )
+    }
+
+    pub(crate) fn counter(key: &Key, n: u64) {
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(n));
+    }
+
+    pub(crate) fn gauge(key: &Key, delta: f64) {
+        metrics::with_recorder(|r| {
+            let gauge = r.register_gauge(key, &METADATA);
+            if delta >= 0.0 {
+                gauge.increment(delta)
+            } else {
+                gauge.decrement(-delta)
+            }
+        });
+    }
+
+    pub(crate) fn histogram(key: &Key, value: f64) {
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA).record(value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_histogram_sums_what_it_recorded() {
-        let m = RpcMetrics::default();
+        let m = RpcMetrics::new("/x");
         m.record(Duration::from_micros(5), false);
         m.record(Duration::from_micros(100), true);
         m.record(Duration::from_secs(100), false);

@@ -2,6 +2,7 @@
 //! client-streaming, server-streaming and bidi, typed with prost messages or
 //! on raw bytes.
 
+use crate::interceptor::{Dispatch, ServerCall, ServerInterceptor, TowerInterceptor};
 use crate::status::Status;
 use crate::stream::{CallContext, Stream};
 use bytes::Bytes;
@@ -31,6 +32,7 @@ pub(crate) enum Handler {
 #[derive(Clone, Default)]
 pub struct Router {
     handlers: HashMap<String, Handler>,
+    interceptors: Vec<Arc<dyn ServerInterceptor>>,
 }
 
 impl Router {
@@ -44,6 +46,33 @@ impl Router {
 
     pub fn rpcs(&self) -> impl Iterator<Item = &str> {
         self.handlers.keys().map(String::as_str)
+    }
+
+    pub(crate) fn interceptors(&self) -> &[Arc<dyn ServerInterceptor>] {
+        &self.interceptors
+    }
+
+    /// Runs `interceptor` around every call, inside those added before it
+    /// (the first added is outermost). See [`crate::interceptor`].
+    pub fn intercept(mut self, interceptor: impl ServerInterceptor) -> Router {
+        self.interceptors.push(Arc::new(interceptor));
+        self
+    }
+
+    /// Puts a tower layer in the chain, at this place in the order: every
+    /// call goes through the service it makes around [`Dispatch`] (one
+    /// service for all calls, so a concurrency or rate limit is shared).
+    /// Its errors reach the client as their [`Status`] (see
+    /// [`crate::interceptor`] for tower's own errors).
+    pub fn layer<L>(self, layer: L) -> Router
+    where
+        L: tower_layer::Layer<Dispatch>,
+        L::Service: tower_service::Service<ServerCall, Response = ()> + Clone + Send + Sync + 'static,
+        <L::Service as tower_service::Service<ServerCall>>::Error:
+            Into<Box<dyn std::error::Error + Send + Sync>>,
+        <L::Service as tower_service::Service<ServerCall>>::Future: Send,
+    {
+        self.intercept(TowerInterceptor::new(layer.layer(Dispatch)))
     }
 
     fn insert(mut self, rpc: &str, handler: Handler) -> Router {
@@ -125,9 +154,9 @@ impl Router {
         self.stream_raw(rpc, move |stream: Stream| {
             let f = f.clone();
             async move {
-                let shared = stream.ctx.shared.clone();
+                let ctx = stream.ctx.clone();
                 let resp = f(stream).await?;
-                shared.send_last(&resp.encode_to_vec()).await
+                ctx.send_last(&resp.encode_to_vec()).await
             }
         })
     }

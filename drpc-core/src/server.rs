@@ -6,10 +6,9 @@ use crate::budget::{Account, MemoryBudget, CONNECTION_OVERHEAD, DEFAULT_MEMORY_B
 use crate::conn::{Acceptor, BoxRead, ConnOptions, ConnShared, Role};
 use crate::metadata::Metadata;
 use crate::peer::Peer;
-use crate::router::{Handler, Request, Router};
-use crate::state::End;
+use crate::router::{Handler, Router};
 use crate::status::Status;
-use crate::stream::{CallContext, Stream, StreamShared};
+use crate::stream::{CallContext, StreamShared};
 use crate::tasks::{CatchUnwind, TaskSet};
 use crate::transport::{Listener, Socket};
 use crate::writer::BoxWrite;
@@ -19,7 +18,12 @@ use std::pin::Pin;
 use crate::deadline::{parse_timeout, TIMEOUT_KEY};
 use crate::metrics::{MetricsSnapshot, RpcMetrics, RpcStats, Totals};
 use crate::trace::TraceContext;
+use crate::context::Inherited;
+use crate::interceptor::{run_handler_body, CallEnd, MessageObserver, Next, ServerCall, ServerInterceptor};
+use crate::status::Code;
+use crate::stream::record_end;
 use tokio::time::Instant;
+use tracing::Instrument;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +67,7 @@ pub struct Server {
 struct ServerInner {
     /// The router's handlers with each rpc's counters, looked up once per call.
     handlers_by_rpc: HashMap<String, (Handler, Arc<RpcMetrics>)>,
+    interceptors: Arc<[Arc<dyn ServerInterceptor>]>,
     opts: ServerOptions,
     draining: AtomicBool,
     handlers: Arc<TaskSet>,
@@ -83,11 +88,12 @@ impl Server {
         opts.conn.memory_budget = Some(budget.clone());
         let handlers_by_rpc = router
             .handlers()
-            .map(|(rpc, h)| (rpc.to_string(), (h.clone(), Arc::default())))
+            .map(|(rpc, h)| (rpc.to_string(), (h.clone(), Arc::new(RpcMetrics::new(rpc)))))
             .collect();
         Server {
             inner: Arc::new(ServerInner {
                 handlers_by_rpc,
+                interceptors: router.interceptors().into(),
                 opts,
                 draining: AtomicBool::new(false),
                 handlers: Arc::default(),
@@ -414,20 +420,25 @@ impl Acceptor for ConnAcceptor {
         let started = Instant::now();
         let deadline = self.deadline(&server.opts, &rpc, &metadata, started);
         let trace = TraceContext::from_metadata(&metadata).map(|incoming| Arc::new(incoming.child()));
-        let ctx = CallContext {
+        let accepted = Accepted {
+            handler: handler.clone(),
             shared: stream,
             rpc: rpc.into(),
-            metadata: Arc::new(metadata),
+            metadata,
             peer: self.peer.clone(),
             deadline,
             trace,
+            started,
         };
         server.handlers.spawn(run_handler(
-            handler.clone(),
-            ctx,
+            accepted,
+            server.interceptors.clone(),
             rpc_metrics.clone(),
-            started,
         ));
+    }
+
+    fn peer_addr(&self) -> Option<&str> {
+        self.peer.as_ref().and_then(|p| p.addr.as_deref())
     }
 }
 
@@ -448,7 +459,7 @@ impl ConnAcceptor {
         let value = metadata.get(TIMEOUT_KEY)?;
         let Some(mut timeout) = parse_timeout(value) else {
             tracing::warn!(
-                peer = %self.peer_addr(),
+                peer = self.peer_addr().unwrap_or("-"),
                 rpc = %shorten(rpc, 256),
                 value = %shorten(value, 64),
                 "ignoring an invalid drpc-timeout"
@@ -462,59 +473,86 @@ impl ConnAcceptor {
         now.checked_add(timeout)
     }
 
-    fn peer_addr(&self) -> &str {
-        self.peer
-            .as_ref()
-            .and_then(|p| p.addr.as_deref())
-            .unwrap_or("-")
-    }
+}
+
+/// The observers interceptors add to a call, kept for its end.
+type SharedObservers = Arc<Mutex<Vec<Arc<dyn MessageObserver>>>>;
+
+/// A call the server accepted, before its handler runs.
+struct Accepted {
+    handler: Handler,
+    shared: Arc<StreamShared>,
+    rpc: Arc<str>,
+    metadata: Metadata,
+    peer: Option<Arc<Peer>>,
+    deadline: Option<Instant>,
+    trace: Option<Arc<TraceContext>>,
+    started: Instant,
 }
 
 async fn run_handler(
-    handler: Handler,
-    ctx: CallContext,
+    call: Accepted,
+    interceptors: Arc<[Arc<dyn ServerInterceptor>]>,
     rpc_metrics: Arc<RpcMetrics>,
-    started: Instant,
 ) {
-    let shared = ctx.shared.clone();
-    let rpc = ctx.rpc.clone();
-    let peer = ctx.peer.clone();
-    let deadline = ctx.deadline;
+    let shared = call.shared.clone();
+    let rpc = call.rpc.clone();
+    let peer = call.peer.clone();
+    let peer = peer.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
+    let (deadline, started) = (call.deadline, call.started);
+    let span = tracing::info_span!(
+        "drpc.server",
+        rpc = %rpc,
+        peer,
+        stream_id = shared.id,
+        conn_id = shared.conn.id,
+        trace_id = tracing::field::Empty,
+        code = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+        messages_sent = tracing::field::Empty,
+        messages_received = tracing::field::Empty,
+        bytes_sent = tracing::field::Empty,
+        bytes_received = tracing::field::Empty,
+        error = tracing::field::Empty,
+    );
+    if let Some(trace) = call.trace.as_deref().filter(|_| !span.is_disabled()) {
+        span.record("trace_id", tracing::field::display(trace.trace_id_hex()));
+    }
     // Calls the handler makes inherit its deadline and trace; a call with
     // neither runs without the task-local.
-    let inherited = (deadline.is_some() || ctx.trace.is_some()).then(|| ctx.inherited());
-    let body = async move {
-        match handler {
-            Handler::Unary(f) => {
-                let data = match shared_recv(&ctx).await {
-                    Ok(Some(data)) => data,
-                    Ok(None) => {
-                        return Err(Status::invalid_argument(
-                            "unary call without a request message",
-                        ))
-                    }
-                    Err(status) => return Err(status),
-                };
-                let response = f(Request {
-                    data,
-                    context: ctx.clone(),
-                })
-                .await?;
-                ctx.shared.send_last(&response).await
-            }
-            Handler::Stream(f) => {
-                let stream = Stream {
-                    ctx,
-                    keep_alive: None,
-                    watchdog: None,
-                };
-                f(stream).await
-            }
+    let inherited = (deadline.is_some() || call.trace.is_some()).then(|| Inherited {
+        deadline,
+        trace: call.trace.as_deref().cloned(),
+    });
+    let observers: Option<SharedObservers> = (!interceptors.is_empty()).then(Arc::default);
+    let body = match &observers {
+        None => {
+            let ctx = CallContext {
+                shared: call.shared,
+                rpc: call.rpc,
+                metadata: Arc::new(call.metadata),
+                peer: call.peer,
+                deadline,
+                trace: call.trace,
+                observers: None,
+            };
+            in_call(run_handler_body(call.handler, ctx), inherited, &span)
         }
-    };
-    let body: Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> = match inherited {
-        Some(inherited) => Box::pin(crate::context::scope(inherited, body)),
-        None => Box::pin(body),
+        Some(observers) => {
+            let call = ServerCall {
+                rpc: call.rpc,
+                metadata: call.metadata,
+                peer: call.peer,
+                deadline,
+                trace: call.trace,
+                shared: call.shared,
+                handler: call.handler,
+                observers: observers.clone(),
+                started,
+                next: None,
+            };
+            in_call(Next::start(interceptors).run(call), inherited, &span)
+        }
     };
     let mut body = CatchUnwind(body);
     let outcome = match deadline {
@@ -534,28 +572,61 @@ async fn run_handler(
         }
     };
     let shared = &shared;
-    let peer = peer.as_ref().and_then(|p| p.addr.as_deref()).unwrap_or("-");
-    match outcome {
-        Ok(Ok(())) => {
-            let _ = shared.close_send();
-        }
+    let status = match outcome {
+        // CloseSend and the end in one step.
+        Ok(Ok(())) => shared.finish_ok(),
         Ok(Err(status)) if shared.is_finished() => {
             // The call was already over (cancelled, deadline passed): the
             // error is the handler seeing that, not news for the client.
-            tracing::debug!(%rpc, %peer, %status, "handler ended after its call did");
+            tracing::debug!(%rpc, peer, %status, "handler ended after its call did");
+            shared.failure().or(Some(status))
         }
         Ok(Err(status)) => {
-            tracing::error!(%rpc, %peer, code = status.code().as_u64(), %status, "handler returned an error");
+            tracing::error!(%rpc, peer, code = status.code().as_u64(), %status, "handler returned an error");
             shared.send_error(&status);
+            Some(status)
         }
         Err(panic) => {
-            tracing::error!(%rpc, %peer, panic = %panic, "handler panicked");
-            shared.send_error(&Status::internal(format!("handler panicked: {panic}")));
+            tracing::error!(%rpc, peer, panic = %panic, "handler panicked");
+            let status = Status::internal(format!("handler panicked: {panic}"));
+            shared.send_error(&status);
+            Some(status)
+        }
+    };
+    // The handler is done (every branch above finished the stream);
+    // whatever the client still sends is dropped.
+    let duration = started.elapsed();
+    rpc_metrics.record(duration, status.is_some());
+    let observers = observers.map(|o| std::mem::take(&mut *o.lock().unwrap()));
+    if !span.is_disabled() || observers.as_ref().is_some_and(|o| !o.is_empty()) {
+        let end = CallEnd {
+            rpc,
+            code: status.as_ref().map_or(Code::Ok, Status::code),
+            status,
+            duration,
+            stats: shared.stats(),
+        };
+        record_end(&span, &end);
+        for o in observers.iter().flatten() {
+            o.on_end(&end);
         }
     }
-    // The handler is done; whatever the client still sends is dropped.
-    shared.finish(End::Done);
-    rpc_metrics.record(started.elapsed(), shared.failure().is_some() || shared.sent_error());
+}
+
+/// The call's future with what it needs around it: the context its
+/// outgoing calls inherit (when there is one) and its span.
+fn in_call<F>(
+    body: F,
+    inherited: Option<Inherited>,
+    span: &tracing::Span,
+) -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>>
+where
+    F: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    match inherited {
+        Some(inherited) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
+        None => Box::pin(body.instrument(span.clone())),
+    }
 }
 
 /// At most `max` bytes of `s` (cut at a character boundary), marked if cut:
@@ -571,6 +642,3 @@ fn shorten(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     format!("{}... ({} bytes)", &s[..end], s.len()).into()
 }
 
-async fn shared_recv(ctx: &CallContext) -> Result<Option<bytes::Bytes>, Status> {
-    ctx.shared.recv().await
-}

@@ -24,6 +24,54 @@ pub(crate) struct StreamShared {
     inner: Mutex<Inner>,
     /// Cancelled once the stream has finished (for any reason).
     ended: tokio_util::sync::CancellationToken,
+    /// A client stream's span and observers, told when it ends; unset on the
+    /// plain path (no interceptor, no tracing subscriber).
+    pub(crate) on_end: std::sync::OnceLock<ClientEnd>,
+}
+
+/// What a client stream reports when it ends.
+pub(crate) struct ClientEnd {
+    pub(crate) rpc: Arc<str>,
+    pub(crate) span: tracing::Span,
+    pub(crate) started: tokio::time::Instant,
+    pub(crate) observers: Option<crate::interceptor::Observers>,
+    /// Set by the first report; later ones do nothing.
+    pub(crate) reported: std::sync::atomic::AtomicBool,
+}
+
+impl ClientEnd {
+    pub(crate) fn report(&self, status: Option<Status>, stats: crate::interceptor::StreamStats) {
+        if self.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let end = crate::interceptor::CallEnd {
+            rpc: self.rpc.clone(),
+            code: status.as_ref().map_or(crate::status::Code::Ok, Status::code),
+            status,
+            duration: self.started.elapsed(),
+            stats,
+        };
+        record_end(&self.span, &end);
+        for o in self.observers.iter().flat_map(|o| o.iter()) {
+            o.on_end(&end);
+        }
+    }
+}
+
+/// Fills a call span's outcome fields.
+pub(crate) fn record_end(span: &tracing::Span, end: &crate::interceptor::CallEnd) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("code", end.code as u32);
+    span.record("duration_us", end.duration.as_micros() as u64);
+    span.record("messages_sent", end.stats.messages_sent);
+    span.record("messages_received", end.stats.messages_received);
+    span.record("bytes_sent", end.stats.bytes_sent);
+    span.record("bytes_received", end.stats.bytes_received);
+    if let Some(status) = &end.status {
+        span.record("error", tracing::field::display(status));
+    }
 }
 
 pub(crate) struct Inner {
@@ -39,6 +87,8 @@ pub(crate) struct Inner {
     /// The code of the Error frame this side sent, if it sent one (a stream
     /// can end `Done` after answering with an error).
     sent_error: Option<crate::status::Code>,
+    /// Messages and payload bytes both ways.
+    stats: crate::interceptor::StreamStats,
 }
 
 fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
@@ -81,8 +131,10 @@ impl StreamShared {
                 retired: false,
                 permit,
                 sent_error: None,
+                stats: Default::default(),
             }),
             ended: Default::default(),
+            on_end: std::sync::OnceLock::new(),
         })
     }
 
@@ -92,7 +144,7 @@ impl StreamShared {
     pub(crate) fn update<R>(&self, f: impl FnOnce(&mut Inner, &mut Writing) -> R) -> R {
         let mut wake = Vec::new();
         let flusher;
-        let (result, retire, outcome, permit, (before, held_before), (after, held_after)) = {
+        let (result, retire, outcome, stats, permit, (before, held_before), (after, held_after)) = {
             let mut inner = self.inner.lock().unwrap();
             let before = inner.held();
             let mut writing = Writing {
@@ -105,6 +157,7 @@ impl StreamShared {
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
             let mut outcome = None;
+            let stats = inner.stats;
             if retire {
                 outcome = inner.outcome();
                 inner.retired = true;
@@ -112,7 +165,7 @@ impl StreamShared {
                 wake = std::mem::take(&mut inner.recv_wakers);
                 wake.append(&mut inner.send_wakers);
             }
-            (result, retire, outcome, permit, before, after)
+            (result, retire, outcome, stats, permit, before, after)
         };
         // Frames were queued under the lock; the syscall happens outside it.
         // A failed write terminates the connection through the writer task.
@@ -124,6 +177,9 @@ impl StreamShared {
         drop(permit);
         if retire {
             self.conn.metrics.stream_closed(outcome);
+            if let Some(end) = self.on_end.get() {
+                end.report(self.failure_or_sent(outcome), stats);
+            }
             wake_all(wake);
             self.conn.forget(self.id);
             self.ended.cancel();
@@ -155,7 +211,14 @@ impl StreamShared {
                     }
                     Assembled::Packet(pkt) => pkt,
                 };
-                match inner.state.on_packet(pkt) {
+                let message_len = (pkt.kind == Kind::MESSAGE).then_some(pkt.data.len());
+                let incoming = inner.state.on_packet(pkt);
+                if let (Incoming::Queued, Some(len)) = (&incoming, message_len) {
+                    // Counted on arrival: a stream can end with messages unread.
+                    inner.stats.messages_received += 1;
+                    inner.stats.bytes_received += len as u64;
+                }
+                match incoming {
                     Incoming::Ignored => Ok(Vec::new()),
                     Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
                         let mut wake = std::mem::take(&mut inner.recv_wakers);
@@ -220,8 +283,7 @@ impl StreamShared {
                     Recv::Empty => {
                         if !blocked {
                             blocked = true;
-                            let m = &w.stream.conn.metrics;
-                            crate::metrics::ConnMetrics::add(&m.recv_blocked, 1);
+                            w.stream.conn.metrics.recv_blocked();
                         }
                         register(&mut inner.recv_wakers, cx.waker());
                         Poll::Pending
@@ -250,7 +312,7 @@ impl StreamShared {
     /// credit. Ends early (with the reason) if the stream ends.
     async fn ready_to_send(&self, len: usize) -> Result<(), Status> {
         if self.conn.writer.queued() >= self.conn.opts.writer_buffer_cap {
-            crate::metrics::ConnMetrics::add(&self.conn.metrics.send_blocked, 1);
+            self.conn.metrics.send_blocked();
             tokio::select! {
                 _ = self.conn.writer.room() => {}
                 _ = self.ended() => {}
@@ -292,6 +354,8 @@ impl StreamShared {
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
+            inner.stats.messages_sent += 1;
+            inner.stats.bytes_sent += data.len() as u64;
             w.packet(inner, mid, Kind::MESSAGE, data)
         })
     }
@@ -304,6 +368,8 @@ impl StreamShared {
         self.update(|inner, w| {
             let mid = inner.state.begin_send()?;
             inner.state.debit(data.len());
+            inner.stats.messages_sent += 1;
+            inner.stats.bytes_sent += data.len() as u64;
             let close = inner.state.close_send().expect("send side was open");
             let (sid, split) = (w.stream.id, w.stream.conn.opts.split_size);
             w.write(inner, Lane::Data, |buf| {
@@ -376,9 +442,25 @@ impl StreamShared {
         })
     }
 
-    /// Whether this side ended the stream with an Error frame.
-    pub(crate) fn sent_error(&self) -> bool {
-        self.inner.lock().unwrap().sent_error.is_some()
+    /// Counts a message written without `send` (a unary request).
+    pub(crate) fn count_sent(&self, len: usize) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.stats.messages_sent += 1;
+        inner.stats.bytes_sent += len as u64;
+    }
+
+    /// Messages and bytes so far.
+    pub(crate) fn stats(&self) -> crate::interceptor::StreamStats {
+        self.inner.lock().unwrap().stats
+    }
+
+    /// The error a finished stream ended with: its failure, or else the
+    /// error this side sent (`code`, from the metrics' outcome).
+    fn failure_or_sent(&self, code: Option<crate::status::Code>) -> Option<Status> {
+        self.failure().or_else(|| {
+            code.filter(|c| *c != crate::status::Code::Ok)
+                .map(|c| Status::new(c, "sent as an error"))
+        })
     }
 
     pub(crate) fn is_finished(&self) -> bool {
@@ -387,13 +469,21 @@ impl StreamShared {
 
     /// The end reason, once the stream ended for any reason but success.
     pub(crate) fn failure(&self) -> Option<Status> {
-        match self.inner.lock().unwrap().state.end() {
-            Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => {
-                Some(s.clone())
+        failure_of(self.inner.lock().unwrap().state.end())
+    }
+
+    /// A handler's successful end, in one step: CloseSend unless the stream
+    /// already ended, then finished. Returns how it had ended, if it had
+    /// failed before (cancelled, deadline passed).
+    pub(crate) fn finish_ok(&self) -> Option<Status> {
+        self.update(|inner, w| {
+            let failure = failure_of(inner.state.end());
+            if let Some(mid) = inner.state.close_send() {
+                let _ = w.packet(inner, mid, Kind::CLOSE_SEND, &[]);
             }
-            Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
-            _ => None,
-        }
+            inner.state.finish(End::Done);
+            failure
+        })
     }
 
     /// Send credit left, when flow control is on (for tests and diagnostics).
@@ -404,6 +494,14 @@ impl StreamShared {
     /// Resolves when the stream has finished (for any reason).
     pub(crate) async fn ended(&self) {
         self.ended.cancelled().await
+    }
+}
+
+fn failure_of(end: Option<&End>) -> Option<Status> {
+    match end {
+        Some(End::Local(s)) | Some(End::Remote(s)) | Some(End::Connection(s)) => Some(s.clone()),
+        Some(End::RemoteClosed) => Some(Status::canceled("the remote closed the stream")),
+        _ => None,
     }
 }
 
@@ -533,9 +631,56 @@ pub struct CallContext {
     pub(crate) peer: Option<Arc<crate::peer::Peer>>,
     pub(crate) deadline: Option<tokio::time::Instant>,
     pub(crate) trace: Option<Arc<crate::trace::TraceContext>>,
+    /// What interceptors installed to see the messages; `None` on the
+    /// plain path.
+    pub(crate) observers: Option<crate::interceptor::Observers>,
 }
 
 impl CallContext {
+    /// The next message, through the observers.
+    pub(crate) async fn recv(&self) -> Result<Option<Bytes>, Status> {
+        let message = self.shared.recv().await?;
+        match (&self.observers, message) {
+            (Some(observers), Some(message)) => {
+                match crate::interceptor::observe_recv(observers, message) {
+                    Ok(message) => Ok(Some(message)),
+                    Err(status) => {
+                        self.shared.fail(status.clone());
+                        Err(status)
+                    }
+                }
+            }
+            (_, message) => Ok(message),
+        }
+    }
+
+    /// Sends one message, through the observers.
+    pub(crate) async fn send(&self, data: &[u8]) -> Result<(), Status> {
+        match &self.observers {
+            None => self.shared.send(data).await,
+            Some(observers) => {
+                let data = crate::interceptor::observe_send(observers, data.into())?;
+                self.shared.send(&data).await
+            }
+        }
+    }
+
+    /// Sends the last message and CloseSend, through the observers.
+    pub(crate) async fn send_last(&self, data: &[u8]) -> Result<(), Status> {
+        match &self.observers {
+            None => self.shared.send_last(data).await,
+            Some(observers) => {
+                let data = crate::interceptor::observe_send(observers, data.into())?;
+                self.shared.send_last(&data).await
+            }
+        }
+    }
+
+    /// Messages and payload bytes the call carried so far.
+    pub fn stats(&self) -> crate::interceptor::StreamStats {
+        self.shared.stats()
+    }
+
     /// When the call must be done: on a server, the deadline the client
     /// sent (`drpc-timeout`, capped by `ServerOptions::max_deadline`), at
     /// which the call is cancelled and the client answered
@@ -637,16 +782,16 @@ impl Stream {
     /// Waits while the writer is full or, with flow control, while the
     /// stream has no credit; a cancel ends the wait.
     pub async fn send(&self, data: impl AsRef<[u8]>) -> Result<(), Status> {
-        self.ctx.shared.send(data.as_ref()).await
+        self.ctx.send(data.as_ref()).await
     }
 
     pub async fn send_msg<M: prost::Message>(&self, msg: &M) -> Result<(), Status> {
-        self.ctx.shared.send(&msg.encode_to_vec()).await
+        self.ctx.send(&msg.encode_to_vec()).await
     }
 
     /// The next message, or `None` once the remote finished sending.
     pub async fn recv(&self) -> Result<Option<Bytes>, Status> {
-        self.ctx.shared.recv().await
+        self.ctx.recv().await
     }
 
     pub async fn recv_msg<M: prost::Message + Default>(&self) -> Result<Option<M>, Status> {

@@ -239,7 +239,7 @@ impl Writer {
                 }
                 Poll::Ready(Ok(n)) => {
                     io.pending.advance(n);
-                    ConnMetrics::add(&self.metrics.bytes_sent, n as u64);
+                    self.metrics.sent(n);
                     io.unflushed = true;
                 }
                 Poll::Ready(Err(e)) => return self.fail(write_failed(e)),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Rust interop client against the Rust interop server, every case:
 # mux and sequential modes against a plain server, then with flow control on
-# both sides (which adds slow_reader_isolation), plain and with each codec.
+# both sides (which adds slow_reader_isolation), plain and with each codec;
+# and trace_chain through a forwarding server.
 # Expects `cargo build --release -p drpc-interop`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,6 +33,33 @@ run_against() {
 }
 
 run_against "" "--mode mux" "--mode sequential"
+
+# trace_chain: client -> forwarding server -> server; the trace id and the
+# (shrinking) deadline cross the hop through the handler's inheritance.
+chain() {
+  local back_out front_out; back_out=$(mktemp); front_out=$(mktemp)
+  "$bin/drpc-interop-server" --addr 127.0.0.1:0 >"$back_out" &
+  local back=$!
+  for _ in $(seq 100); do [ -s "$back_out" ] && break; sleep 0.05; done
+  local back_addr; back_addr=$(head -n1 "$back_out" | awk '{print $2}')
+  "$bin/drpc-interop-server" --addr 127.0.0.1:0 --forward "$back_addr" >"$front_out" &
+  local front=$!
+  for _ in $(seq 100); do [ -s "$front_out" ] && break; sleep 0.05; done
+  local front_addr; front_addr=$(head -n1 "$front_out" | awk '{print $2}')
+  for mode in mux sequential; do
+    echo "== rust client ($mode) -> rust server --forward -> rust server: trace_chain"
+    local log
+    log=$("$bin/drpc-interop-client" --addr "$front_addr" --mode "$mode" --case trace_chain) || true
+    echo "$log"
+    passed=$((passed + $(grep -c '^PASS' <<<"$log" || true)))
+    failed=$((failed + $(grep -c '^FAIL' <<<"$log" || true)))
+  done
+  kill -TERM "$front" "$back"
+  wait "$front" || { echo "FAIL forwarding server did not exit cleanly"; failed=$((failed + 1)); }
+  wait "$back" || { echo "FAIL server did not exit cleanly"; failed=$((failed + 1)); }
+  rm -f "$back_out" "$front_out"
+}
+chain
 # TLS and mutual TLS, with throwaway certificates made now (drpc-tls's rcgen example).
 certs=$(mktemp -d); trap 'rm -rf "$certs"' EXIT
 (cd "$root" && cargo run -q --release -p drpc-tls --example gen-test-certs -- "$certs")

@@ -2,7 +2,9 @@
 //! any server of the test service.
 
 use crate::pb::*;
-use drpc_core::{CallOptions, CancelToken, Code, Conn, Status};
+use drpc_core::deadline::{parse_timeout, TIMEOUT_KEY};
+use drpc_core::trace::TRACEPARENT_KEY;
+use drpc_core::{CallOptions, CancelToken, Code, Conn, Status, TraceContext};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -35,12 +37,24 @@ pub const MUX_ONLY: &[&str] = &[
     "slow_reader_isolation",
 ];
 
+/// Project cases (issue 16), for our implementations only (storj.io/drpc
+/// servers know neither deadlines nor trace context): part of `all`, never
+/// in the shared lists the matrix sends storj peers.
+pub const PROJECT: &[&str] = &["deadline_propagation", "trace_context"];
+
+/// Run only by the chain script, through forwarding servers.
+pub const CHAIN_ONLY: &[&str] = &["trace_chain"];
+
+/// The traceparent the project cases send (W3C's example).
+pub const SAMPLE_TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// The cases `--case all` runs, in order: connection_reuse and no_leaks last.
 pub fn all_cases(mux: bool, flow_control: bool) -> Vec<&'static str> {
     let mut cases: Vec<&str> = EVERY_PEER.to_vec();
     if mux {
         cases.extend(MUX_ONLY.iter().filter(|c| flow_control || **c != "slow_reader_isolation"));
     }
+    cases.extend(PROJECT);
     cases.push("connection_reuse");
     if mux {
         cases.push("no_leaks");
@@ -49,7 +63,12 @@ pub fn all_cases(mux: bool, flow_control: bool) -> Vec<&'static str> {
 }
 
 pub fn is_known(name: &str) -> bool {
-    EVERY_PEER.contains(&name) || MUX_ONLY.contains(&name) || name == "connection_reuse" || name == "no_leaks"
+    EVERY_PEER.contains(&name)
+        || MUX_ONLY.contains(&name)
+        || PROJECT.contains(&name)
+        || CHAIN_ONLY.contains(&name)
+        || name == "connection_reuse"
+        || name == "no_leaks"
 }
 
 type CaseResult = Result<(), String>;
@@ -154,6 +173,9 @@ impl Client {
                 "cancel_one_of_many" => self.cancel_one_of_many().await,
                 "slow_reader_isolation" => self.slow_reader_isolation().await,
                 "no_leaks" => self.no_leaks().await,
+                "deadline_propagation" => self.deadline_propagation().await,
+                "trace_context" => self.trace_context().await,
+                "trace_chain" => self.trace_chain().await,
                 other => Err(format!("unknown case {other}")),
             }
         })
@@ -312,6 +334,59 @@ impl Client {
         let _ = canceller.await;
         expect_code(r, Code::Canceled)?;
         self.wait_stats(Duration::from_secs(2), |s| s.cancelled_rpcs > before).await.map(drop)
+    }
+
+    /// (a) A hand-set `drpc-timeout: 100m` and no client deadline: the
+    /// server ends the call with DeadlineExceeded and cancels its handler.
+    /// (b) A 5 s client deadline arrives as a `drpc-timeout` in (3 s, 5 s].
+    async fn deadline_propagation(&self) -> CaseResult {
+        let before = self.stats().await?.cancelled_rpcs;
+        let start = Instant::now();
+        let req = SimpleRequest { sleep_ms: 5000, ..Default::default() };
+        let r = self.unary(&req, &self.opts().metadata(TIMEOUT_KEY, "100m")).await;
+        expect_code(r, Code::DeadlineExceeded).map_err(|e| format!("(a) {e}"))?;
+        check(start.elapsed() < Duration::from_secs(1), || format!("(a) took {:?}", start.elapsed()))?;
+        self.wait_stats(Duration::from_secs(2), |s| s.cancelled_rpcs > before)
+            .await
+            .map_err(|e| format!("(a) the server did not cancel its handler: {e}"))?;
+
+        let req = SimpleRequest { echo_metadata_key: TIMEOUT_KEY.into(), ..Default::default() };
+        let resp = self
+            .unary(&req, &self.opts().timeout(Duration::from_secs(5)))
+            .await
+            .map_err(|e| format!("(b) {e}"))?;
+        let sent = parse_timeout(&resp.metadata_value)
+            .ok_or_else(|| format!("(b) echoed drpc-timeout {:?} does not parse", resp.metadata_value))?;
+        check(sent > Duration::from_secs(3) && sent <= Duration::from_secs(5), || {
+            format!("(b) echoed drpc-timeout {:?} is {sent:?}, not in (3 s, 5 s]", resp.metadata_value)
+        })
+    }
+
+    /// A hand-set traceparent reaches the server unchanged.
+    async fn trace_context(&self) -> CaseResult {
+        let opts = self.opts().metadata(TRACEPARENT_KEY, SAMPLE_TRACEPARENT);
+        let req = SimpleRequest { echo_metadata_key: TRACEPARENT_KEY.into(), ..Default::default() };
+        let resp = self.unary(&req, &opts).await.map_err(|e| e.to_string())?;
+        check(resp.metadata_value == SAMPLE_TRACEPARENT, || format!("echoed traceparent {:?}", resp.metadata_value))
+    }
+
+    /// Through forwarding servers: the trace id survives every hop with a
+    /// new parent span each time, and the deadline shrinks on the way.
+    async fn trace_chain(&self) -> CaseResult {
+        let sent = TraceContext::parse(SAMPLE_TRACEPARENT, None).expect("a valid sample");
+        let opts = self.opts().timeout(Duration::from_secs(5)).trace(sent.clone());
+        let req = SimpleRequest { echo_metadata_key: TRACEPARENT_KEY.into(), ..Default::default() };
+        let resp = self.unary(&req, &opts).await.map_err(|e| e.to_string())?;
+        let echoed = TraceContext::parse(&resp.metadata_value, None)
+            .ok_or_else(|| format!("echoed traceparent {:?} does not parse", resp.metadata_value))?;
+        check(echoed.trace_id == sent.trace_id, || format!("trace id changed: {}", resp.metadata_value))?;
+        check(echoed.span_id != sent.span_id, || format!("parent span unchanged: {}", resp.metadata_value))?;
+
+        let req = SimpleRequest { echo_metadata_key: TIMEOUT_KEY.into(), ..Default::default() };
+        let resp = self.unary(&req, &opts).await.map_err(|e| e.to_string())?;
+        let left = parse_timeout(&resp.metadata_value)
+            .ok_or_else(|| format!("echoed drpc-timeout {:?} does not parse", resp.metadata_value))?;
+        check(left < Duration::from_secs(5), || format!("drpc-timeout {:?} did not shrink", resp.metadata_value))
     }
 
     async fn concurrent_unary(&self) -> CaseResult {

@@ -3,7 +3,8 @@
 
 use crate::pb::*;
 use drpc_core::call::{RecvStream, ResponseSender};
-use drpc_core::{CallContext, Router, Status};
+use drpc_core::{CallContext, CallOptions, Pool, Router, Status};
+use prost::Message;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,14 +84,29 @@ async fn answer(
     echo_status(&req.response_status)
 }
 
+/// Where UnaryCalls that echo metadata are forwarded (`--forward`).
+#[derive(Clone)]
+pub struct Forward {
+    pub pool: Pool,
+    pub addr: String,
+}
+
 /// The TestService handlers; `stats` is what GetStats reports.
 pub struct TestServiceImpl {
     stats: Arc<Stats>,
+    forward: Option<Forward>,
 }
 
 impl TestServiceImpl {
     pub fn new(stats: Arc<Stats>) -> TestServiceImpl {
-        TestServiceImpl { stats }
+        TestServiceImpl { stats, forward: None }
+    }
+
+    /// UnaryCalls with an `echo_metadata_key` go on to `forward`, from
+    /// inside the handler, so the call there inherits this call's deadline
+    /// and trace context.
+    pub fn forwarding(stats: Arc<Stats>, forward: Forward) -> TestServiceImpl {
+        TestServiceImpl { stats, forward: Some(forward) }
     }
 }
 
@@ -102,6 +118,15 @@ impl TestService for TestServiceImpl {
 
     async fn unary_call(&self, req: SimpleRequest, ctx: CallContext) -> Result<SimpleResponse, Status> {
         let _a = Active::start(&self.stats);
+        if let Some(forward) = self.forward.as_ref().filter(|_| !req.echo_metadata_key.is_empty()) {
+            // The same request bytes; the deadline and trace are inherited,
+            // not copied.
+            let response = forward
+                .pool
+                .unary(&forward.addr, test_service_rpc::UNARY_CALL, &req.encode_to_vec(), &CallOptions::new())
+                .await?;
+            return Ok(SimpleResponse::decode(response)?);
+        }
         sleep_or_cancel(req.sleep_ms, &ctx, &self.stats).await?;
         echo_status(&req.response_status)?;
         let metadata_value = if req.echo_metadata_key.is_empty() {
@@ -184,4 +209,9 @@ impl TestService for TestServiceImpl {
 /// The TestService router; `stats` is what GetStats reports.
 pub fn router(stats: Arc<Stats>) -> Router {
     Router::new().service(TestServiceServer::new(TestServiceImpl::new(stats)))
+}
+
+/// The TestService router of a server that forwards (see `--forward`).
+pub fn forwarding_router(stats: Arc<Stats>, forward: Forward) -> Router {
+    Router::new().service(TestServiceServer::new(TestServiceImpl::forwarding(stats, forward)))
 }

@@ -1,9 +1,11 @@
 //! drpc-interop-server: serves the interop TestService (see shared/interop/CASES.md).
-//! Usage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N]
+//! Usage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N] [--forward HOST:PORT]
 //!        [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--drpcmigrate]
 //! --drpcmigrate: a shared port (storj.io/drpc drpcmigrate): connections
 //! that start with `DRPC!!!1` are DRPC (TLS after the header, if set); any
 //! other gets a fixed HTTP/1.1 response naming what it sent.
+//! --forward: UnaryCalls with an echo_metadata_key go on to that server's
+//! UnaryCall from inside the handler (deadline and trace inherited).
 
 use drpc_core::{Server, ServerOptions};
 use drpc_interop::{parse_args, service};
@@ -19,6 +21,7 @@ async fn main() {
     let mut opts = ServerOptions::default();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut shared_port = false;
+    let mut forward = None;
     for (flag, value) in parse_args(std::env::args().skip(1)).unwrap_or_else(|e| usage(&e)) {
         match (flag.as_str(), value) {
             ("addr", Some(v)) => addr = v,
@@ -28,13 +31,22 @@ async fn main() {
                 Err(_) => usage("--max-concurrent-streams takes a number"),
             },
             ("drpcmigrate", None) => shared_port = true,
+            ("forward", Some(v)) => forward = Some(v),
             ("tls-cert", Some(v)) => tls_cert = Some(v),
             ("tls-key", Some(v)) => tls_key = Some(v),
             ("tls-client-ca", Some(v)) => tls_client_ca = Some(v),
             (f, _) => usage(&format!("unknown or malformed flag --{f}")),
         }
     }
-    let server = Server::with_options(service::router(Arc::new(service::Stats::default())), opts);
+    let stats = Arc::new(service::Stats::default());
+    let router = match forward {
+        Some(addr) => {
+            let pool = drpc_core::Pool::new(drpc_core::PoolOptions::default());
+            service::forwarding_router(stats, service::Forward { pool, addr })
+        }
+        None => service::router(stats),
+    };
+    let server = Server::with_options(router, opts);
     let tls = match (tls_cert, tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(&cert, &key, tls_client_ca.as_deref())),
         (None, None) if tls_client_ca.is_none() => None,
@@ -103,6 +115,6 @@ fn tls_acceptor(cert: &str, key: &str, client_ca: Option<&str>) -> drpc_tls::Tls
 }
 
 fn usage(err: &str) -> ! {
-    eprintln!("drpc-interop-server: {err}\nusage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--drpcmigrate]");
+    eprintln!("drpc-interop-server: {err}\nusage: drpc-interop-server --addr HOST:PORT [--flow-control] [--max-concurrent-streams N] [--forward HOST:PORT] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--drpcmigrate]");
     std::process::exit(2);
 }
