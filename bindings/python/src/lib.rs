@@ -1416,7 +1416,7 @@ thread_local! {
 
 /// Runs a synchronous Python handler on the handler pool and waits for its
 /// outcome; a full pool refuses the call with ResourceExhausted at once.
-async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, conn: u64, f: F) -> Result<Bytes, Status>
+async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, ctx: &CallContext, f: F) -> Result<Bytes, Status>
 where
     F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>> + Send + 'static,
 {
@@ -1424,7 +1424,7 @@ where
     let (tx, rx) = oneshot::channel();
     let spawned = handler_pool().spawn(
         kind,
-        conn,
+        ctx.connection_id(),
         Box::new(move || {
             let me = Arc::as_ptr(&guard.0) as usize;
             IN_SYNC_HANDLER.with(|h| h.set(me));
@@ -1440,6 +1440,14 @@ where
         }),
     );
     if let Err(why) = spawned {
+        // Reaches Python's logging (drpc.python.server): an operator must
+        // learn that calls are being turned away.
+        tracing::warn!(
+            rpc = ctx.rpc(),
+            peer = ctx.peer().and_then(|p| p.addr.as_deref()).unwrap_or("-"),
+            reason = %why,
+            "refusing a call: no handler thread free"
+        );
         return Err(Status::resource_exhausted(why));
     }
     rx.await.unwrap_or_else(|_| Err(Status::internal("the handler thread failed")))
@@ -1633,7 +1641,8 @@ impl NativeServer {
                         })
                         .await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Unary, ctx.connection_id(), move |py| {
+                        let call = ctx.clone();
+                        run_sync(&handlers.sync, JobKind::Unary, &call, move |py| {
                             let data = PyBytes::new(py, &req.data);
                             let out = func.call1(py, (data, ServerContext::new(ctx)))?;
                             let out = out.bind(py);
@@ -1673,7 +1682,7 @@ impl NativeServer {
                     let result = if is_async {
                         run_async(&handlers.asynchronous, ctx, move |py, done| func.call1(py, (stream, done))).await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Stream, ctx.connection_id(), move |py| func.call1(py, (stream,)).map(|_| None)).await
+                        run_sync(&handlers.sync, JobKind::Stream, &ctx, move |py| func.call1(py, (stream,)).map(|_| None)).await
                     };
                     result.map(|_| ())
                 }

@@ -30,7 +30,7 @@ class Proc:
         assert rc == 0, self.p.stderr.read()
 
 
-# The project's own cases in the Python client's `all` (deadline_propagation,
+# The project's own cases in the interop clients' `all` (deadline_propagation,
 # trace_context: between our implementations only).
 PROJECT_CASES = 2
 
@@ -87,7 +87,7 @@ def test_python_client_vs_rust_server(rust_bins, mode, flow):
 @pytest.mark.parametrize("mode,flow", MODES)
 def test_rust_client_vs_python_server(rust_bins, api, mode, flow):
     srv = server_for(api, flow)
-    run_client([str(rust_bins[1]), "--addr", srv.addr], mode, flow)
+    run_client([str(rust_bins[1]), "--addr", srv.addr], mode, flow, PROJECT_CASES)
 
 
 @pytest.mark.parametrize("api", ["aio", "sync"])
@@ -122,11 +122,13 @@ def test_client_reports_failure_exit_code(tmp_path):
     assert r.returncode != 0
 
 
+@pytest.mark.parametrize("client", ["python", "rust"])
 @pytest.mark.parametrize("front,middle", [("sync", "aio"), ("aio", "sync")])
-def test_trace_chain_through_forwarding_python_servers(rust_bins, front, middle):
-    """Python client -> Python server -> Python server -> Rust server, each
-    forwarding from inside its handler: the trace id survives every hop, the
-    span changes, and the deadline shrinks (the trace_chain case)."""
+def test_trace_chain_through_forwarding_python_servers(rust_bins, client, front, middle):
+    """Python or Rust client -> Python server -> Python server -> Rust
+    server, each forwarding from inside its handler: the trace id survives
+    every hop, the span changes, and the deadline shrinks (the trace_chain
+    case)."""
     procs = []
     try:
         procs.append(Proc([str(rust_bins[0]), "--addr", "127.0.0.1:0"]))
@@ -134,9 +136,9 @@ def test_trace_chain_through_forwarding_python_servers(rust_bins, front, middle)
             procs.append(
                 Proc([PY, "-m", "drpc.interop.server", "--api", api, "--addr", "127.0.0.1:0", "--forward", procs[-1].addr])
             )
+        argv = [PY, "-m", "drpc.interop.client"] if client == "python" else [str(rust_bins[1])]
         r = subprocess.run(
-            [PY, "-m", "drpc.interop.client", "--addr", procs[-1].addr, "--case", "trace_chain"],
-            capture_output=True, text=True, timeout=60,
+            argv + ["--addr", procs[-1].addr, "--case", "trace_chain"], capture_output=True, text=True, timeout=60
         )
         assert r.returncode == 0 and r.stdout.split() == ["PASS", "trace_chain"], r.stdout + r.stderr
     finally:
