@@ -622,3 +622,35 @@ def test_observer_interceptor_wraps_every_kind_but_a_checking_one_does_not():
     aguarded = drpc.aio.Server(interceptors=[AsyncAuth()])
     with pytest.raises(TypeError, match="plain"):
         aguarded.unary("/t/Echo", lambda req, ctx: req)
+
+
+def test_intercepted_stream_counts_exactly_with_a_sender_and_a_receiver_thread():
+    """One thread sends while another receives, on hundreds of streams: the
+    outcome counts every message once and is reported once per stream."""
+    outcomes = []
+
+    class Count(drpc.ClientInterceptor):
+        def on_done(self, call, outcome):
+            outcomes.append(outcome)
+
+    s = sync_server(None, [])
+    addr = s.start()
+    n_streams, n_messages = 200, 50
+    try:
+        with drpc.Client(addr, interceptors=[Count()]) as c:
+            for _ in range(n_streams):
+                st = c.stream("/t/Upper")
+                got = []
+                reader = threading.Thread(target=lambda: got.extend(st))
+                reader.start()
+                for i in range(n_messages):
+                    st.send(b"m%03d" % i)
+                st.close_send()
+                reader.join(10)
+                assert len(got) == n_messages
+        assert len(outcomes) == n_streams
+        for o in outcomes:
+            assert (o.code, o.messages_sent, o.messages_received) == (0, n_messages, n_messages)
+            assert o.bytes_sent == o.bytes_received == 4 * n_messages
+    finally:
+        s.stop(0)

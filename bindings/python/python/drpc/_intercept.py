@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -228,7 +229,16 @@ class CallRecord:
     """One intercepted call's bookkeeping: when it began, how far into the
     chain it got, what it moved."""
 
-    __slots__ = ("start", "entered", "bytes_sent", "bytes_received", "messages_sent", "messages_received", "reported")
+    __slots__ = (
+        "start",
+        "entered",
+        "bytes_sent",
+        "bytes_received",
+        "messages_sent",
+        "messages_received",
+        "reported",
+        "_lock",
+    )
 
     def __init__(self) -> None:
         self.start = time.monotonic()
@@ -238,14 +248,26 @@ class CallRecord:
         self.messages_sent = 0
         self.messages_received = 0
         self.reported = False
+        # A stream may send on one thread and receive on another.
+        self._lock = threading.Lock()
 
     def sent(self, n: int) -> None:
-        self.bytes_sent += n
-        self.messages_sent += 1
+        with self._lock:
+            self.bytes_sent += n
+            self.messages_sent += 1
 
     def received(self, n: int) -> None:
-        self.bytes_received += n
-        self.messages_received += 1
+        with self._lock:
+            self.bytes_received += n
+            self.messages_received += 1
+
+    def claim_report(self) -> bool:
+        """True for the one caller that reports the outcome."""
+        with self._lock:
+            if self.reported:
+                return False
+            self.reported = True
+            return True
 
     def outcome(self, rpc: str, code: int, message: str) -> Outcome:
         return Outcome(
@@ -261,9 +283,8 @@ class CallRecord:
 
     def report(self, links: List[Link], subject: Any, outcome: Outcome, log: Any) -> None:
         """``on_done`` of the interceptors that ran, innermost first; once."""
-        if self.reported:
+        if not self.claim_report():
             return
-        self.reported = True
         for _, done in reversed(links[: self.entered]):
             if done is None:
                 continue
@@ -402,7 +423,7 @@ class StreamObserver:
         self.log = log
 
     def end(self, failure: Optional[BaseException]) -> None:
-        if self.rec.reported:
+        if self.rec.reported:  # cheap check first; report() decides under the lock
             return
         code, message = client_end_code(failure)
         self.rec.report(self.links, self.call, self.rec.outcome(self.call.rpc, code, message), self.log)
