@@ -59,7 +59,16 @@ def test_metrics_after_a_scripted_workload():
                     st.send(m)
                 st.close_send()
                 assert list(st) == [b"A", b"B", b"C"]
-            wait_until(lambda: s.metrics().streams_closed == 11 and c.metrics().streams_closed == 11)
+            def settled():
+                sm, cm = s.metrics(), c.metrics()
+                # Every frame either side wrote has been read by the other.
+                return (
+                    sm.streams_closed == cm.streams_closed == 11
+                    and cm.bytes_sent == sm.bytes_received
+                    and cm.bytes_received == sm.bytes_sent
+                )
+
+            wait_until(settled)
             m = s.metrics()
             cm = c.metrics()
         assert isinstance(m, drpc.Metrics)
