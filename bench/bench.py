@@ -39,6 +39,7 @@ def cmd(kind):
     return {
         "drpc-rs": [RUST, "drpc"],
         "drpc-tls": [RUST, "drpc-tls"],
+        "drpc-telemetry": [RUST, "drpc-telemetry"],
         "c": [CBIN],
         "py": [VENV_PY, PYBENCH, "drpc"],
         "storj": [GO, "storj"],
@@ -63,6 +64,9 @@ CONTENDERS = [
 C_TO_RUST = ("C ABI client -> drpc-rs server", "drpc-rs", "c")
 # drpc-rs over TLS 1.3 (rustls), unary latency only, next to plaintext.
 TLS = ("drpc-rs over TLS (Rust API)", "drpc-tls", "drpc-tls")
+# Every call with a deadline and a trace context, through a server
+# interceptor with a message observer: what issue 16's features cost when used.
+TELEMETRY = ("drpc-rs, deadline+trace+interceptor (Rust API)", "drpc-telemetry", "drpc-telemetry")
 # drpc_channel::Channel over one endpoint: its cost over a bare Conn.
 CHANNEL = ("drpc-rs Channel, 1 endpoint (Rust API)", "drpc-rs", "channel")
 RAW_TCP = ("raw TCP loopback", "tcp", "tcp")
@@ -239,7 +243,7 @@ class Bench:
         self.measure(srv, RAW_TCP[0], "tcp", "stream", ["--size", MIB])
         self.measure(srv, RAW_TCP[0], "tcp", "unary_lat", ["--size", 0])
         srv.stop()
-        for name, skind, ckind in CONTENDERS + [C_TO_RUST, TLS, CHANNEL]:
+        for name, skind, ckind in CONTENDERS + [C_TO_RUST, TLS, CHANNEL, TELEMETRY]:
             try:
                 srv = Server(skind, self.log(name + "-server"))
             except Exception as e:
@@ -248,7 +252,7 @@ class Bench:
                 continue
             for size in (0, KIB):
                 self.measure(srv, name, ckind, "unary_lat", ["--size", size])
-            if (name, skind, ckind) in (C_TO_RUST, TLS, CHANNEL):
+            if (name, skind, ckind) in (C_TO_RUST, TLS, CHANNEL, TELEMETRY):
                 srv.stop()
                 continue
             for conc in o.concurrency:
@@ -458,6 +462,9 @@ def targets(b):
     add("unary p50 (0 B): C ABI / Rust API", ratio(p50("drpc-rs C ABI"), p50(R)), "<=", 1.1,
         "C client -> Rust server: %s" % (("%.2f" % ratio(p50(C_TO_RUST[0]), p50(R))) if ratio(p50(C_TO_RUST[0]), p50(R)) else "–"))
     add("unary p50 (0 B): Channel (1 endpoint) / Conn", ratio(p50(CHANNEL[0]), p50(R)), "<=", 1.05)
+    add("unary p50 (0 B): deadline+trace+interceptor / plain", ratio(p50(TELEMETRY[0]), p50(R)), "<=", 1.10,
+        "every per-call feature of issue 16 on; with none of them on, the cost is the metrics "
+        "counters alone (see Cost in README.md)")
     tp = lambda n, c: med(n, "unary_tput", "rate", concurrency=c)
     add("Python unary calls/s (1 caller): drpc / grpcio", ratio(tp("drpc-rs Python", 1), tp("grpcio (Python)", 1)), ">=", 2.0,
         "16 threads: %s" % (("%.2f" % ratio(tp("drpc-rs Python", 16), tp("grpcio (Python)", 16)))
@@ -487,7 +494,7 @@ def report(b, opts):
     L.append("")
     L.append("| contender | 0 B p50 | 0 B p99 | 1 KiB p50 | 1 KiB p99 |")
     L.append("|---|---|---|---|---|")
-    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], TLS[0], CHANNEL[0], RAW_TCP[0]]:
+    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], TLS[0], CHANNEL[0], TELEMETRY[0], RAW_TCP[0]]:
         a, k = b.get(name, "unary_lat", size=0), b.get(name, "unary_lat", size=KIB)
         if a or k:
             L.append("| %s | %s | %s | %s | %s |" % (name, fmt_ms(a, "p50_us"), fmt_ms(a, "p99_us"),

@@ -80,18 +80,20 @@ impl CallOptions {
     /// The effective deadline and trace context, fixed when the call starts:
     /// the earliest of this call's deadline and timeout and the deadline of
     /// the handler it runs in, and this call's trace or else the handler's.
-    fn start(&self, now: Instant) -> (Option<Instant>, Option<TraceContext>) {
+    fn start(&self, now: Instant) -> (Option<Instant>, Option<Arc<TraceContext>>) {
         let own = earliest(self.deadline, self.timeout.map(|t| now + t));
         let wants_trace = self.trace.is_none() && !self.metadata.contains_key(TRACEPARENT_KEY);
+        // Shared (an allocation only when there is a trace), so the call's
+        // future stays small.
         crate::context::with_current(|inherited| match inherited {
-            None => (own, self.trace.clone()),
+            None => (own, self.trace.clone().map(Arc::new)),
             Some(inherited) => {
                 let trace = if wants_trace {
                     inherited.trace.clone()
                 } else {
                     self.trace.clone()
                 };
-                (earliest(own, inherited.deadline), trace)
+                (earliest(own, inherited.deadline), trace.map(Arc::new))
             }
         })
     }
@@ -325,7 +327,7 @@ impl Conn {
         mut opened: Option<&mut Option<Arc<StreamShared>>>,
     ) -> Result<Bytes, Status> {
         let (deadline, trace) = opts.start(Instant::now());
-        record_trace(trace.as_ref());
+        record_trace(trace.as_deref());
         self.check_start(rpc, opts, deadline)?;
         let max = self.shared().opts.max_message_size;
         if request.len() > max {
@@ -340,7 +342,7 @@ impl Conn {
         let call = async {
             let permit = self.acquire_slot().await?;
             self.shared().writer_room().await;
-            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_ref())?;
+            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_deref())?;
             let split = self.shared().opts.split_size;
             let stream = self
                 .shared()
@@ -455,7 +457,7 @@ impl Conn {
                 span.record("stream_id", stream.id());
                 stream.ctx.observers = observers;
                 let shared = stream.ctx.shared.clone();
-                let _ = shared.on_end.set(end);
+                let _ = shared.on_end.set(Box::new(end));
                 if shared.is_finished() {
                     // It ended before it could be told: report it here
                     // (`report` runs once either way).
@@ -470,12 +472,12 @@ impl Conn {
 
     async fn stream_inner(&self, rpc: &str, opts: &CallOptions) -> Result<Stream, Status> {
         let (deadline, trace) = opts.start(Instant::now());
-        record_trace(trace.as_ref());
+        record_trace(trace.as_deref());
         self.check_start(rpc, opts, deadline)?;
         let codec = Compression::from_metadata(&opts.metadata)?;
         let open = async {
             let permit = self.acquire_slot().await?;
-            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_ref())?;
+            let md = invoke_metadata(opts, &self.shared().opts, deadline, trace.as_deref())?;
             let split = self.shared().opts.split_size;
             self.shared().open_stream(permit, codec, |buf, sid, state| {
                 if !md.is_empty() {
@@ -510,7 +512,7 @@ impl Conn {
                 metadata: Arc::new(opts.metadata.clone()),
                 peer: None,
                 deadline,
-                trace: trace.map(Arc::new),
+                trace,
                 observers: None,
             },
             keep_alive: Some(self.owner.clone()),

@@ -732,6 +732,9 @@ impl Clock {
     }
 }
 
+/// The longest a connection waits between publishing its metrics.
+const METRICS_PERIOD: Duration = Duration::from_secs(5);
+
 /// The connection's timeouts, enforced from outside the read path so reads
 /// carry no timer: it wakes every quarter of the shortest timeout, notes
 /// what changed since, and terminates the connection once a deadline has
@@ -748,10 +751,9 @@ async fn watchdog(conn: Arc<ConnShared>) {
     .flatten()
     .filter(|t| !t.is_zero())
     .collect();
-    let Some(shortest) = enabled.iter().min().copied() else {
-        return;
-    };
-    let recheck = (shortest / 4).max(Duration::from_millis(5));
+    // With every timeout off it still wakes, to publish the metrics.
+    let shortest = enabled.iter().min().copied().unwrap_or(4 * METRICS_PERIOD);
+    let recheck = (shortest / 4).clamp(Duration::from_millis(5), METRICS_PERIOD);
     let clock = &conn.clock;
     let started = Instant::now();
     let (mut seen_reads, mut seen_idle) = (0, 0);
@@ -795,6 +797,7 @@ async fn watchdog(conn: Arc<ConnShared>) {
         {
             passed = Some("idle timeout");
         }
+        conn.metrics.publish();
         if let Some(why) = passed {
             let status = Status::unavailable(format!("connection closed: {why}"));
             let peer = conn.acceptor.as_ref().and_then(|a| a.peer_addr()).unwrap_or("-");

@@ -6,6 +6,12 @@
 //! per-stream state machine), all free of I/O; then the tokio layer: the
 //! shared writer, the connection core with its reader task, [`Stream`],
 //! the [`Conn`] client and the [`Server`] with its [`Router`].
+//!
+//! Around every call: [`interceptor`]s (server and client chains, tower
+//! layers on the server), [`metrics`] (snapshots and the `metrics` crate
+//! facade), a `tracing` span, [`deadline`] propagation (`drpc-timeout`) and
+//! W3C [`trace`] context, both inherited by calls a handler makes
+//! ([`context`]).
 
 mod budget;
 pub mod call;

@@ -10,8 +10,11 @@
 //! facade, so a Prometheus or OpenTelemetry exporter installed as its
 //! recorder publishes them (names below, labels `side` = `client` or
 //! `server`, `code` = the numeric status code, `rpc` = the full rpc name).
-//! With no recorder installed each event costs a thread-local and an atomic
-//! load. Counters: `drpc_bytes_sent_total`, `drpc_bytes_received_total`,
+//! Connections hand the facade what changed from their watchdog, which wakes
+//! every quarter of the shortest connection timeout but at least every 5 s
+//! (2.5 s on a server, 5 s on a client by default), and when they close:
+//! calls never touch it. Per-rpc latencies are recorded per call (a
+//! thread-local and an atomic load with no recorder installed). Counters: `drpc_bytes_sent_total`, `drpc_bytes_received_total`,
 //! `drpc_streams_opened_total`, `drpc_streams_closed_total`,
 //! `drpc_streams_failed_total{code}`, `drpc_recv_blocked_total`,
 //! `drpc_send_blocked_total`, `drpc_connections_opened_total`; gauges:
@@ -133,6 +136,8 @@ pub(crate) struct ConnMetrics {
     failed: [AtomicU64; CODES],
     recv_blocked: AtomicU64,
     send_blocked: AtomicU64,
+    /// What the facade was last given (see `publish`).
+    published: std::sync::Mutex<Totals>,
 }
 
 impl ConnMetrics {
@@ -151,49 +156,76 @@ impl ConnMetrics {
             failed: std::array::from_fn(|_| AtomicU64::new(0)),
             recv_blocked: AtomicU64::new(0),
             send_blocked: AtomicU64::new(0),
+            published: Default::default(),
         }
     }
 
-    /// Called once, when the connection terminates.
+    /// Hands the facade what changed since the last call. Called from the
+    /// connection's watchdog, which already wakes periodically, and when the
+    /// connection ends, so calls themselves never touch the facade.
+    pub(crate) fn publish(&self) {
+        let mut now = Totals::default();
+        now.add(self);
+        let mut last = self.published.lock().unwrap();
+        let k = self.keys;
+        let pairs = [
+            (&k.bytes_sent, now.bytes_sent, last.bytes_sent),
+            (&k.bytes_received, now.bytes_received, last.bytes_received),
+            (&k.streams_opened, now.streams_opened, last.streams_opened),
+            (&k.streams_closed, now.streams_closed, last.streams_closed),
+            (&k.recv_blocked, now.recv_blocked, last.recv_blocked),
+            (&k.send_blocked, now.send_blocked, last.send_blocked),
+        ];
+        for (key, now, last) in pairs {
+            if now > last {
+                facade::counter(key, now - last);
+            }
+        }
+        for (code, (now, last)) in now.failed.iter().zip(&last.failed).enumerate() {
+            if now > last {
+                facade::counter(&k.failed[code], now - last);
+            }
+        }
+        let active = |t: &Totals| t.streams_opened as f64 - t.streams_closed as f64;
+        let change = active(&now) - active(&last);
+        if change != 0.0 {
+            facade::gauge(&k.active_streams, change);
+        }
+        *last = now;
+    }
+
+    /// Called once, when the connection terminates (after its streams).
     pub(crate) fn connection_closed(&self) {
+        self.publish();
         facade::gauge(&self.keys.active_connections, -1.0);
     }
 
     pub(crate) fn sent(&self, n: usize) {
         self.bytes_sent.fetch_add(n as u64, Relaxed);
-        facade::counter(&self.keys.bytes_sent, n as u64);
     }
 
     pub(crate) fn received(&self, n: usize) {
         self.bytes_received.fetch_add(n as u64, Relaxed);
-        facade::counter(&self.keys.bytes_received, n as u64);
     }
 
     pub(crate) fn recv_blocked(&self) {
         self.recv_blocked.fetch_add(1, Relaxed);
-        facade::counter(&self.keys.recv_blocked, 1);
     }
 
     pub(crate) fn send_blocked(&self) {
         self.send_blocked.fetch_add(1, Relaxed);
-        facade::counter(&self.keys.send_blocked, 1);
     }
 
     pub(crate) fn stream_opened(&self) {
         self.streams_opened.fetch_add(1, Relaxed);
-        facade::counter(&self.keys.streams_opened, 1);
-        facade::gauge(&self.keys.active_streams, 1.0);
     }
 
     /// A stream ended, failed with `code` unless it is `None` or OK.
     pub(crate) fn stream_closed(&self, code: Option<Code>) {
         if let Some(code) = code.filter(|c| *c != Code::Ok) {
             self.failed[code as usize].fetch_add(1, Relaxed);
-            facade::counter(&self.keys.failed[code as usize], 1);
         }
         self.streams_closed.fetch_add(1, Relaxed);
-        facade::counter(&self.keys.streams_closed, 1);
-        facade::gauge(&self.keys.active_streams, -1.0);
     }
 
     /// A stream refused before it existed (counted opened and failed).

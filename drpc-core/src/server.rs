@@ -554,22 +554,11 @@ async fn run_handler(
             in_call(Next::start(interceptors).run(call), inherited, &span)
         }
     };
-    let mut body = CatchUnwind(body);
+    let body = CatchUnwind(body);
     let outcome = match deadline {
-        None => (&mut body).await,
-        Some(deadline) => {
-            tokio::select! {
-                biased;
-                outcome = &mut body => outcome,
-                _ = tokio::time::sleep_until(deadline) => {
-                    // Like a client's cancel: the handler's receives and
-                    // sends fail and `cancelled()` fires; the client gets
-                    // DeadlineExceeded. The handler still ends on its own.
-                    shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
-                    body.await
-                }
-            }
-        }
+        None => body.await,
+        // Boxed: the timer would otherwise enlarge every call's task.
+        Some(deadline) => Box::pin(under_deadline(body, deadline, shared.clone())).await,
     };
     let shared = &shared;
     let status = match outcome {
@@ -613,6 +602,22 @@ async fn run_handler(
     }
 }
 
+/// Runs a handler until it ends; if `deadline` passes first, fails its
+/// stream like a client's cancel (the handler's receives and sends fail,
+/// `cancelled()` fires, the client gets DeadlineExceeded) and lets it end on
+/// its own.
+async fn under_deadline<F: Future>(body: F, deadline: Instant, shared: Arc<StreamShared>) -> F::Output {
+    tokio::pin!(body);
+    tokio::select! {
+        biased;
+        outcome = &mut body => outcome,
+        _ = tokio::time::sleep_until(deadline) => {
+            shared.fail(Status::deadline_exceeded("deadline exceeded (server)"));
+            body.await
+        }
+    }
+}
+
 /// The call's future with what it needs around it: the context its
 /// outgoing calls inherit (when there is one) and its span.
 fn in_call<F>(
@@ -623,9 +628,12 @@ fn in_call<F>(
 where
     F: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    match inherited {
-        Some(inherited) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
-        None => Box::pin(body.instrument(span.clone())),
+    // A disabled span (no subscriber wants it) is left out of the polls.
+    match (inherited, span.is_disabled()) {
+        (Some(inherited), false) => Box::pin(crate::context::scope(inherited, body).instrument(span.clone())),
+        (Some(inherited), true) => Box::pin(crate::context::scope(inherited, body)),
+        (None, false) => Box::pin(body.instrument(span.clone())),
+        (None, true) => Box::pin(body),
     }
 }
 

@@ -26,7 +26,7 @@ pub(crate) struct StreamShared {
     ended: tokio_util::sync::CancellationToken,
     /// A client stream's span and observers, told when it ends; unset on the
     /// plain path (no interceptor, no tracing subscriber).
-    pub(crate) on_end: std::sync::OnceLock<ClientEnd>,
+    pub(crate) on_end: std::sync::OnceLock<Box<ClientEnd>>,
 }
 
 /// What a client stream reports when it ends.
@@ -157,9 +157,10 @@ impl StreamShared {
             let retire = inner.state.is_finished() && !inner.retired;
             let mut permit = None;
             let mut outcome = None;
-            let stats = inner.stats;
+            let mut stats = None;
             if retire {
                 outcome = inner.outcome();
+                stats = Some(inner.stats);
                 inner.retired = true;
                 permit = inner.permit.take();
                 wake = std::mem::take(&mut inner.recv_wakers);
@@ -177,7 +178,7 @@ impl StreamShared {
         drop(permit);
         if retire {
             self.conn.metrics.stream_closed(outcome);
-            if let Some(end) = self.on_end.get() {
+            if let (Some(end), Some(stats)) = (self.on_end.get(), stats) {
                 end.report(self.failure_or_sent(outcome), stats);
             }
             wake_all(wake);

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::start_server;
+use common::{frame, start_server, RawPeer};
+use drpc_core::wire::Kind;
 use drpc_core::{CallOptions, Code, Conn, ConnOptions, ServerOptions, TraceContext};
 use std::time::Duration;
 
@@ -116,3 +117,28 @@ async fn every_call_has_a_span_on_both_sides_and_failures_are_logged() {
     assert_eq!(errors[1]["rpc"], "/t.S/Panic");
     assert_eq!(errors[1]["panic"], "handler exploded");
 }
+
+#[tokio::test]
+async fn protocol_errors_are_warnings_naming_the_peer() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let capture = capture::Capture::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let (_server, addr, _seen) = start_server(ServerOptions::default()).await;
+    let mut peer = RawPeer::connect(&addr).await;
+    // A data frame of a kind no version of the protocol has.
+    peer.send(&frame(1, 1, Kind(42), false, true, b"x")).await;
+    assert!(peer.closed_by_server().await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let captured = capture.0.lock().unwrap().clone();
+    let warning = captured
+        .events
+        .iter()
+        .find(|(level, f)| {
+            *level == tracing::Level::WARN && f.get("status").is_some_and(|s| s.contains("protocol error"))
+        })
+        .unwrap_or_else(|| panic!("no protocol-error warning: {:?}", captured.events))
+        .1
+        .clone();
+    assert!(warning["peer"].starts_with("127.0.0.1:"), "{warning:?}");
+}
+

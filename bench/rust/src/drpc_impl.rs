@@ -17,8 +17,42 @@ fn certs() -> String {
     std::env::var("DRPC_BENCH_CERTS").expect("DRPC_BENCH_CERTS: directory made by gen-test-certs")
 }
 
-/// `tls`: serve TLS (rustls, TLS 1.3) with the certificates of `certs()`.
-pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
+/// What a server or client runs with besides the defaults.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Plain,
+    /// TLS (rustls, TLS 1.3) with the certificates of `certs()`.
+    Tls,
+    /// Issue 16's per-call features all on: every call carries a deadline
+    /// (`drpc-timeout`) and a trace context (`traceparent`), the server runs
+    /// it under a deadline timer, with an inherited context and through an
+    /// interceptor that reads the metadata and observes the messages.
+    Telemetry,
+}
+
+/// A pass-through observer: sees every message and the end.
+struct Observe;
+
+impl drpc_core::interceptor::MessageObserver for Observe {}
+
+struct Telemetry;
+
+impl drpc_core::interceptor::ServerInterceptor for Telemetry {
+    fn intercept<'a>(
+        &'a self,
+        mut call: drpc_core::interceptor::ServerCall,
+        next: drpc_core::interceptor::Next,
+    ) -> drpc_core::interceptor::BoxFuture<'a, Result<(), Status>> {
+        if call.metadata().contains_key("authorization") {
+            return Box::pin(std::future::ready(Err(Status::new(drpc_core::Code::PermissionDenied, "no"))));
+        }
+        call.observe(Observe);
+        next.run(call)
+    }
+}
+
+pub fn server(rt: &tokio::runtime::Runtime, addr: &str, variant: Variant) {
+    let tls = variant == Variant::Tls;
     let addr = rt.block_on(async {
         let router = Router::new()
             .unary_raw(UNARY, |req| async move { Ok::<Bytes, Status>(req.data) })
@@ -39,6 +73,7 @@ pub fn server(rt: &tokio::runtime::Runtime, addr: &str, tls: bool) {
                 }
                 Ok(())
             });
+        let router = if variant == Variant::Telemetry { router.intercept(Telemetry) } else { router };
         let server = Box::leak(Box::new(Server::new(router)));
         if tls {
             let dir = certs();
@@ -97,7 +132,8 @@ impl Bidi for Stream {
     }
 }
 
-pub fn client(rt: &tokio::runtime::Runtime, p: &Params, tls: bool) {
+pub fn client(rt: &tokio::runtime::Runtime, p: &Params, variant: Variant) {
+    let tls = variant == Variant::Tls;
     let p = p.clone();
     // The workload runs as a task on the runtime, as callers in a service do
     // (not in block_on on the main thread, which would add a thread hand-off
@@ -112,7 +148,13 @@ pub fn client(rt: &tokio::runtime::Runtime, p: &Params, tls: bool) {
         } else {
             Conn::connect(&p.addr, ConnOptions::default()).await.expect("connect")
         };
-        let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(CallOptions::new()) };
+        let opts = match variant {
+            Variant::Telemetry => CallOptions::new()
+                .timeout(std::time::Duration::from_secs(600))
+                .trace(drpc_core::TraceContext::new_root()),
+            _ => CallOptions::new(),
+        };
+        let c = DrpcClient { conn: conn.clone(), opts: std::sync::Arc::new(opts) };
         workloads::run(c, p).await;
         conn.close().await;
     }))

@@ -15,23 +15,27 @@ mod tcp;
 mod tonic_impl;
 mod workloads;
 
+use drpc_impl::Variant;
+
 #[global_allocator]
 static GLOBAL: common::Counting = common::Counting;
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.len() < 3 {
-        eprintln!("usage: drpc-bench {{drpc|drpc-tls|tonic|tcp}} {{server|client}} [--key value]...");
+        eprintln!("usage: drpc-bench {{drpc|drpc-tls|drpc-telemetry|channel|tonic|tcp}} {{server|client}} [--key value]...");
         std::process::exit(2);
     }
     let args = common::Args::parse(&argv[3..]);
     let p = common::Params::from(&args);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     match (argv[1].as_str(), argv[2].as_str()) {
-        ("drpc", "server") => drpc_impl::server(&rt, &p.addr, false),
-        ("drpc", "client") => drpc_impl::client(&rt, &p, false),
-        ("drpc-tls", "server") => drpc_impl::server(&rt, &p.addr, true),
-        ("drpc-tls", "client") => drpc_impl::client(&rt, &p, true),
+        ("drpc", "server") => drpc_impl::server(&rt, &p.addr, Variant::Plain),
+        ("drpc", "client") => drpc_impl::client(&rt, &p, Variant::Plain),
+        ("drpc-tls", "server") => drpc_impl::server(&rt, &p.addr, Variant::Tls),
+        ("drpc-tls", "client") => drpc_impl::client(&rt, &p, Variant::Tls),
+        ("drpc-telemetry", "server") => drpc_impl::server(&rt, &p.addr, Variant::Telemetry),
+        ("drpc-telemetry", "client") => drpc_impl::client(&rt, &p, Variant::Telemetry),
         ("channel", "client") => drpc_impl::channel_client(&rt, &p),
         ("tonic", "server") => tonic_impl::server(&rt, &p.addr),
         ("tonic", "client") => tonic_impl::client(&rt, &p),
