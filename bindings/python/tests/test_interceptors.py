@@ -546,23 +546,27 @@ def test_interceptor_threads_see_handler_thread():
         s.stop(0)
 
 
+@pytest.mark.parametrize("flow_control", [False, True])
 @pytest.mark.parametrize("intercepted", [False, True])
 @pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_cancelled_streaming_handler_generator_is_closed_at_once(flavour, intercepted):
+def test_cancelled_streaming_handler_generator_is_closed_at_once(flavour, intercepted, flow_control):
     """A cancelled call's response generator is closed when its handler ends,
     not when the cycle collector next runs (its cleanup ends the handler's
     own bookkeeping: the interop server's active-rpc count, say)."""
     import gc
 
     closed = threading.Event()
-    s = drpc.Server(interceptors=[Both()] if intercepted else None)
+    s = drpc.Server(interceptors=[Both()] if intercepted else None, flow_control=flow_control)
+    # With flow control the window fills at once: the handler waits in a send
+    # that the cancel then fails.
+    size = 64 * 1024 if flow_control else 1024
 
     if flavour == "sync":
         @s.server_streaming("/t/Forever")
         def forever(req, ctx):
             try:
                 while True:
-                    yield b"x" * 1024
+                    yield b"x" * size
             finally:
                 closed.set()
     else:
@@ -570,20 +574,23 @@ def test_cancelled_streaming_handler_generator_is_closed_at_once(flavour, interc
         async def aforever(req, ctx):
             try:
                 while True:
-                    yield b"x" * 1024
+                    yield b"x" * size
             finally:
                 closed.set()
 
     addr = s.start()
     gc.disable()
     try:
-        with drpc.Client(addr, flow_control=False) as c:
-            st = c.stream("/t/Forever")
-            st.send(b"")
-            st.close_send()
-            assert st.recv() is not None
-            st.cancel()
-            assert closed.wait(5.0), "the handler's generator was not closed"
+        with drpc.Client(addr, flow_control=flow_control) as c:
+            for _ in range(20):
+                closed.clear()
+                st = c.stream("/t/Forever")
+                st.send(b"")
+                st.close_send()
+                assert st.recv() is not None
+                time.sleep(0.05)  # the handler now waits for credit (flow control)
+                st.cancel()
+                assert closed.wait(5.0), "the handler's generator was not closed"
     finally:
         gc.enable()
         s.stop(0)
