@@ -4,8 +4,8 @@
 #   - pip-installs the package (`pip install ./bindings/python`, built by
 #     maturin from PyPI) and the test dependencies (pytest, protobuf, and
 #     mypy + types-protobuf for tests/test_typing.py)
-#   - builds the Rust interop binaries if missing
-#     (cargo build --release -p drpc-interop, at the repository root)
+#   - builds the Rust interop binaries (cargo build --release -p
+#     drpc-interop at the repository root; a no-op when fresh)
 #   - runs pytest; exits non-zero on failure.
 # Extra arguments go to pytest (e.g. ./run-tests.sh -k interop -x).
 # Environment: PYTHON (default python3), DRPC_SKIP_INSTALL=1 to skip the
@@ -33,8 +33,15 @@ if [ "${DRPC_SKIP_INSTALL:-0}" != 1 ]; then
     "$py" -m pip install --quiet --force-reinstall --no-deps "$here"
 fi
 
-bindir=${DRPC_INTEROP_BIN_DIR:-$repo/target/release}
-if [ ! -x "$bindir/drpc-interop-server" ] || [ ! -x "$bindir/drpc-interop-client" ]; then
+if [ -n "${DRPC_INTEROP_BIN_DIR:-}" ]; then
+    bindir=$DRPC_INTEROP_BIN_DIR
+    if [ ! -x "$bindir/drpc-interop-server" ] || [ ! -x "$bindir/drpc-interop-client" ]; then
+        echo "no drpc-interop-server/-client in DRPC_INTEROP_BIN_DIR=$bindir" >&2
+        exit 1
+    fi
+else
+    # Always through cargo (a no-op when fresh): stale binaries would lack
+    # what the interop cases check (drpc-timeout, traceparent).
     echo "==> building the Rust interop binaries"
     (cd "$repo" && cargo build --release -p drpc-interop)
 fi

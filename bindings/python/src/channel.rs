@@ -165,7 +165,8 @@ impl NativeChannel {
         PyList::new(py, items)
     }
 
-    #[pyo3(signature = (rpc, request, metadata=None, timeout=None, wait_for_ready=None))]
+    #[pyo3(signature = (rpc, request, metadata=None, timeout=None, wait_for_ready=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn unary<'py>(
         &self,
         py: Python<'py>,
@@ -174,8 +175,10 @@ impl NativeChannel {
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
         wait_for_ready: Option<bool>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let channel = self.with_wait(wait_for_ready);
         match wait(py, async move { channel.unary(&rpc, &request, &opts).await })? {
             Ok(b) => Ok(PyBytes::new(py, &b)),
@@ -183,7 +186,8 @@ impl NativeChannel {
         }
     }
 
-    #[pyo3(signature = (rpc, request, callback, metadata=None, timeout=None, wait_for_ready=None))]
+    #[pyo3(signature = (rpc, request, callback, metadata=None, timeout=None, wait_for_ready=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn unary_async(
         &self,
         rpc: String,
@@ -192,13 +196,16 @@ impl NativeChannel {
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
         wait_for_ready: Option<bool>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Task> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let channel = self.with_wait(wait_for_ready);
         Ok(spawn_cb(async move { channel.unary(&rpc, &request, &opts).await }, callback, conv_bytes))
     }
 
-    #[pyo3(signature = (rpc, metadata=None, timeout=None, wait_for_ready=None))]
+    #[pyo3(signature = (rpc, metadata=None, timeout=None, wait_for_ready=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
         py: Python<'_>,
@@ -206,8 +213,10 @@ impl NativeChannel {
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
         wait_for_ready: Option<bool>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<NativeStream> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let channel = self.with_wait(wait_for_ready);
         match wait(py, async move { channel.stream(&rpc, &opts).await })? {
             Ok(s) => Ok(NativeStream::new(s)),
@@ -215,7 +224,8 @@ impl NativeChannel {
         }
     }
 
-    #[pyo3(signature = (rpc, callback, metadata=None, timeout=None, wait_for_ready=None))]
+    #[pyo3(signature = (rpc, callback, metadata=None, timeout=None, wait_for_ready=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn stream_async(
         &self,
         rpc: String,
@@ -223,8 +233,10 @@ impl NativeChannel {
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
         wait_for_ready: Option<bool>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Task> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let channel = self.with_wait(wait_for_ready);
         Ok(spawn_cb(async move { channel.stream(&rpc, &opts).await }, callback, conv_stream))
     }

@@ -34,6 +34,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 mod channel;
+mod log_bridge;
 
 /// How long a blocking wait runs before it checks for signals.
 const SLICE: Duration = Duration::from_millis(50);
@@ -358,13 +359,103 @@ fn bytes_of(b: PyBackedBytes) -> Bytes {
 // ---------------------------------------------------------------------------
 // Client
 
-fn call_options(metadata: Option<BTreeMap<String, String>>, timeout: Option<f64>) -> PyResult<CallOptions> {
+/// A call's options. `parent`: the server call whose handler makes this
+/// call (Python passes it from a context variable): the call ends by its
+/// deadline too and carries its trace context, unless `traceparent` (a W3C
+/// trace context, with the metadata's `tracestate` if any) is given.
+fn call_options(
+    metadata: Option<BTreeMap<String, String>>,
+    timeout: Option<f64>,
+    parent: Option<PyRef<'_, ServerContext>>,
+    traceparent: Option<String>,
+) -> PyResult<CallOptions> {
     let mut opts = CallOptions::new();
     if let Some(md) = metadata {
         opts.metadata = md;
     }
     opts.timeout = to_duration("timeout", timeout)?;
+    if let Some(tp) = traceparent {
+        let tracestate = opts.metadata.get(drpc_core::trace::TRACESTATE_KEY).map(String::as_str);
+        let trace = drpc_core::trace::TraceContext::parse(&tp, tracestate).ok_or_else(|| {
+            PyValueError::new_err(format!("traceparent must be a W3C trace context '00-<32 hex>-<16 hex>-<2 hex>', got {tp:?}"))
+        })?;
+        opts.trace = Some(trace);
+    }
+    if let Some(parent) = parent {
+        if let Some(deadline) = parent.ctx.deadline() {
+            opts.deadline = Some(opts.deadline.map_or(deadline, |own| own.min(deadline)));
+        }
+        if opts.trace.is_none() {
+            opts.trace = parent.ctx.trace().cloned();
+        }
+    }
     Ok(opts)
+}
+
+/// One rpc's stats for Python: name, count, failed, bounds (us), counts, sum (us).
+type RpcRow = (String, u64, u64, Vec<u64>, Vec<u64>, u64);
+
+/// A metrics snapshot as the dict `drpc.Metrics` is made from.
+fn metrics_dict<'py>(py: Python<'py>, m: &drpc_core::metrics::MetricsSnapshot) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("bytes_sent", m.bytes_sent)?;
+    d.set_item("bytes_received", m.bytes_received)?;
+    d.set_item("streams_opened", m.streams_opened)?;
+    d.set_item("streams_closed", m.streams_closed)?;
+    d.set_item("streams_failed", m.streams_failed)?;
+    d.set_item("failed_by_code", m.failed_by_code.clone())?;
+    d.set_item("active_streams", m.active_streams)?;
+    d.set_item("recv_blocked", m.recv_blocked)?;
+    d.set_item("send_blocked", m.send_blocked)?;
+    d.set_item("queued_bytes", m.queued_bytes)?;
+    d.set_item("connections_opened", m.connections_opened)?;
+    d.set_item("active_connections", m.active_connections)?;
+    let rpcs: Vec<RpcRow> = m
+        .rpcs
+        .iter()
+        .map(|r| (r.rpc.clone(), r.count, r.failed, r.latency.bounds_us.clone(), r.latency.counts.clone(), r.latency.sum_us))
+        .collect();
+    d.set_item("rpcs", rpcs)?;
+    Ok(d)
+}
+
+/// Adds the counters of a connection that ended to `total` (gauges, which
+/// are zero on a closed connection, are left as they are).
+fn add_retired(total: &mut drpc_core::metrics::MetricsSnapshot, ended: &drpc_core::metrics::MetricsSnapshot) {
+    total.bytes_sent += ended.bytes_sent;
+    total.bytes_received += ended.bytes_received;
+    total.streams_opened += ended.streams_opened;
+    total.streams_closed += ended.streams_closed;
+    total.streams_failed += ended.streams_failed;
+    total.recv_blocked += ended.recv_blocked;
+    total.send_blocked += ended.send_blocked;
+    total.connections_opened += ended.connections_opened;
+    let mut by_code: BTreeMap<u32, u64> = total.failed_by_code.iter().copied().collect();
+    for &(code, n) in &ended.failed_by_code {
+        *by_code.entry(code).or_default() += n;
+    }
+    total.failed_by_code = by_code.into_iter().collect();
+    for r in &ended.rpcs {
+        match total.rpcs.iter_mut().find(|t| t.rpc == r.rpc) {
+            Some(t) => {
+                t.count += r.count;
+                t.failed += r.failed;
+                for (a, b) in t.latency.counts.iter_mut().zip(&r.latency.counts) {
+                    *a += b;
+                }
+                t.latency.sum_us += r.latency.sum_us;
+            }
+            None => total.rpcs.push(r.clone()),
+        }
+    }
+    total.rpcs.sort_by(|a, b| a.rpc.cmp(&b.rpc));
+}
+
+/// `retired` (connections that ended) plus `current`.
+fn combined(retired: &drpc_core::metrics::MetricsSnapshot, current: &drpc_core::metrics::MetricsSnapshot) -> drpc_core::metrics::MetricsSnapshot {
+    let mut total = current.clone();
+    add_retired(&mut total, retired);
+    total
 }
 
 /// A PEM source from Python: `bytes` are the PEM itself, `str` a file path.
@@ -517,6 +608,8 @@ struct Dialer {
     dialing: tokio::sync::Mutex<DialState>,
     /// Connections dialled after the first one.
     redials: AtomicUsize,
+    /// The counters of the connections redials replaced.
+    retired: Mutex<drpc_core::metrics::MetricsSnapshot>,
 }
 
 impl Dialer {
@@ -538,6 +631,7 @@ impl Dialer {
             closed_by_user: AtomicBool::new(false),
             dialing: tokio::sync::Mutex::new(DialState::default()),
             redials: AtomicUsize::new(0),
+            retired: Mutex::default(),
         })
     }
 
@@ -574,6 +668,7 @@ impl Dialer {
             Ok(fresh) => {
                 *st = DialState::default();
                 let old = std::mem::replace(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()), fresh.clone());
+                add_retired(&mut self.retired.lock().unwrap_or_else(|e| e.into_inner()), &old.metrics());
                 self.redials.fetch_add(1, Ordering::Relaxed);
                 // Ends the lost connection's tasks.
                 rt().spawn(async move { old.close().await });
@@ -635,7 +730,8 @@ impl NativeConn {
     /// bytes or file paths).
     #[staticmethod]
     #[pyo3(signature = (addr, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
-                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None))]
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None,
+                        send_deadline=true))]
     #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
@@ -652,8 +748,10 @@ impl NativeConn {
         tls_key: Option<&Bound<'_, PyAny>>,
         memory_budget: Option<usize>,
         read_timeout: Option<f64>,
+        send_deadline: bool,
     ) -> PyResult<NativeConn> {
         let mut opts = conn_options(sequential, max_message_size, flow_control)?;
+        opts.send_deadline = send_deadline;
         client_limits(&mut opts, memory_budget, read_timeout)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
         let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
@@ -665,7 +763,8 @@ impl NativeConn {
     /// Connects in the background; `cb(NativeConn | None, exc | None)`.
     #[staticmethod]
     #[pyo3(signature = (addr, callback, sequential=false, max_message_size=None, connect_timeout=None, flow_control=false, reconnect=true,
-                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None))]
+                        tls=false, tls_ca=None, tls_server_name=None, tls_cert=None, tls_key=None, memory_budget=None, read_timeout=None,
+                        send_deadline=true))]
     #[allow(clippy::too_many_arguments)]
     fn connect_async(
         addr: String,
@@ -682,8 +781,10 @@ impl NativeConn {
         tls_key: Option<&Bound<'_, PyAny>>,
         memory_budget: Option<usize>,
         read_timeout: Option<f64>,
+        send_deadline: bool,
     ) -> PyResult<Task> {
         let mut opts = conn_options(sequential, max_message_size, flow_control)?;
+        opts.send_deadline = send_deadline;
         client_limits(&mut opts, memory_budget, read_timeout)?;
         let timeout = to_duration("connect_timeout", connect_timeout)?;
         let tls = if tls { Some(client_tls(tls_ca, tls_server_name, tls_cert, tls_key)?) } else { None };
@@ -717,8 +818,19 @@ impl NativeConn {
         self.dialer.current().active_streams()
     }
 
-    /// A unary call on raw bytes (blocking).
-    #[pyo3(signature = (rpc, request, metadata=None, timeout=None))]
+    /// The connection's counters, the connections that redials replaced
+    /// included, as a dict (see `drpc.Metrics`).
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let current = self.dialer.current().metrics();
+        let total = combined(&self.dialer.retired.lock().unwrap_or_else(|e| e.into_inner()), &current);
+        metrics_dict(py, &total)
+    }
+
+    /// A unary call on raw bytes (blocking). `parent`: the server call it
+    /// is made from (its deadline and trace context are inherited);
+    /// `traceparent`: an explicit W3C trace context.
+    #[pyo3(signature = (rpc, request, metadata=None, timeout=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn unary<'py>(
         &self,
         py: Python<'py>,
@@ -726,8 +838,10 @@ impl NativeConn {
         request: PyBackedBytes,
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let dialer = &*self.dialer;
         let result = wait(py, async {
             let mut opts = opts;
@@ -740,7 +854,8 @@ impl NativeConn {
     }
 
     /// A unary call in the background; `cb(bytes | None, exc | None)`.
-    #[pyo3(signature = (rpc, request, callback, metadata=None, timeout=None))]
+    #[pyo3(signature = (rpc, request, callback, metadata=None, timeout=None, parent=None, traceparent=None))]
+    #[allow(clippy::too_many_arguments)]
     fn unary_async(
         &self,
         rpc: String,
@@ -748,8 +863,10 @@ impl NativeConn {
         callback: PyObject,
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Task> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let dialer = self.dialer.clone();
         Ok(spawn_cb(
             async move {
@@ -762,15 +879,17 @@ impl NativeConn {
     }
 
     /// Opens a streaming call (blocking while a sequential connection is busy).
-    #[pyo3(signature = (rpc, metadata=None, timeout=None))]
+    #[pyo3(signature = (rpc, metadata=None, timeout=None, parent=None, traceparent=None))]
     fn stream(
         &self,
         py: Python<'_>,
         rpc: String,
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<NativeStream> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let dialer = &*self.dialer;
         let opened = wait(py, async {
             let mut opts = opts;
@@ -783,15 +902,17 @@ impl NativeConn {
     }
 
     /// Opens a streaming call in the background; `cb(NativeStream | None, exc | None)`.
-    #[pyo3(signature = (rpc, callback, metadata=None, timeout=None))]
+    #[pyo3(signature = (rpc, callback, metadata=None, timeout=None, parent=None, traceparent=None))]
     fn stream_async(
         &self,
         rpc: String,
         callback: PyObject,
         metadata: Option<BTreeMap<String, String>>,
         timeout: Option<f64>,
+        parent: Option<PyRef<'_, ServerContext>>,
+        traceparent: Option<String>,
     ) -> PyResult<Task> {
-        let opts = call_options(metadata, timeout)?;
+        let opts = call_options(metadata, timeout, parent, traceparent)?;
         let dialer = self.dialer.clone();
         Ok(spawn_cb(
             async move {
@@ -914,7 +1035,7 @@ impl NativeStream {
 
     #[getter]
     fn context(&self) -> ServerContext {
-        ServerContext { ctx: self.core.stream.context().clone() }
+        ServerContext::new(self.core.stream.context().clone())
     }
 
     /// Sends one message.
@@ -1026,6 +1147,24 @@ impl NativeStream {
 #[pyclass(frozen, module = "drpc._native")]
 struct ServerContext {
     ctx: CallContext,
+    /// The metadata dict, made on first use and then shared, so changes an
+    /// interceptor makes are what the handler sees.
+    metadata: GILOnceCell<Py<PyDict>>,
+}
+
+impl ServerContext {
+    fn new(ctx: CallContext) -> ServerContext {
+        ServerContext { ctx, metadata: GILOnceCell::new() }
+    }
+}
+
+/// `time.monotonic`, to express deadlines on the clock Python programs use.
+fn monotonic(py: Python<'_>) -> PyResult<f64> {
+    static MONOTONIC: GILOnceCell<PyObject> = GILOnceCell::new();
+    MONOTONIC
+        .get_or_try_init(py, || py.import("time")?.getattr("monotonic").map(|f| f.unbind()))?
+        .call0(py)?
+        .extract(py)
 }
 
 #[pymethods]
@@ -1036,14 +1175,55 @@ impl ServerContext {
         self.ctx.rpc()
     }
 
-    /// The invoke metadata, as a new dict.
+    /// The invoke metadata as a dict, the same one on every access:
+    /// interceptors may change it for the handler.
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        for (k, v) in self.ctx.metadata() {
-            d.set_item(k, v)?;
-        }
-        Ok(d)
+        let d = self.metadata.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+            let d = PyDict::new(py);
+            for (k, v) in self.ctx.metadata() {
+                d.set_item(k, v)?;
+            }
+            Ok(d.unbind())
+        })?;
+        Ok(d.bind(py).clone())
+    }
+
+    /// When the call must be done, on the `time.monotonic()` clock (None:
+    /// no deadline): the client's `drpc-timeout`, capped by the server's
+    /// `max_deadline`. When it passes the call is cancelled.
+    #[getter]
+    fn deadline(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        let Some(deadline) = self.ctx.deadline() else { return Ok(None) };
+        let now = tokio::time::Instant::now();
+        let left = deadline.saturating_duration_since(now).as_secs_f64();
+        let passed = now.saturating_duration_since(deadline).as_secs_f64();
+        Ok(Some(monotonic(py)? + left - passed))
+    }
+
+    /// Seconds left until the deadline (0.0 once it passed), or None.
+    fn time_remaining(&self) -> Option<f64> {
+        self.ctx.time_remaining().map(|d| d.as_secs_f64())
+    }
+
+    /// The W3C trace context of this call's server span (a child of the
+    /// caller's `traceparent`), or None when the caller sent none. Calls the
+    /// handler makes carry it, so the next server's span is its child.
+    #[getter]
+    fn traceparent(&self) -> Option<String> {
+        self.ctx.trace().map(|t| t.to_traceparent())
+    }
+
+    /// The trace id (32 hex digits) of `traceparent`, or None.
+    #[getter]
+    fn trace_id(&self) -> Option<String> {
+        self.ctx.trace().map(|t| t.to_traceparent()[3..35].to_string())
+    }
+
+    /// The W3C `tracestate` carried along with `traceparent`, or None.
+    #[getter]
+    fn tracestate(&self) -> Option<String> {
+        self.ctx.trace().and_then(|t| t.tracestate.clone())
     }
 
     #[getter]
@@ -1236,7 +1416,7 @@ thread_local! {
 
 /// Runs a synchronous Python handler on the handler pool and waits for its
 /// outcome; a full pool refuses the call with ResourceExhausted at once.
-async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, conn: u64, f: F) -> Result<Bytes, Status>
+async fn run_sync<F>(running: &Arc<Running>, kind: JobKind, ctx: &CallContext, f: F) -> Result<Bytes, Status>
 where
     F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>> + Send + 'static,
 {
@@ -1244,7 +1424,7 @@ where
     let (tx, rx) = oneshot::channel();
     let spawned = handler_pool().spawn(
         kind,
-        conn,
+        ctx.connection_id(),
         Box::new(move || {
             let me = Arc::as_ptr(&guard.0) as usize;
             IN_SYNC_HANDLER.with(|h| h.set(me));
@@ -1260,6 +1440,14 @@ where
         }),
     );
     if let Err(why) = spawned {
+        // Reaches Python's logging (drpc.python.server): an operator must
+        // learn that calls are being turned away.
+        tracing::warn!(
+            rpc = ctx.rpc(),
+            peer = ctx.peer().and_then(|p| p.addr.as_deref()).unwrap_or("-"),
+            reason = %why,
+            "refusing a call: no handler thread free"
+        );
         return Err(Status::resource_exhausted(why));
     }
     rx.await.unwrap_or_else(|_| Err(Status::internal("the handler thread failed")))
@@ -1328,6 +1516,9 @@ struct ServerState {
 #[pyclass(frozen, module = "drpc._native")]
 struct NativeServer {
     state: Mutex<ServerState>,
+    /// Deadline policy (drpc-core's `ServerOptions`).
+    max_deadline: Option<Duration>,
+    ignore_deadlines: bool,
     conn_options: ConnOptions,
     /// Bytes all connections together may hold (0: no limit).
     memory_budget: usize,
@@ -1372,6 +1563,8 @@ impl NativeServer {
         let opts = drpc_core::ServerOptions {
             conn: self.conn_options.clone(),
             memory_budget: self.memory_budget,
+            max_deadline: self.max_deadline,
+            ignore_deadlines: self.ignore_deadlines,
             ..drpc_core::ServerOptions::default()
         };
         let server = Server::with_options(router, opts);
@@ -1386,8 +1579,12 @@ impl NativeServer {
     /// MiB; 0: no limit). `connection_memory`: one connection's share (None:
     /// 64 MiB). Timeouts in seconds, 0 disabling each (None: the defaults,
     /// 10 s, 300 s and 30 s).
+    /// `max_deadline`: the longest deadline (seconds) a client's
+    /// `drpc-timeout` may set (None: no cap); `ignore_deadlines`: ignore them.
     #[new]
-    #[pyo3(signature = (max_message_size=None, flow_control=false, memory_budget=None, connection_memory=None, handshake_timeout=None, idle_timeout=None, read_timeout=None))]
+    #[pyo3(signature = (max_message_size=None, flow_control=false, memory_budget=None, connection_memory=None, handshake_timeout=None, idle_timeout=None, read_timeout=None,
+                        max_deadline=None, ignore_deadlines=false))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         max_message_size: Option<usize>,
         flow_control: bool,
@@ -1396,6 +1593,8 @@ impl NativeServer {
         handshake_timeout: Option<f64>,
         idle_timeout: Option<f64>,
         read_timeout: Option<f64>,
+        max_deadline: Option<f64>,
+        ignore_deadlines: bool,
     ) -> PyResult<NativeServer> {
         let mut conn = conn_options(false, max_message_size, flow_control)?;
         if let Some(bytes) = connection_memory {
@@ -1409,6 +1608,8 @@ impl NativeServer {
         conn.read_timeout = limit_duration("read_timeout", read_timeout, conn.read_timeout)?;
         Ok(NativeServer {
             state: Mutex::new(ServerState { router: Some(Router::new()), names: HashSet::new(), server: None }),
+            max_deadline: to_duration("max_deadline", max_deadline)?,
+            ignore_deadlines,
             conn_options: conn,
             memory_budget: memory_budget.unwrap_or(drpc_core::DEFAULT_MEMORY_BUDGET),
             handlers: Arc::default(),
@@ -1436,13 +1637,14 @@ impl NativeServer {
                     if is_async {
                         run_async(&handlers.asynchronous, ctx.clone(), move |py, done| {
                             let data = PyBytes::new(py, &req.data);
-                            func.call1(py, (data, ServerContext { ctx }, done))
+                            func.call1(py, (data, ServerContext::new(ctx), done))
                         })
                         .await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Unary, ctx.connection_id(), move |py| {
+                        let call = ctx.clone();
+                        run_sync(&handlers.sync, JobKind::Unary, &call, move |py| {
                             let data = PyBytes::new(py, &req.data);
-                            let out = func.call1(py, (data, ServerContext { ctx }))?;
+                            let out = func.call1(py, (data, ServerContext::new(ctx)))?;
                             let out = out.bind(py);
                             if out.is_none() {
                                 return Ok(None);
@@ -1480,7 +1682,7 @@ impl NativeServer {
                     let result = if is_async {
                         run_async(&handlers.asynchronous, ctx, move |py, done| func.call1(py, (stream, done))).await
                     } else {
-                        run_sync(&handlers.sync, JobKind::Stream, ctx.connection_id(), move |py| func.call1(py, (stream,)).map(|_| None)).await
+                        run_sync(&handlers.sync, JobKind::Stream, &ctx, move |py| func.call1(py, (stream,)).map(|_| None)).await
                     };
                     result.map(|_| ())
                 }
@@ -1662,6 +1864,13 @@ impl NativeServer {
     fn connections(&self) -> usize {
         self.state.lock().unwrap().server.as_ref().map_or(0, |s| s.connections())
     }
+
+    /// The server's counters (all connections, closed ones included) as a
+    /// dict (see `drpc.Metrics`); zeros before it starts.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let snapshot = self.state.lock().unwrap().server.as_ref().map(|s| s.metrics()).unwrap_or_default();
+        metrics_dict(py, &snapshot)
+    }
 }
 
 /// Sets the runtime's thread counts before its first use (None keeps a
@@ -1702,5 +1911,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(runtime_settings, m)?)?;
     m.add("DEFAULT_MEMORY_BUDGET", drpc_core::DEFAULT_MEMORY_BUDGET)?;
     m.add("DEFAULT_MAX_MESSAGE_SIZE", drpc_core::DEFAULT_MAX_MESSAGE_SIZE)?;
+    log_bridge::install();
     Ok(())
 }

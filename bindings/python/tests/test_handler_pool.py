@@ -178,8 +178,11 @@ POOL_CHILD = """
 
 
 def test_pool_bounds_streams_refuses_when_full_and_threads_are_named():
-    out, _ = run_child(POOL_CHILD, DRPC_WORKER_THREADS="3", DRPC_HANDLER_THREADS="8")
+    out, err = run_child(POOL_CHILD, DRPC_WORKER_THREADS="3", DRPC_HANDLER_THREADS="8")
     lines = out.splitlines()
+    # Each refusal is logged at WARNING (Python's last-resort handler prints
+    # it to stderr), with the rpc and the peer.
+    assert "refusing a call: no handler thread free rpc=/p/Echo peer=127.0.0.1:" in err, err
     assert "settings 3 8" in lines
     assert "workers 3" in lines
     assert "configure after start: RuntimeError" in lines

@@ -1,6 +1,7 @@
 """The interop programs against each other: the Python client against the Rust
 server and the Python server, and the Rust client against the Python server
-(both handler flavours), all cases, both modes."""
+(both handler flavours), all cases, both modes; and a chain of forwarding
+servers carrying the trace context and the deadline (trace_chain)."""
 
 import signal
 import subprocess
@@ -29,14 +30,19 @@ class Proc:
         assert rc == 0, self.p.stderr.read()
 
 
-def run_client(argv, mode, flow=False):
+# The project's own cases in the interop clients' `all` (deadline_propagation,
+# trace_context: between our implementations only).
+PROJECT_CASES = 2
+
+
+def run_client(argv, mode, flow=False, project_cases=0):
     argv = argv + ["--case", "all", "--mode", mode] + (["--flow-control"] if flow else [])
     r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     lines = r.stdout.splitlines()
     failed = [l for l in lines if not l.startswith("PASS ")]
     assert r.returncode == 0 and not failed, "\n".join(failed) + "\n---\n" + r.stdout + r.stderr
     passed = [l for l in lines if l.startswith("PASS ")]
-    want = 16 if mode == "sequential" else (22 if flow else 21)
+    want = (16 if mode == "sequential" else (22 if flow else 21)) + project_cases
     assert len(passed) == want, r.stdout
     assert any("slow_reader_isolation" in l for l in lines) == (flow and mode == "mux")
     return passed
@@ -74,21 +80,21 @@ def _stop_servers():
 @pytest.mark.parametrize("mode,flow", MODES)
 def test_python_client_vs_rust_server(rust_bins, mode, flow):
     srv = server_for("rust", flow, rust_bins)
-    run_client([PY, "-m", "drpc.interop.client", "--addr", srv.addr], mode, flow)
+    run_client([PY, "-m", "drpc.interop.client", "--addr", srv.addr], mode, flow, PROJECT_CASES)
 
 
 @pytest.mark.parametrize("api", ["aio", "sync"])
 @pytest.mark.parametrize("mode,flow", MODES)
 def test_rust_client_vs_python_server(rust_bins, api, mode, flow):
     srv = server_for(api, flow)
-    run_client([str(rust_bins[1]), "--addr", srv.addr], mode, flow)
+    run_client([str(rust_bins[1]), "--addr", srv.addr], mode, flow, PROJECT_CASES)
 
 
 @pytest.mark.parametrize("api", ["aio", "sync"])
 @pytest.mark.parametrize("mode,flow", MODES)
 def test_python_client_vs_python_server(api, mode, flow):
     srv = server_for(api, flow)
-    run_client([PY, "-m", "drpc.interop.client", "--addr", srv.addr], mode, flow)
+    run_client([PY, "-m", "drpc.interop.client", "--addr", srv.addr], mode, flow, PROJECT_CASES)
 
 
 def test_python_server_unix_socket(tmp_path):
@@ -114,3 +120,41 @@ def test_client_reports_failure_exit_code(tmp_path):
     r = subprocess.run([PY, "-m", "drpc.interop.client", "--addr", addr, "--case", "empty_unary"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
+
+
+@pytest.mark.parametrize("client", ["python", "rust"])
+@pytest.mark.parametrize("front,middle", [("sync", "aio"), ("aio", "sync")])
+def test_trace_chain_through_forwarding_python_servers(rust_bins, client, front, middle):
+    """Python or Rust client -> Python server -> Python server -> Rust
+    server, each forwarding from inside its handler: the trace id survives
+    every hop, the span changes, and the deadline shrinks (the trace_chain
+    case)."""
+    procs = []
+    try:
+        procs.append(Proc([str(rust_bins[0]), "--addr", "127.0.0.1:0"]))
+        for api in (middle, front):
+            procs.append(
+                Proc([PY, "-m", "drpc.interop.server", "--api", api, "--addr", "127.0.0.1:0", "--forward", procs[-1].addr])
+            )
+        argv = [PY, "-m", "drpc.interop.client"] if client == "python" else [str(rust_bins[1])]
+        r = subprocess.run(
+            argv + ["--addr", procs[-1].addr, "--case", "trace_chain"], capture_output=True, text=True, timeout=60
+        )
+        assert r.returncode == 0 and r.stdout.split() == ["PASS", "trace_chain"], r.stdout + r.stderr
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def test_trace_chain_fails_without_forwarding():
+    # Against a server that does not forward, the echoed traceparent is the
+    # one sent (same span id): the case must notice.
+    srv = Proc([PY, "-m", "drpc.interop.server", "--addr", "127.0.0.1:0"])
+    try:
+        r = subprocess.run(
+            [PY, "-m", "drpc.interop.client", "--addr", srv.addr, "--case", "trace_chain"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert r.returncode != 0 and "FAIL trace_chain" in r.stdout, r.stdout
+    finally:
+        srv.stop()

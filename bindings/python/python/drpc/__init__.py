@@ -20,6 +20,8 @@ from ._common import (
     runtime_settings,
 )
 from ._native import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, ServerContext
+from ._intercept import ClientCallDetails, ClientInterceptor, Outcome, ServerInterceptor
+from ._metrics import Histogram, Metrics, RpcStats
 from ._server import LOGGER_NAME, AsyncServerStream, Server, ServerStream
 from .tls import ClientTLS, ServerTLS
 from .errors import (
@@ -62,6 +64,13 @@ __all__ = [
     "ServerStream",
     "AsyncServerStream",
     "ServerContext",
+    "ServerInterceptor",
+    "ClientInterceptor",
+    "ClientCallDetails",
+    "Outcome",
+    "Metrics",
+    "RpcStats",
+    "Histogram",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MEMORY_BUDGET",
     "configure_runtime",

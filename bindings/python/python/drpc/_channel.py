@@ -5,7 +5,7 @@ checks), blocking and asyncio, and the health service servers run."""
 from __future__ import annotations
 
 import enum
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from . import _native
 from ._client import ClientStream
@@ -17,12 +17,15 @@ from ._common import (
     check_metadata,
     check_rpc,
     check_timeout,
+    current_call,
     decode,
     decoder,
     encode,
     track,
 )
-from .aio import ClientStream as AsyncClientStream
+from ._client import _log, open_observed_stream
+from ._intercept import ClientCallDetails, _links, check_traceparent, client_unary, client_unary_async
+from .aio import ClientStream as AsyncClientStream, _client_log, open_observed_stream_async
 from .errors import Unavailable
 
 LOAD_BALANCING = ("round_robin", "pick_first", "power_of_two_choices")
@@ -52,7 +55,9 @@ class _ChannelBase:
         flow_control: bool = False,
         max_conns_per_endpoint: int = 1,
         resolve_interval: float = 30.0,
+        interceptors: Optional[Sequence[Any]] = None,
     ) -> None:
+        self._links = _links(interceptors, isinstance(self, AsyncChannel), f"calls of a {type(self).__name__}")
         if not isinstance(target, str) or not target:
             raise TypeError(f"target must be a non-empty str, got {target!r}")
         if load_balancing not in LOAD_BALANCING:
@@ -150,14 +155,37 @@ class Channel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> Any:
         """A unary call, as :meth:`Client.invoke`; retried per the policy."""
         dec = decoder(response_type)
+        wait = _wait(wait_for_ready)
+        if self._links:
+            call = ClientCallDetails(check_rpc(rpc), "unary", self._target, dict(check_metadata(metadata) or {}), timeout, traceparent)
+            return client_unary(self._links, call, request, lambda data, c: self._raw_unary(data, c, wait), dec, _log)
         data = self._channel().unary(
-            check_rpc(rpc), encode(request), check_metadata(metadata), check_timeout(timeout), _wait(wait_for_ready)
+            check_rpc(rpc),
+            encode(request),
+            check_metadata(metadata),
+            check_timeout(timeout),
+            wait,
+            current_call.get(),
+            check_traceparent(traceparent),
         )
         return decode(data, dec)
+
+    def _raw_unary(self, data: bytes, c: ClientCallDetails, wait: Optional[bool]) -> bytes:
+        return self._channel().unary(
+            check_rpc(c.rpc), data, check_metadata(c.metadata), check_timeout(c.timeout), wait,
+            current_call.get(), check_traceparent(c.traceparent),
+        )
+
+    def _raw_stream(self, c: ClientCallDetails, wait: Optional[bool]) -> _native.NativeStream:
+        return self._channel().stream(
+            check_rpc(c.rpc), check_metadata(c.metadata), check_timeout(c.timeout), wait,
+            current_call.get(), check_traceparent(c.traceparent),
+        )
 
     def stream(
         self,
@@ -166,13 +194,19 @@ class Channel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> ClientStream[Any]:
         """Opens a streaming call on a ready endpoint (opening is retried;
         once open, failures are the caller's)."""
         decoder(response_type)
+        wait = _wait(wait_for_ready)
+        if self._links:
+            call = ClientCallDetails(check_rpc(rpc), "stream", self._target, dict(check_metadata(metadata) or {}), timeout, traceparent)
+            return open_observed_stream(self._links, call, lambda c: self._raw_stream(c, wait), response_type, _log)  # type: ignore[no-any-return]
         native = self._channel().stream(
-            check_rpc(rpc), check_metadata(metadata), check_timeout(timeout), _wait(wait_for_ready)
+            check_rpc(rpc), check_metadata(metadata), check_timeout(timeout), wait,
+            current_call.get(), check_traceparent(traceparent),
         )
         return ClientStream(native, response_type)
 
@@ -184,10 +218,11 @@ class Channel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> Iterator[Any]:
         """A server-streaming call: sends ``request``, yields the responses."""
-        s = self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)
+        s = self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent, wait_for_ready=wait_for_ready)
         with s:
             s.send(request)
             s.close_send()
@@ -201,10 +236,11 @@ class Channel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> Any:
         """A client-streaming call: sends every request, returns the response."""
-        with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready) as s:
+        with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent, wait_for_ready=wait_for_ready) as s:
             for r in requests:
                 s.send(r)
             s.close_send()
@@ -234,14 +270,36 @@ class AsyncChannel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> Any:
         dec = decoder(response_type)
+        wait = _wait(wait_for_ready)
+        if self._links:
+            call = ClientCallDetails(check_rpc(rpc), "unary", self._target, dict(check_metadata(metadata) or {}), timeout, traceparent)
+            return await client_unary_async(
+                self._links, call, request, lambda data, c: self._raw_unary(data, c, wait), dec, _client_log
+            )
         ch = self._channel()
         name, data = check_rpc(rpc), encode(request)
-        md, to, wait = check_metadata(metadata), check_timeout(timeout), _wait(wait_for_ready)
-        reply = await await_native(lambda cb: ch.unary_async(name, data, cb, md, to, wait))
+        md, to = check_metadata(metadata), check_timeout(timeout)
+        parent, tp = current_call.get(), check_traceparent(traceparent)
+        reply = await await_native(lambda cb: ch.unary_async(name, data, cb, md, to, wait, parent, tp))
         return decode(reply, dec)
+
+    async def _raw_unary(self, data: bytes, c: ClientCallDetails, wait: Optional[bool]) -> bytes:
+        ch = self._channel()
+        name, md, to = check_rpc(c.rpc), check_metadata(c.metadata), check_timeout(c.timeout)
+        parent, tp = current_call.get(), check_traceparent(c.traceparent)
+        reply: bytes = await await_native(lambda cb: ch.unary_async(name, data, cb, md, to, wait, parent, tp))
+        return reply
+
+    async def _raw_stream(self, c: ClientCallDetails, wait: Optional[bool]) -> _native.NativeStream:
+        ch = self._channel()
+        name, md, to = check_rpc(c.rpc), check_metadata(c.metadata), check_timeout(c.timeout)
+        parent, tp = current_call.get(), check_traceparent(c.traceparent)
+        native: _native.NativeStream = await await_native(lambda cb: ch.stream_async(name, cb, md, to, wait, parent, tp))
+        return native
 
     async def stream(
         self,
@@ -250,12 +308,20 @@ class AsyncChannel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> AsyncClientStream[Any]:
         decoder(response_type)
+        wait = _wait(wait_for_ready)
+        if self._links:
+            call = ClientCallDetails(check_rpc(rpc), "stream", self._target, dict(check_metadata(metadata) or {}), timeout, traceparent)
+            return await open_observed_stream_async(  # type: ignore[no-any-return]
+                self._links, call, lambda c: self._raw_stream(c, wait), response_type, _client_log
+            )
         ch = self._channel()
-        name, md, to, wait = check_rpc(rpc), check_metadata(metadata), check_timeout(timeout), _wait(wait_for_ready)
-        native = await await_native(lambda cb: ch.stream_async(name, cb, md, to, wait))
+        name, md, to = check_rpc(rpc), check_metadata(metadata), check_timeout(timeout)
+        parent, tp = current_call.get(), check_traceparent(traceparent)
+        native = await await_native(lambda cb: ch.stream_async(name, cb, md, to, wait, parent, tp))
         return AsyncClientStream(native, response_type)
 
     async def server_stream(
@@ -266,9 +332,10 @@ class AsyncChannel(_ChannelBase):
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
         wait_for_ready: Optional[bool] = None,
     ) -> AsyncIterator[Any]:
-        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, wait_for_ready=wait_for_ready)
+        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent, wait_for_ready=wait_for_ready)
         async with s:
             await s.send(request)
             await s.close_send()

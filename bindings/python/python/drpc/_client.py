@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Iterable, Iterator, Mapping, Optional, Type, TypeVar, overload
+import logging
+from typing import Any, Generic, Iterable, Iterator, List, Mapping, Optional, Sequence, Type, TypeVar, overload
 
 from . import _native
 from .tls import ClientTLS, client_tls_args
@@ -18,11 +19,26 @@ from ._common import (
     check_metadata,
     check_rpc,
     check_timeout,
+    current_call,
     decode,
     decoder,
     encode,
     track,
 )
+from ._intercept import (
+    CallRecord,
+    ClientCallDetails,
+    Link,
+    StreamObserver,
+    _links,
+    check_traceparent,
+    client_unary,
+    run_chain,
+)
+from ._metrics import Metrics
+
+#: The logger client-side problems (an interceptor's on_done raising) go to.
+_log = logging.getLogger("drpc.client")
 
 __all__ = ["Client", "ClientStream", "connect"]
 
@@ -93,6 +109,87 @@ class ClientStream(Generic[M]):
             self._native.cancel()
 
 
+class _ObservedClientStream(ClientStream[M]):
+    """A ClientStream of an intercepted call: counts what it moves and
+    reports the call's outcome to the interceptors once it has ended."""
+
+    __slots__ = ("_observer",)
+
+    def __init__(self, native: _native.NativeStream, response_type: Any, observer: StreamObserver) -> None:
+        super().__init__(native, response_type)
+        self._observer = observer
+
+    def send(self, message: Sendable) -> None:
+        data = encode(message, "message")
+        try:
+            self._native.send(data)
+        except BaseException as exc:
+            self._observer.end(exc)
+            raise
+        self._observer.rec.sent(len(data))
+
+    def _next(self, timeout: Optional[float]) -> Optional[bytes]:
+        try:
+            data = self._native.recv(timeout)
+        except TimeoutError:
+            raise  # only this wait gave up; the call goes on
+        except BaseException as exc:
+            self._observer.end(exc)
+            raise
+        if data is None:
+            self._observer.end(None)
+        else:
+            self._observer.rec.received(len(data))
+        return data
+
+    def recv(self, timeout: Optional[float] = None) -> Optional[M]:
+        return decode(self._next(check_timeout(timeout)), self._decode)  # type: ignore[no-any-return]
+
+    def __next__(self) -> M:
+        data = self._next(None)
+        if data is None:
+            raise StopIteration
+        return decode(data, self._decode)  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        finished = self._native.finished
+        self._native.cancel()
+        if not finished:
+            self._observer.end(_cancelled())
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._native.finished:
+            self.cancel()
+
+
+def _cancelled() -> BaseException:
+    from .errors import Cancelled
+
+    return Cancelled("cancelled by the caller")
+
+
+def open_observed_stream(
+    links: List[Link],
+    call: ClientCallDetails,
+    raw: Any,
+    response_type: Any,
+    log: Any,
+) -> Any:
+    """Opens a stream through client interceptors; ``raw(call)`` opens the
+    native stream as ``call`` says."""
+    rec = CallRecord()
+    observer = StreamObserver(links, call, rec, log)
+
+    def last(_req: Any, c: ClientCallDetails) -> Any:
+        return _ObservedClientStream(raw(c), response_type, observer)
+
+    try:
+        return run_chain(links, last, None, call, rec)
+    except BaseException as exc:
+        observer.end(exc)
+        raise
+
+
 class Client:
     """A DRPC client connection, blocking API.
 
@@ -113,6 +210,10 @@ class Client:
 
     ``tls=drpc.ClientTLS(ca="ca.pem")`` connects over TLS (a failed handshake
     raises Unavailable naming the TLS reason).
+
+    ``interceptors``: :class:`drpc.ClientInterceptor` objects (or functions)
+    wrapping every call, the first outermost. ``send_deadline=False`` keeps
+    calls' deadlines off the wire (no ``drpc-timeout`` metadata).
     """
 
     def __init__(
@@ -127,8 +228,11 @@ class Client:
         tls: Optional[ClientTLS] = None,
         memory_budget: Optional[int] = None,
         read_timeout: Optional[float] = None,
+        interceptors: Optional[Sequence[Any]] = None,
+        send_deadline: bool = True,
     ) -> None:
         check_address(address)
+        self._links = _links(interceptors, False, "calls of a drpc.Client")
         self._native = _native.NativeConn.connect(
             address,
             check_bool(sequential, "sequential"),
@@ -139,6 +243,7 @@ class Client:
             **client_tls_args(tls),
             memory_budget=check_byte_count(memory_budget, "memory_budget", "no limit"),
             read_timeout=check_limit_timeout(read_timeout, "read_timeout"),
+            send_deadline=check_bool(send_deadline, "send_deadline"),
         )
         track(self)
 
@@ -170,6 +275,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> bytes: ...
 
     @overload
@@ -181,6 +287,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> M: ...
 
     def invoke(
@@ -191,16 +298,54 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Any:
         """A unary call. ``request`` is bytes or a protobuf message; the
         response is bytes, or ``response_type.FromString(bytes)`` when given.
-        ``timeout`` in seconds (DeadlineExceeded when it passes), ``metadata``
-        a dict of str sent as invoke metadata. Ctrl-C cancels the call."""
+        ``timeout`` in seconds (DeadlineExceeded when it passes; the server
+        learns the deadline through ``drpc-timeout``), ``metadata`` a dict of
+        str sent as invoke metadata, ``traceparent`` a W3C trace context sent
+        as is. Called from a server handler, the call also ends by the
+        handler's deadline and carries its trace context. Ctrl-C cancels the
+        call."""
         dec = decoder(response_type)
+        if self._links:
+            call = ClientCallDetails(
+                check_rpc(rpc), "unary", self.address, dict(check_metadata(metadata) or {}), timeout, traceparent
+            )
+            return client_unary(self._links, call, request, self._raw_unary, dec, _log)
         data = self._native.unary(
-            check_rpc(rpc), encode(request), check_metadata(metadata), check_timeout(timeout)
+            check_rpc(rpc),
+            encode(request),
+            check_metadata(metadata),
+            check_timeout(timeout),
+            current_call.get(),
+            check_traceparent(traceparent),
         )
         return decode(data, dec)
+
+    def _raw_unary(self, data: bytes, call: ClientCallDetails) -> bytes:
+        return self._native.unary(
+            check_rpc(call.rpc),
+            data,
+            check_metadata(call.metadata),
+            check_timeout(call.timeout),
+            current_call.get(),
+            check_traceparent(call.traceparent),
+        )
+
+    def _raw_stream(self, call: ClientCallDetails) -> _native.NativeStream:
+        return self._native.stream(
+            check_rpc(call.rpc),
+            check_metadata(call.metadata),
+            check_timeout(call.timeout),
+            current_call.get(),
+            check_traceparent(call.traceparent),
+        )
+
+    def metrics(self) -> Metrics:
+        """This client's connection counters (summed over its redials)."""
+        return Metrics._from_native(self._native.metrics())
 
     @overload
     def stream(
@@ -210,6 +355,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[bytes]: ...
 
     @overload
@@ -220,6 +366,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[M]: ...
 
     def stream(
@@ -229,10 +376,18 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[Any]:
         """Opens a streaming call; ``timeout`` applies to the whole call."""
         decoder(response_type)
-        native = self._native.stream(check_rpc(rpc), check_metadata(metadata), check_timeout(timeout))
+        if self._links:
+            call = ClientCallDetails(
+                check_rpc(rpc), "stream", self.address, dict(check_metadata(metadata) or {}), timeout, traceparent
+            )
+            return open_observed_stream(self._links, call, self._raw_stream, response_type, _log)  # type: ignore[no-any-return]
+        native = self._native.stream(
+            check_rpc(rpc), check_metadata(metadata), check_timeout(timeout), current_call.get(), check_traceparent(traceparent)
+        )
         return ClientStream(native, response_type)
 
     @overload
@@ -244,6 +399,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Iterator[bytes]: ...
 
     @overload
@@ -255,6 +411,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Iterator[M]: ...
 
     def server_stream(
@@ -265,9 +422,10 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Iterator[Any]:
         """A server-streaming call: sends ``request``, yields the responses."""
-        s = self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout)
+        s = self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent)
         with s:
             s.send(request)
             s.close_send()
@@ -282,6 +440,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Optional[bytes]: ...
 
     @overload
@@ -293,6 +452,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Optional[M]: ...
 
     def client_stream(
@@ -303,10 +463,11 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Any:
         """A client-streaming call: sends every request, returns the response
         (None if the server sent none)."""
-        with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout) as s:
+        with self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent) as s:
             for r in requests:
                 s.send(r)
             s.close_send()
@@ -341,6 +502,8 @@ def connect(
     tls: Optional[ClientTLS] = None,
     memory_budget: Optional[int] = None,
     read_timeout: Optional[float] = None,
+    interceptors: Optional[Sequence[Any]] = None,
+    send_deadline: bool = True,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     return Client(
@@ -353,4 +516,6 @@ def connect(
         tls=tls,
         memory_budget=memory_budget,
         read_timeout=read_timeout,
+        interceptors=interceptors,
+        send_deadline=send_deadline,
     )

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import sys
 import threading
 import weakref
 from typing import Any, Callable, Dict, Mapping, Optional, Protocol, TypeVar, Union
+
+#: The server call whose handler runs in this context (its thread, or its
+#: asyncio task and the tasks it starts): calls made from there inherit its
+#: deadline and trace context.
+current_call: "contextvars.ContextVar[Any]" = contextvars.ContextVar("drpc_current_call", default=None)
 
 #: Seconds a connect may take before it fails with Unavailable (the default
 #: of every client's ``connect_timeout``; pass None for no limit).
@@ -216,13 +222,10 @@ async def send_async(native: Any, data: bytes) -> None:
     await await_native(lambda cb: native.send_nowait(data, cb))
 
 
-async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> Any:
-    """Runs an extension ``*_async`` operation as an awaitable: ``start(cb)``
-    begins it and returns a task with ``cancel()`` (or None when it finished
-    at once); ``cb(value, exc)`` is called
-    once from a runtime thread. Cancelling the awaiting coroutine cancels the
-    operation (and so the call on the wire)."""
-    loop = asyncio.get_running_loop()
+def _future_and_callback(loop: asyncio.AbstractEventLoop) -> "tuple[asyncio.Future[Any], Callable[[Any, Any], None]]":
+    """A future of ``loop`` and the thread-safe ``cb(value, exc)`` settling
+    it. Made apart from the awaiting frame, so that frame can drop the
+    future without breaking a callback still to come."""
     fut = loop.create_future()
 
     def settle(value: Any, exc: Any) -> None:
@@ -239,7 +242,19 @@ async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> An
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
+    return fut, callback
+
+
+async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> Any:
+    """Runs an extension ``*_async`` operation as an awaitable: ``start(cb)``
+    begins it and returns a task with ``cancel()`` (or None when it finished
+    at once); ``cb(value, exc)`` is called
+    once from a runtime thread. Cancelling the awaiting coroutine cancels the
+    operation (and so the call on the wire)."""
+    fut, callback = _future_and_callback(asyncio.get_running_loop())
     task = start(callback)
+    # The callback leads to the future too (see the end): not from this frame.
+    del callback
     if task is None:  # finished synchronously; the callback is never called
         return None
     try:
@@ -248,6 +263,13 @@ async def await_native(start: Callable[[Callable[[Any, Any], None]], Any]) -> An
         if not fut.done() or fut.cancelled():
             task.cancel()
         raise
+    finally:
+        # A failed future holds its exception, whose traceback holds this
+        # frame, which holds the future: a cycle keeping every awaiting
+        # frame alive (a cancelled handler's response generator, and the
+        # cleanup its `finally`/`with` blocks owe) until the cycle collector
+        # runs. Dropping this frame's references breaks it.
+        del fut
 
 
 def configure_runtime(*, worker_threads: Optional[int] = None, handler_threads: Optional[int] = None) -> None:

@@ -42,9 +42,23 @@ class ServerContext:
     @property
     def rpc(self) -> str: ...
     @property
-    def metadata(self) -> Dict[str, str]: ...
+    def metadata(self) -> Dict[str, str]:
+        """The invoke metadata, the same dict on every access (interceptors
+        may change it for the handler)."""
     @property
     def stream_id(self) -> int: ...
+    @property
+    def deadline(self) -> Optional[float]:
+        """When the call must be done, on the ``time.monotonic()`` clock."""
+    def time_remaining(self) -> Optional[float]:
+        """Seconds left until the deadline (0.0 once passed), or None."""
+    @property
+    def traceparent(self) -> Optional[str]:
+        """The W3C trace context of this call's server span, or None."""
+    @property
+    def trace_id(self) -> Optional[str]: ...
+    @property
+    def tracestate(self) -> Optional[str]: ...
     @property
     def peer(self) -> Dict[str, Any]:
         """``address`` (str or None) and ``tls`` (None, or a dict: version,
@@ -93,6 +107,7 @@ class NativeConn:
         tls_key: Optional[Union[str, bytes]] = None,
         memory_budget: Optional[int] = None,
         read_timeout: Optional[float] = None,
+        send_deadline: bool = True,
     ) -> "NativeConn": ...
     @staticmethod
     def connect_async(
@@ -110,6 +125,7 @@ class NativeConn:
         tls_key: Optional[Union[str, bytes]] = None,
         memory_budget: Optional[int] = None,
         read_timeout: Optional[float] = None,
+        send_deadline: bool = True,
     ) -> Task: ...
     @property
     def address(self) -> str: ...
@@ -120,8 +136,15 @@ class NativeConn:
     @property
     def redials(self) -> int: ...
     def active_streams(self) -> int: ...
+    def metrics(self) -> Dict[str, Any]: ...
     def unary(
-        self, rpc: str, request: bytes, metadata: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+        self,
+        rpc: str,
+        request: bytes,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> bytes: ...
     def unary_async(
         self,
@@ -130,9 +153,16 @@ class NativeConn:
         callback: _Callback,
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> Task: ...
     def stream(
-        self, rpc: str, metadata: Optional[Dict[str, str]] = None, timeout: Optional[float] = None
+        self,
+        rpc: str,
+        metadata: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> NativeStream: ...
     def stream_async(
         self,
@@ -140,6 +170,8 @@ class NativeConn:
         callback: _Callback,
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> Task: ...
     def close(self) -> None: ...
     def close_async(self, callback: _Callback) -> Task: ...
@@ -159,6 +191,8 @@ class NativeServer:
         handshake_timeout: Optional[float] = None,
         idle_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
+        max_deadline: Optional[float] = None,
+        ignore_deadlines: bool = False,
     ) -> "NativeServer": ...
     def add_unary(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
     def add_stream(self, name: str, func: Callable[..., Any], is_async: bool) -> None: ...
@@ -199,6 +233,7 @@ class NativeServer:
     def running_handlers(self) -> int: ...
     def active_rpcs(self) -> int: ...
     def connections(self) -> int: ...
+    def metrics(self) -> Dict[str, Any]: ...
 
 def _quiesce(timeout: float = 2.0) -> bool:
     """At interpreter exit: stop runtime threads entering Python, wait for those inside."""
@@ -245,6 +280,8 @@ class NativeChannel:
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
         wait_for_ready: Optional[bool] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> bytes: ...
     def unary_async(
         self,
@@ -254,6 +291,8 @@ class NativeChannel:
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
         wait_for_ready: Optional[bool] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> Task: ...
     def stream(
         self,
@@ -261,6 +300,8 @@ class NativeChannel:
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
         wait_for_ready: Optional[bool] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> NativeStream: ...
     def stream_async(
         self,
@@ -269,6 +310,8 @@ class NativeChannel:
         metadata: Optional[Dict[str, str]] = None,
         timeout: Optional[float] = None,
         wait_for_ready: Optional[bool] = None,
+        parent: Optional[ServerContext] = None,
+        traceparent: Optional[str] = None,
     ) -> Task: ...
 
 @final

@@ -20,6 +20,7 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Sequence,
     TypeVar,
     Union,
     overload,
@@ -39,10 +40,13 @@ from ._common import (
     decode,
     decoder,
     encode,
+    current_call,
     recv_async,
     send_async,
     track,
 )
+from ._metrics import Metrics
+from ._intercept import CallRecord, Link, _links, run_chain, server_end_code
 from .errors import Cancelled, InvalidArgument, RpcError, Unavailable
 from .tls import ServerTLS, check_server_tls
 
@@ -77,12 +81,25 @@ def _encode_result(x: Any) -> Optional[bytes]:
     return None if x is None else encode(x, "handler result")
 
 
-def _log_failure(rpc: str, exc: BaseException) -> None:
-    """Logs a handler's exception unless it is a deliberate RpcError."""
+def _peer_address(ctx: Any) -> Optional[str]:
+    try:
+        address: Optional[str] = ctx.peer.get("address")
+        return address
+    except Exception:  # noqa: BLE001 - only for a log line
+        return None
+
+
+def _log_failure(rpc: str, exc: BaseException, ctx: Any) -> None:
+    """Logs a handler's exception unless it is a deliberate RpcError: at
+    ERROR with the rpc and the peer (also as ``extra`` fields ``rpc`` and
+    ``peer`` for structured handlers)."""
     if isinstance(exc, RpcError):
         _log.debug("handler for %s failed with %s", rpc, exc)
     elif isinstance(exc, Exception):
-        _log.error("handler for %s raised an exception", rpc, exc_info=exc)
+        peer = _peer_address(ctx)
+        _log.error(
+            "handler for %s (peer %s) raised an exception", rpc, peer, exc_info=exc, extra={"rpc": rpc, "peer": peer}
+        )
 
 
 class ServerStream:
@@ -145,6 +162,61 @@ class AsyncServerStream:
             yield item
 
 
+class _CountingServerStream(ServerStream):
+    """A ServerStream that counts what it moves, for interceptors' outcomes."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, native: _native.NativeStream, dec: Any, rec: CallRecord) -> None:
+        super().__init__(native, dec)
+        self._rec = rec
+
+    def recv(self, timeout: Optional[float] = None) -> Any:
+        data = self._native.recv(check_timeout(timeout))
+        if data is not None:
+            self._rec.received(len(data))
+        return decode(data, self._decode)
+
+    def send(self, message: Sendable) -> None:
+        data = encode(message, "response")
+        self._native.send(data)
+        self._rec.sent(len(data))
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            data = self._native.recv()
+            if data is None:
+                return
+            self._rec.received(len(data))
+            yield decode(data, self._decode)
+
+
+class _CountingAsyncServerStream(AsyncServerStream):
+    """An AsyncServerStream that counts what it moves."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, native: _native.NativeStream, dec: Any, rec: CallRecord) -> None:
+        super().__init__(native, dec)
+        self._rec = rec
+
+    async def recv(self) -> Any:
+        data = await recv_async(self._native)
+        if data is not None:
+            self._rec.received(len(data))
+        return decode(data, self._decode)
+
+    async def send(self, message: Sendable) -> None:
+        data = encode(message, "response")
+        await send_async(self._native, data)
+        self._rec.sent(len(data))
+
+
+def _report(links: List[Link], rec: CallRecord, rpc: str, failure: Optional[BaseException], ctx: Any) -> None:
+    code, message = server_end_code(failure, ctx)
+    rec.report(links, ctx, rec.outcome(rpc, code, message), _log)
+
+
 def _send_all(stream: ServerStream, out: Any) -> None:
     if out is None:
         return
@@ -184,14 +256,14 @@ class _AsyncHandle:
         self._cancelled = False
         self._tasks = tasks
 
-    def start(self, coro: Coroutine[Any, Any, Any], rpc: str, done: Callable[[Any, Any], None]) -> None:
+    def start(self, coro: Coroutine[Any, Any, Any], rpc: str, ctx: Any, done: Callable[[Any, Any], None]) -> None:
         def report(task: "asyncio.Task[Any]") -> None:
             if task.cancelled():
                 done(None, Cancelled("handler cancelled"))
                 return
             exc = task.exception()
             if exc is not None:
-                _log_failure(rpc, exc)
+                _log_failure(rpc, exc, ctx)
                 done(None, exc)
             else:
                 done(task.result(), None)
@@ -239,7 +311,15 @@ class _ServerBase:
         handshake_timeout: Optional[float] = None,
         idle_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
+        interceptors: Optional[Sequence[Any]] = None,
+        max_deadline: Optional[float] = None,
+        ignore_deadlines: bool = False,
     ) -> None:
+        if interceptors is not None and (isinstance(interceptors, (str, bytes)) or not isinstance(interceptors, Sequence)):
+            raise TypeError(f"interceptors must be a list of interceptors, got {type(interceptors).__name__}")
+        self._interceptors: List[Any] = list(interceptors or [])
+        self._sync_links: Optional[List[Link]] = None
+        self._async_links: Optional[List[Link]] = None
         self._native = _native.NativeServer(
             check_max_message_size(max_message_size),
             check_bool(flow_control, "flow_control"),
@@ -248,6 +328,8 @@ class _ServerBase:
             handshake_timeout=check_limit_timeout(handshake_timeout, "handshake_timeout"),
             idle_timeout=check_limit_timeout(idle_timeout, "idle_timeout"),
             read_timeout=check_limit_timeout(read_timeout, "read_timeout"),
+            max_deadline=check_timeout(max_deadline, "max_deadline"),
+            ignore_deadlines=check_bool(ignore_deadlines, "ignore_deadlines"),
         )
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._has_async = False
@@ -355,81 +437,188 @@ class _ServerBase:
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         dec = decoder(request_type, "request_type")
         is_async = _is_async(handler)
+        links = self._links(is_async, rpc)
         if kind == "unary":
-            self._native.add_unary(rpc, self._unary_entry(rpc, handler, dec, is_async), is_async)
+            self._native.add_unary(rpc, self._unary_entry(rpc, handler, dec, is_async, links), is_async)
         else:
-            self._native.add_stream(rpc, self._stream_entry(kind, rpc, handler, dec, is_async), is_async)
+            self._native.add_stream(rpc, self._stream_entry(kind, rpc, handler, dec, is_async, links), is_async)
         if is_async:
             self._has_async = True
         return handler
 
-    def _unary_entry(self, rpc: str, fn: Any, dec: Any, is_async: bool) -> Callable[..., Any]:
-        if not is_async:
+    def _links(self, is_async: bool, rpc: str) -> List[Link]:
+        """The interceptor chain for handlers of one kind (cached)."""
+        links = self._async_links if is_async else self._sync_links
+        if links is None:
+            what = f"{'async def' if is_async else 'plain-function'} handler of {rpc}"
+            links = _links(self._interceptors, is_async, what)
+            if is_async:
+                self._async_links = links
+            else:
+                self._sync_links = links
+        return links
+
+    def _unary_entry(self, rpc: str, fn: Any, dec: Any, is_async: bool, links: List[Link]) -> Callable[..., Any]:
+        if not is_async and not links:
             def entry(data: bytes, ctx: Any) -> Optional[bytes]:
+                token = current_call.set(ctx)
                 try:
                     return _encode_result(fn(decode(data, dec), ctx))
                 except BaseException as exc:
-                    _log_failure(rpc, exc)
+                    _log_failure(rpc, exc, ctx)
                     raise
+                finally:
+                    current_call.reset(token)
             return entry
 
-        async def run(data: bytes, ctx: Any) -> Optional[bytes]:
-            return _encode_result(await fn(decode(data, dec), ctx))
+        if not is_async:
+            def entry_intercepted(data: bytes, ctx: Any) -> Optional[bytes]:
+                token = current_call.set(ctx)
+                rec = CallRecord()
+                rec.received(len(data))
+                failure: Optional[BaseException] = None
+                try:
+                    out = _encode_result(run_chain(links, fn, decode(data, dec), ctx, rec))
+                    rec.sent(0 if out is None else len(out))
+                    return out
+                except BaseException as exc:
+                    failure = exc
+                    _log_failure(rpc, exc, ctx)
+                    raise
+                finally:
+                    current_call.reset(token)
+                    _report(links, rec, rpc, failure, ctx)
+                    failure = None  # no frame -> exception -> traceback -> frame cycle
+            return entry_intercepted
+
+        if not links:
+            async def run(data: bytes, ctx: Any) -> Optional[bytes]:
+                current_call.set(ctx)  # the task's own context
+                return _encode_result(await fn(decode(data, dec), ctx))
+        else:
+            async def last(req: Any, ctx: Any) -> Any:
+                return await fn(req, ctx)
+
+            async def run(data: bytes, ctx: Any) -> Optional[bytes]:
+                current_call.set(ctx)
+                rec = CallRecord()
+                rec.received(len(data))
+                failure: Optional[BaseException] = None
+                try:
+                    out = _encode_result(await run_chain(links, last, decode(data, dec), ctx, rec))
+                    rec.sent(0 if out is None else len(out))
+                    return out
+                except BaseException as exc:
+                    failure = exc
+                    raise
+                finally:
+                    _report(links, rec, rpc, failure, ctx)
+                    failure = None  # no frame -> exception -> traceback -> frame cycle
 
         def entry_async(data: bytes, ctx: Any, done: Any) -> Any:
-            return self._schedule(rpc, run(data, ctx), done)
+            return self._schedule(rpc, run(data, ctx), ctx, done)
 
         return entry_async
 
-    def _stream_entry(self, kind: str, rpc: str, fn: Any, dec: Any, is_async: bool) -> Callable[..., Any]:
+    def _stream_entry(
+        self, kind: str, rpc: str, fn: Any, dec: Any, is_async: bool, links: List[Link]
+    ) -> Callable[..., Any]:
+        # What the chain ends in: the handler, called as for its kind.
+        if kind == "raw":
+            def handler(req: Any, ctx: Any) -> Any:
+                return fn(req)
+        else:
+            handler = fn
+
         if not is_async:
             def entry(native: _native.NativeStream) -> None:
-                s = ServerStream(native, dec)
+                rec = CallRecord() if links else None
+                s = ServerStream(native, dec) if rec is None else _CountingServerStream(native, dec, rec)
                 ctx = s.context
+                token = current_call.set(ctx)
+                failure: Optional[BaseException] = None
+
+                def call(req: Any) -> Any:
+                    return handler(req, ctx) if rec is None else run_chain(links, handler, req, ctx, rec)
+
                 try:
                     if kind == "server":
                         req = s.recv()
                         if req is None:
                             raise InvalidArgument("server-streaming call without a request")
-                        _send_all(s, fn(req, ctx))
+                        _send_all(s, call(req))
                     elif kind == "client":
-                        resp = fn(iter(s), ctx)
+                        resp = call(iter(s))
                         if resp is not None:
                             s.send(resp)
                     elif kind == "bidi":
-                        _send_all(s, fn(iter(s), ctx))
+                        _send_all(s, call(iter(s)))
                     else:
-                        _send_all(s, fn(s))
+                        _send_all(s, call(s))
                 except BaseException as exc:
-                    _log_failure(rpc, exc)
+                    if rec is not None:
+                        failure = exc
+                    _log_failure(rpc, exc, ctx)
                     raise
+                finally:
+                    current_call.reset(token)
+                    if rec is not None:
+                        _report(links, rec, rpc, failure, ctx)
+                        # Holding the exception would keep this frame (and the
+                        # handler's generator, whose cleanup ends the call's
+                        # bookkeeping) alive until the cycle collector runs.
+                        failure = None
             return entry
 
-        async def run(native: _native.NativeStream) -> None:
-            s = AsyncServerStream(native, dec)
+        async def last(req: Any, ctx: Any) -> Any:
+            out = handler(req, ctx)
+            if inspect.isawaitable(out) and not hasattr(out, "__aiter__"):
+                out = await out
+            return out
+
+        async def run(s: AsyncServerStream) -> None:
             ctx = s.context
-            if kind == "server":
-                req = await s.recv()
-                if req is None:
-                    raise InvalidArgument("server-streaming call without a request")
-                await _send_all_async(s, fn(req, ctx))
-            elif kind == "client":
-                resp = fn(s.__aiter__(), ctx)
-                if inspect.isawaitable(resp):
-                    resp = await resp
-                if resp is not None:
-                    await s.send(resp)
-            elif kind == "bidi":
-                await _send_all_async(s, fn(s.__aiter__(), ctx))
-            else:
-                await _send_all_async(s, fn(s))
+            current_call.set(ctx)
+            rec = s._rec if isinstance(s, _CountingAsyncServerStream) else None
+            failure: Optional[BaseException] = None
+
+            async def call(req: Any) -> Any:
+                if rec is None:
+                    return await last(req, ctx)
+                return await run_chain(links, last, req, ctx, rec)
+
+            try:
+                if kind == "server":
+                    req = await s.recv()
+                    if req is None:
+                        raise InvalidArgument("server-streaming call without a request")
+                    await _send_all_async(s, await call(req))
+                elif kind == "client":
+                    resp = await call(s.__aiter__())
+                    if resp is not None:
+                        await s.send(resp)
+                elif kind == "bidi":
+                    await _send_all_async(s, await call(s.__aiter__()))
+                else:
+                    await _send_all_async(s, await call(s))
+            except BaseException as exc:
+                if rec is not None:
+                    failure = exc
+                raise
+            finally:
+                if rec is not None:
+                    _report(links, rec, rpc, failure, ctx)
+                    # See the blocking entry: no reference cycle through the
+                    # exception, so the handler's async generator is closed now.
+                    failure = None
 
         def entry_async(native: _native.NativeStream, done: Any) -> Any:
-            return self._schedule(rpc, run(native), done)
+            s = AsyncServerStream(native, dec) if not links else _CountingAsyncServerStream(native, dec, CallRecord())
+            return self._schedule(rpc, run(s), s.context, done)
 
         return entry_async
 
-    def _schedule(self, rpc: str, coro: Coroutine[Any, Any, Any], done: Callable[[Any, Any], None]) -> Any:
+    def _schedule(self, rpc: str, coro: Coroutine[Any, Any, Any], ctx: Any, done: Callable[[Any, Any], None]) -> Any:
         """Runs an async handler's coroutine on the server's loop (called from a
         runtime thread); returns a handle whose cancel() cancels it."""
         loop = self._loop
@@ -438,7 +627,7 @@ class _ServerBase:
             done(None, Unavailable("the server's event loop is not running"))
             return _NoHandle()
         handle = _AsyncHandle(loop, self._handler_tasks)
-        handle.start(coro, rpc, done)
+        handle.start(coro, rpc, ctx, done)
         return handle
 
     def _wait_for_handlers(self, include_async: bool) -> None:
@@ -475,6 +664,11 @@ class _ServerBase:
         """Open connections."""
         return self._native.connections()
 
+    def metrics(self) -> Metrics:
+        """The server's counters, summed over its connections (closed ones
+        included), with a latency histogram per rpc; see :class:`drpc.Metrics`."""
+        return Metrics._from_native(self._native.metrics())
+
     def reload_tls(self, tls: ServerTLS) -> None:
         """Takes a new certificate, key or client CA on every TLS address,
         for connections accepted from now on (established ones keep theirs).
@@ -496,6 +690,14 @@ class Server(_ServerBase):
     ``flow_control=True`` turns on per-stream flow control (off by default:
     it is not negotiated, and sequential peers reject its frames).
 
+    ``interceptors``: :class:`drpc.ServerInterceptor` objects (or functions)
+    wrapping every plain-function handler, and :class:`drpc.aio.ServerInterceptor`
+    ones the ``async def`` handlers; the first is outermost. A client's
+    deadline (its ``drpc-timeout``) is the handler's ``context.deadline``; when
+    it passes the call is cancelled and the client gets DeadlineExceeded.
+    ``max_deadline`` (seconds) caps the deadlines accepted;
+    ``ignore_deadlines=True`` ignores them.
+
     Example::
 
         server = drpc.Server()
@@ -515,6 +717,9 @@ class Server(_ServerBase):
         handshake_timeout: Optional[float] = None,
         idle_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
+        interceptors: Optional[Sequence[Any]] = None,
+        max_deadline: Optional[float] = None,
+        ignore_deadlines: bool = False,
     ) -> None:
         super().__init__(
             max_message_size=max_message_size,
@@ -524,6 +729,9 @@ class Server(_ServerBase):
             handshake_timeout=handshake_timeout,
             idle_timeout=idle_timeout,
             read_timeout=read_timeout,
+            interceptors=interceptors,
+            max_deadline=max_deadline,
+            ignore_deadlines=ignore_deadlines,
         )
         self._loop_thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()

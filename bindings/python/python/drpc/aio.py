@@ -26,6 +26,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Type,
     TypeVar,
     Union,
@@ -46,6 +47,7 @@ from ._common import (
     check_metadata,
     check_rpc,
     check_timeout,
+    current_call,
     decode,
     decoder,
     encode,
@@ -53,11 +55,42 @@ from ._common import (
     send_async,
     track,
 )
+from ._client import _cancelled
+from ._intercept import (
+    AsyncClientInterceptor as ClientInterceptor,
+    AsyncServerInterceptor as ServerInterceptor,
+    CallRecord,
+    ClientCallDetails,
+    Link,
+    Outcome,
+    StreamObserver,
+    _links,
+    check_traceparent,
+    client_unary_async,
+    run_chain,
+)
+from ._metrics import Metrics
+import logging
+
 from ._server import AsyncServerStream, ServerContext, _log, _ServerBase
+
+_client_log = logging.getLogger("drpc.client")
 from .errors import Unavailable
 from .tls import ClientTLS, ServerTLS, check_server_tls, client_tls_args
 
-__all__ = ["Channel", "Client", "ClientStream", "Server", "AsyncServerStream", "ServerContext", "connect"]
+__all__ = [
+    "Channel",
+    "Client",
+    "ClientStream",
+    "Server",
+    "AsyncServerStream",
+    "ServerContext",
+    "connect",
+    "ServerInterceptor",
+    "ClientInterceptor",
+    "ClientCallDetails",
+    "Outcome",
+]
 
 M = TypeVar("M")
 
@@ -119,6 +152,52 @@ class ClientStream(Generic[M]):
             self._native.cancel()
 
 
+class _ObservedClientStream(ClientStream[M]):
+    """An asyncio ClientStream of an intercepted call: counts what it moves
+    and reports the outcome to the interceptors once it has ended."""
+
+    __slots__ = ("_observer",)
+
+    def __init__(self, native: _native.NativeStream, response_type: Any, observer: StreamObserver) -> None:
+        super().__init__(native, response_type)
+        self._observer = observer
+
+    async def send(self, message: Sendable) -> None:
+        data = encode(message, "message")
+        try:
+            await send_async(self._native, data)
+        except asyncio.CancelledError:
+            raise  # only this wait was abandoned
+        except BaseException as exc:
+            self._observer.end(exc)
+            raise
+        self._observer.rec.sent(len(data))
+
+    async def recv(self) -> Optional[M]:
+        try:
+            data = await recv_async(self._native)
+        except asyncio.CancelledError:
+            raise  # a cancelled recv() leaves the stream as it was
+        except BaseException as exc:
+            self._observer.end(exc)
+            raise
+        if data is None:
+            self._observer.end(None)
+        else:
+            self._observer.rec.received(len(data))
+        return decode(data, self._decode)  # type: ignore[no-any-return]
+
+    def cancel(self) -> None:
+        finished = self._native.finished
+        self._native.cancel()
+        if not finished:
+            self._observer.end(_cancelled())
+
+    async def __aexit__(self, *exc: object) -> None:
+        if not self._native.finished:
+            self.cancel()
+
+
 class Client:
     """An asyncio DRPC client connection.
 
@@ -140,8 +219,12 @@ class Client:
         tls: Optional[ClientTLS] = None,
         memory_budget: Optional[int] = None,
         read_timeout: Optional[float] = None,
+        interceptors: Optional[Sequence[Any]] = None,
+        send_deadline: bool = True,
     ) -> None:
         self._address = check_address(address)
+        self._links = _links(interceptors, True, "calls of a drpc.aio.Client")
+        self._send_deadline = check_bool(send_deadline, "send_deadline")
         self._tls = client_tls_args(tls)
         self._sequential = check_bool(sequential, "sequential")
         self._flow_control = check_bool(flow_control, "flow_control")
@@ -167,6 +250,7 @@ class Client:
                     **self._tls,
                     memory_budget=self._memory_budget,
                     read_timeout=self._read_timeout,
+                    send_deadline=self._send_deadline,
                 )
             )
             track(self)
@@ -205,6 +289,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> bytes: ...
 
     @overload
@@ -216,6 +301,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> M: ...
 
     async def invoke(
@@ -226,14 +312,39 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Any:
         """A unary call; see :meth:`drpc.Client.invoke`."""
         dec = decoder(response_type)
+        if self._links:
+            call = ClientCallDetails(
+                check_rpc(rpc), "unary", self._address, dict(check_metadata(metadata) or {}), timeout, traceparent
+            )
+            return await client_unary_async(self._links, call, request, self._raw_unary, dec, _client_log)
         conn = self._conn()
         name, data = check_rpc(rpc), encode(request)
-        md, to = check_metadata(metadata), check_timeout(timeout)
-        reply = await await_native(lambda cb: conn.unary_async(name, data, cb, md, to))
+        md, to, tp = check_metadata(metadata), check_timeout(timeout), check_traceparent(traceparent)
+        parent = current_call.get()
+        reply = await await_native(lambda cb: conn.unary_async(name, data, cb, md, to, parent, tp))
         return decode(reply, dec)
+
+    async def _raw_unary(self, data: bytes, call: ClientCallDetails) -> bytes:
+        conn = self._conn()
+        name, md, to = check_rpc(call.rpc), check_metadata(call.metadata), check_timeout(call.timeout)
+        tp, parent = check_traceparent(call.traceparent), current_call.get()
+        reply: bytes = await await_native(lambda cb: conn.unary_async(name, data, cb, md, to, parent, tp))
+        return reply
+
+    async def _raw_stream(self, call: ClientCallDetails) -> _native.NativeStream:
+        conn = self._conn()
+        name, md, to = check_rpc(call.rpc), check_metadata(call.metadata), check_timeout(call.timeout)
+        tp, parent = check_traceparent(call.traceparent), current_call.get()
+        native: _native.NativeStream = await await_native(lambda cb: conn.stream_async(name, cb, md, to, parent, tp))
+        return native
+
+    def metrics(self) -> Metrics:
+        """This client's connection counters (summed over its redials)."""
+        return Metrics._from_native(self._conn().metrics())
 
     @overload
     async def stream(
@@ -243,6 +354,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[bytes]: ...
 
     @overload
@@ -253,6 +365,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[M]: ...
 
     async def stream(
@@ -262,12 +375,19 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> ClientStream[Any]:
         """Opens a streaming call; ``timeout`` applies to the whole call."""
         decoder(response_type)
+        if self._links:
+            call = ClientCallDetails(
+                check_rpc(rpc), "stream", self._address, dict(check_metadata(metadata) or {}), timeout, traceparent
+            )
+            return await open_observed_stream_async(self._links, call, self._raw_stream, response_type, _client_log)  # type: ignore[no-any-return]
         conn = self._conn()
         name, md, to = check_rpc(rpc), check_metadata(metadata), check_timeout(timeout)
-        native = await await_native(lambda cb: conn.stream_async(name, cb, md, to))
+        tp, parent = check_traceparent(traceparent), current_call.get()
+        native = await await_native(lambda cb: conn.stream_async(name, cb, md, to, parent, tp))
         return ClientStream(native, response_type)
 
     @overload
@@ -279,6 +399,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> AsyncIterator[bytes]: ...
 
     @overload
@@ -290,6 +411,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> AsyncIterator[M]: ...
 
     async def server_stream(
@@ -300,9 +422,10 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> AsyncIterator[Any]:
         """A server-streaming call: sends ``request``, yields the responses."""
-        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout)
+        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent)
         async with s:
             await s.send(request)
             await s.close_send()
@@ -318,6 +441,7 @@ class Client:
         response_type: Optional[Type[bytes]] = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Optional[bytes]: ...
 
     @overload
@@ -329,6 +453,7 @@ class Client:
         response_type: MessageType[M],
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Optional[M]: ...
 
     async def client_stream(
@@ -339,13 +464,14 @@ class Client:
         response_type: Any = None,
         metadata: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        traceparent: Optional[str] = None,
     ) -> Any:
         """A client-streaming call: sends every request (from an iterable or
         an async iterable), returns the response (None if the server sent
         none)."""
         if not isinstance(requests, (_IterableABC, _AsyncIterableABC)) or isinstance(requests, (bytes, str)):
             raise TypeError(f"requests must be an iterable or an async iterable, got {type(requests).__name__}")
-        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout)
+        s = await self.stream(rpc, response_type=response_type, metadata=metadata, timeout=timeout, traceparent=traceparent)
         async with s:
             if isinstance(requests, _AsyncIterableABC):
                 async for r in requests:
@@ -377,6 +503,24 @@ class Client:
         return f"<drpc.aio.Client {self._address!r}>"
 
 
+async def open_observed_stream_async(
+    links: List[Link], call: ClientCallDetails, raw: Any, response_type: Any, log: Any
+) -> Any:
+    """Opens a stream through asyncio client interceptors; ``await
+    raw(call)`` opens the native stream as ``call`` says."""
+    rec = CallRecord()
+    observer = StreamObserver(links, call, rec, log)
+
+    async def last(_req: Any, c: ClientCallDetails) -> Any:
+        return _ObservedClientStream(await raw(c), response_type, observer)
+
+    try:
+        return await run_chain(links, last, None, call, rec)
+    except BaseException as exc:
+        observer.end(exc)
+        raise
+
+
 async def connect(
     address: str,
     *,
@@ -388,6 +532,8 @@ async def connect(
     tls: Optional[ClientTLS] = None,
     memory_budget: Optional[int] = None,
     read_timeout: Optional[float] = None,
+    interceptors: Optional[Sequence[Any]] = None,
+    send_deadline: bool = True,
 ) -> Client:
     """Connects to ``address`` (``host:port`` or ``unix:/path``)."""
     client = Client(
@@ -400,6 +546,8 @@ async def connect(
         tls=tls,
         memory_budget=memory_budget,
         read_timeout=read_timeout,
+        interceptors=interceptors,
+        send_deadline=send_deadline,
     )
     return await client.connect()
 
@@ -436,6 +584,9 @@ class Server(_ServerBase):
         handshake_timeout: Optional[float] = None,
         idle_timeout: Optional[float] = None,
         read_timeout: Optional[float] = None,
+        interceptors: Optional[Sequence[Any]] = None,
+        max_deadline: Optional[float] = None,
+        ignore_deadlines: bool = False,
     ) -> None:
         super().__init__(
             max_message_size=max_message_size,
@@ -445,6 +596,9 @@ class Server(_ServerBase):
             handshake_timeout=handshake_timeout,
             idle_timeout=idle_timeout,
             read_timeout=read_timeout,
+            interceptors=interceptors,
+            max_deadline=max_deadline,
+            ignore_deadlines=ignore_deadlines,
         )
         self._terminated = threading.Event()
         self._waiters: List["asyncio.Future[None]"] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Callable, Iterator, Optional, Tuple, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Optional, Tuple, Union
 
 from typing_extensions import assert_type
 
@@ -128,3 +128,46 @@ def errors() -> None:
     except drpc.RpcError as e:
         logging.getLogger(drpc.LOGGER_NAME).info("code %d", int(e.code))
     drpc.RpcError(1.5, "x")  # type: ignore[arg-type]
+
+
+class Auth(drpc.ServerInterceptor):
+    def intercept(self, method: Callable[[Any, Any], Any], request: Any, context: Any) -> Any:
+        ctx: drpc.ServerContext = context
+        if ctx.metadata.get("authorization") != "Bearer t":
+            raise drpc.Unauthenticated("no token")
+        assert_type(ctx.deadline, Optional[float])
+        assert_type(ctx.time_remaining(), Optional[float])
+        assert_type(ctx.traceparent, Optional[str])
+        return method(request, context)
+
+    def on_done(self, context: Any, outcome: drpc.Outcome) -> None:
+        assert_type(outcome.duration, float)
+        assert_type(outcome.bytes_sent, int)
+        assert_type(outcome.code, Union[drpc.StatusCode, int])
+
+
+class AsyncAuth(drpc.aio.ServerInterceptor):
+    async def intercept(self, method: Callable[[Any, Any], Awaitable[Any]], request: Any, context: Any) -> Any:
+        return await method(request, context)
+
+
+class Token(drpc.ClientInterceptor):
+    def intercept(self, method: Callable[[Any, drpc.ClientCallDetails], Any], request: Any, call: drpc.ClientCallDetails) -> Any:
+        call.metadata["authorization"] = "Bearer t"
+        assert_type(call.timeout, Optional[float])
+        return method(request, call)
+
+
+def interceptors_deadlines_metrics(address: str) -> None:
+    server = drpc.Server(interceptors=[Auth()], max_deadline=30.0, ignore_deadlines=False)
+    aserver = drpc.aio.Server(interceptors=[AsyncAuth()])
+    m = server.metrics()
+    assert_type(m, drpc.Metrics)
+    assert_type(m.bytes_sent, int)
+    assert_type(m.rpcs["/a/B"].latency, drpc.Histogram)
+    assert_type(m.rpcs["/a/B"].latency.cumulative(), Tuple[Tuple[float, int], ...])
+    assert_type(aserver.metrics().failed_by_code, Mapping[int, int])
+    with drpc.Client(address, interceptors=[Token()], send_deadline=True) as client:
+        assert_type(client.invoke("/a/B", b"", timeout=1.0, traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"), bytes)
+        assert_type(client.metrics(), drpc.Metrics)
+    drpc.aio.Client(address, interceptors=[Token()])

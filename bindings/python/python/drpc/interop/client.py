@@ -25,6 +25,19 @@ from . import test_pb2 as pb
 
 SIZES = [31415, 9, 2653, 58979]
 
+#: The invoke metadata key of a call's deadline (gRPC's timeout grammar).
+TIMEOUT_KEY = "drpc-timeout"
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def parse_timeout(value: str) -> Optional[float]:
+    """Seconds of a gRPC timeout value (1-8 digits and a unit), else None."""
+    digits, unit = value[:-1], value[-1:]
+    if not (1 <= len(digits) <= 8) or not digits.isdigit() or not digits.isascii() or unit not in _TIMEOUT_UNITS:
+        return None
+    return int(digits) * _TIMEOUT_UNITS[unit]
+
 
 T = TypeVar("T")
 
@@ -190,12 +203,48 @@ class Cases:
     async def server_cancel_propagation(self) -> None:
         before = (await self.stats()).cancelled_rpcs
         await self._cancelled_unary(simple(sleep_ms=10000), 0.1)
-        deadline = time.monotonic() + 2.0
+        await self._wait_cancelled_rpcs(before + 1, 2.0)
+
+    async def deadline_propagation(self) -> None:
+        # (a) A drpc-timeout set by hand, no deadline of our own: the server
+        # must end the call (code 4) and cancel its handler.
+        before = (await self.stats()).cancelled_rpcs
+        t0 = time.monotonic()
+        await self.expect_error(self.unary(simple(sleep_ms=5000), metadata={TIMEOUT_KEY: "100m"}), 4)
+        took = time.monotonic() - t0
+        check(took < 1.0, f"took {took:.2f}s, want < 1 s (the server must apply drpc-timeout)")
+        await self._wait_cancelled_rpcs(before + 1, 2.0)
+        # (b) Our own 5 s deadline reaches the server as drpc-timeout.
+        resp = await self.unary(simple(echo_metadata_key=TIMEOUT_KEY), timeout=5.0)
+        sent = parse_timeout(resp.metadata_value)
+        check(sent is not None, f"drpc-timeout {resp.metadata_value!r} is not in the gRPC timeout grammar")
+        check(sent is not None and 3.0 < sent <= 5.0, f"drpc-timeout {resp.metadata_value!r}, want (3 s, 5 s]")
+
+    async def trace_context(self) -> None:
+        resp = await self.unary(simple(echo_metadata_key="traceparent"), metadata={"traceparent": TRACEPARENT})
+        check(resp.metadata_value == TRACEPARENT, f"traceparent echoed as {resp.metadata_value!r}, want {TRACEPARENT!r}")
+
+    async def trace_chain(self) -> None:
+        """Through forwarding servers: the trace goes on (same trace id, a new
+        parent span) and the deadline shrinks on the way."""
+        resp = await self.unary(simple(echo_metadata_key="traceparent"), timeout=5.0, traceparent=TRACEPARENT)
+        got = resp.metadata_value
+        parts = got.split("-")
+        check(len(parts) == 4 and len(got) == 55, f"echoed traceparent {got!r} is not a W3C traceparent")
+        want_id = TRACEPARENT.split("-")[1]
+        check(parts[1] == want_id, f"trace id {parts[1]!r}, want {want_id!r}")
+        check(parts[2] != TRACEPARENT.split("-")[2], "the parent span id did not change along the chain")
+        resp = await self.unary(simple(echo_metadata_key=TIMEOUT_KEY), timeout=5.0, traceparent=TRACEPARENT)
+        left = parse_timeout(resp.metadata_value)
+        check(left is not None and left < 5.0, f"drpc-timeout at the end of the chain {resp.metadata_value!r}, want < 5 s")
+
+    async def _wait_cancelled_rpcs(self, want: int, within: float) -> None:
+        deadline = time.monotonic() + within
         while True:
             now = (await self.stats()).cancelled_rpcs
-            if now >= before + 1:
+            if now >= want:
                 return
-            check(time.monotonic() < deadline, f"cancelled_rpcs {now}, want {before + 1}")
+            check(time.monotonic() < deadline, f"cancelled_rpcs {now}, want {want}")
             await asyncio.sleep(0.02)
 
     async def connection_reuse(self) -> None:
@@ -296,6 +345,8 @@ COMMON = [
     "cancel_after_first_response",
     "timeout_on_sleeping_server",
     "server_cancel_propagation",
+    "deadline_propagation",
+    "trace_context",
 ]
 MUX_ONLY = [
     "concurrent_unary",
@@ -307,6 +358,8 @@ MUX_ONLY = [
 ]
 # connection_reuse runs after everything but no_leaks ("after all of the above").
 ALL = COMMON + MUX_ONLY[:-1] + ["connection_reuse", "no_leaks"]
+# Run only when named (tests/matrix/trace_chain.sh): it needs forwarding servers.
+NAMED_ONLY = ["trace_chain"]
 
 
 def select(names: List[str], mode: str, flow_control: bool) -> List[str]:
@@ -374,9 +427,9 @@ def main(argv: Any = None) -> int:
         else None
     )
     names = args.case or ["all"]
-    unknown = [n for n in names if n != "all" and n not in ALL]
+    unknown = [n for n in names if n != "all" and n not in ALL + NAMED_ONLY]
     if unknown:
-        ap.error(f"unknown case(s): {', '.join(unknown)}; known: all, {', '.join(ALL)}")
+        ap.error(f"unknown case(s): {', '.join(unknown)}; known: all, {', '.join(ALL + NAMED_ONLY)}")
     chosen = select(names, args.mode, args.flow_control)
     return asyncio.run(run(args.addr, chosen, args.mode, args.case_timeout, args.flow_control, tls))
 

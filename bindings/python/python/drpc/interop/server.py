@@ -1,13 +1,16 @@
 """The interop test server (TestService of test.proto) on drpc.
 
 Usage: ``python -m drpc.interop.server --addr HOST:PORT [--api aio|sync]
-[--flow-control]``. Prints ``listening HOST:PORT`` first (flushed), serves
+[--flow-control] [--forward HOST:PORT]``. Prints ``listening HOST:PORT`` first (flushed), serves
 until SIGTERM/SIGINT, then stops gracefully (2 s for running RPCs, then
 cancelling them) and exits 0 within 6 s, leaving handlers that ignore
 cancellation behind if it must. ``--api`` picks
 asyncio handlers on ``drpc.aio.Server`` (default) or blocking handlers on
 ``drpc.Server``. ``--flow-control`` turns on per-stream flow control; ``--memory-budget``
 sets the server's memory budget (default 128 MiB, see _MEMORY_BUDGET).
+``--forward HOST:PORT`` forwards UnaryCalls that ask to echo a metadata key
+to that server, from inside the handler (so its deadline and trace context
+travel on), and returns the answer as is.
 The handlers are servicers of the generated ``test_drpc`` module (see
 ``bindings/python/gen_proto.sh``).
 """
@@ -27,8 +30,11 @@ from typing import Any, Iterator, Optional
 import drpc
 import drpc.aio
 
-from . import test_drpc
+from . import SERVICE, test_drpc
 from . import test_pb2 as pb
+
+
+FORWARDED_RPC = SERVICE + "UnaryCall"
 
 
 class Stats:
@@ -95,8 +101,21 @@ class _SyncService(test_drpc.TestServiceServicer):
     """Blocking handlers: plain methods and generators on worker threads.
     UnimplementedCall is not overridden, so it is not registered."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, forward: Optional[str] = None) -> None:
         self._stats = stats
+        self._forward = forward
+        self._forward_client: Optional[drpc.Client] = None
+        self._forward_lock = threading.Lock()
+
+    def _forwarded(self, req: Any) -> bytes:
+        """UnaryCall on the --forward server, from inside this handler: the
+        client inherits the handler's deadline and trace context."""
+        with self._forward_lock:
+            if self._forward_client is None:
+                assert self._forward is not None
+                self._forward_client = drpc.Client(self._forward, connect_timeout=5.0)
+            client = self._forward_client
+        return client.invoke(FORWARDED_RPC, req.SerializeToString())
 
     def EmptyCall(self, req: Any, ctx: Any) -> Any:
         with self._stats.tracking():
@@ -104,6 +123,8 @@ class _SyncService(test_drpc.TestServiceServicer):
 
     def UnaryCall(self, req: Any, ctx: Any) -> Any:
         with self._stats.tracking():
+            if self._forward and req.echo_metadata_key:
+                return self._forwarded(req)
             if req.sleep_ms > 0 and ctx.wait_cancelled(req.sleep_ms / 1000.0):
                 self._stats.cancel()
                 raise drpc.Cancelled("cancelled while sleeping")
@@ -148,8 +169,19 @@ class _AsyncService(test_drpc.TestServiceServicer):
     """asyncio handlers: coroutines and async generators on the server's
     loop. UnimplementedCall is not overridden, so it is not registered."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, forward: Optional[str] = None) -> None:
         self._stats = stats
+        self._forward = forward
+        self._forward_client: Optional[drpc.aio.Client] = None
+
+    async def _forwarded(self, req: Any) -> bytes:
+        """UnaryCall on the --forward server, from inside this handler's task:
+        the call inherits the handler's deadline and trace context."""
+        if self._forward_client is None:
+            assert self._forward is not None
+            self._forward_client = drpc.aio.Client(self._forward, connect_timeout=5.0)
+        client = await self._forward_client.connect()
+        return await client.invoke(FORWARDED_RPC, req.SerializeToString())
 
     async def _sleep(self, ms: int) -> None:
         try:
@@ -164,6 +196,8 @@ class _AsyncService(test_drpc.TestServiceServicer):
 
     async def UnaryCall(self, req: Any, ctx: Any) -> Any:
         with self._stats.tracking():
+            if self._forward and req.echo_metadata_key:
+                return await self._forwarded(req)
             if req.sleep_ms > 0:
                 await self._sleep(req.sleep_ms)
             _fail_with(req.response_status)
@@ -205,15 +239,19 @@ class _AsyncService(test_drpc.TestServiceServicer):
             return self._stats.message()
 
 
-def build_sync(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.Server:
+def build_sync(
+    stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None, forward: Optional[str] = None
+) -> drpc.Server:
     server = drpc.Server(flow_control=flow_control, memory_budget=memory_budget)
-    test_drpc.add_TestService_to_server(_SyncService(stats), server)
+    test_drpc.add_TestService_to_server(_SyncService(stats, forward), server)
     return server
 
 
-def build_aio(stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None) -> drpc.aio.Server:
+def build_aio(
+    stats: Stats, flow_control: bool = False, memory_budget: Optional[int] = None, forward: Optional[str] = None
+) -> drpc.aio.Server:
     server = drpc.aio.Server(flow_control=flow_control, memory_budget=memory_budget)
-    test_drpc.add_TestService_to_server(_AsyncService(stats), server)
+    test_drpc.add_TestService_to_server(_AsyncService(stats, forward), server)
     return server
 
 
@@ -260,8 +298,10 @@ def _announce(addr: str) -> None:
     sys.stdout.flush()
 
 
-async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
-    server = build_aio(Stats(), flow_control, budget)
+async def _serve_aio(
+    addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int, forward: Optional[str]
+) -> None:
+    server = build_aio(Stats(), flow_control, budget, forward)
     bound = await server.start(addr, tls=tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -279,8 +319,10 @@ async def _serve_aio(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS
     await server.stop(grace=_GRACE)
 
 
-def _serve_sync(addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int) -> None:
-    server = build_sync(Stats(), flow_control, budget)
+def _serve_sync(
+    addr: str, flow_control: bool, tls: Optional[drpc.ServerTLS], budget: int, forward: Optional[str]
+) -> None:
+    server = build_sync(Stats(), flow_control, budget, forward)
     stop = threading.Event()
 
     def on_signal(*_: Any) -> None:
@@ -331,15 +373,20 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
     ap.add_argument("--tls-key", help="PEM private key of --tls-cert")
     ap.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
+    ap.add_argument(
+        "--forward",
+        metavar="HOST:PORT",
+        help="forward UnaryCalls with an echo_metadata_key to this server's UnaryCall (deadline and trace inherited)",
+    )
     args = ap.parse_args(argv)
     _return_large_buffers_to_the_os()
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         ap.error("--tls-cert and --tls-key go together (and --tls-client-ca needs them)")
     tls = drpc.ServerTLS(args.tls_cert, args.tls_key, client_ca=args.tls_client_ca) if args.tls_cert else None
     if args.api == "aio":
-        asyncio.run(_serve_aio(args.addr, args.flow_control, tls, args.memory_budget))
+        asyncio.run(_serve_aio(args.addr, args.flow_control, tls, args.memory_budget, args.forward))
     else:
-        _serve_sync(args.addr, args.flow_control, tls, args.memory_budget)
+        _serve_sync(args.addr, args.flow_control, tls, args.memory_budget, args.forward)
     return 0
 
 
