@@ -95,7 +95,37 @@ fn enter_python<R>(f: impl FnOnce(Python<'_>) -> R) -> Option<R> {
     if CLOSING.load(Ordering::SeqCst) {
         return None;
     }
+    keep_thread_state();
     Some(Python::with_gil(f))
+}
+
+thread_local! {
+    static KEEPS_THREAD_STATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Gives this thread (a runtime or handler-pool thread, which Python does
+/// not know) a Python thread state for the rest of its life. Without it
+/// every `with_gil` on such a thread creates a thread state and destroys it
+/// again: measurable work on every call a handler serves.
+fn keep_thread_state() {
+    KEEPS_THREAD_STATE.with(|kept| {
+        if kept.replace(true) {
+            return;
+        }
+        // SAFETY: the interpreter is initialized (this module is loaded) and
+        // not finalizing (the caller checked CLOSING). A thread Python
+        // already knows keeps its own state. Otherwise PyGILState_Ensure
+        // creates the state and takes the GIL; it is never released with
+        // PyGILState_Release, so later Ensure/Release pairs (with_gil) find
+        // it and leave it; PyEval_SaveThread gives the GIL back.
+        unsafe {
+            if !pyo3::ffi::PyGILState_GetThisThreadState().is_null() {
+                return;
+            }
+            pyo3::ffi::PyGILState_Ensure();
+            pyo3::ffi::PyEval_SaveThread();
+        }
+    });
 }
 
 /// Called at interpreter exit (atexit, after servers and clients were
