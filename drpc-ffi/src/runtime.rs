@@ -173,7 +173,7 @@ pub(crate) fn check_may_block() -> Res<()> {
 pub(crate) fn block_on<F: Future>(fut: F) -> Res<F::Output> {
     check_may_block()?;
     let _rt = runtime().enter();
-    let signal = Arc::new(Signal { state: AtomicU8::new(EMPTY), thread: std::thread::current() });
+    let signal = Arc::new(Signal { state: AtomicU8::new(EMPTY), lock: Mutex::new(()), parked: Condvar::new() });
     let waker = std::task::Waker::from(signal.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut fut = std::pin::pin!(fut);
@@ -193,10 +193,13 @@ const NOTIFIED: u8 = 1;
 const PARKED: u8 = 2;
 
 /// The waker of `block_on`: wakes the waiting thread, with a syscall only
-/// when it is parked.
+/// when it is parked. (A condition variable rather than thread parking: a
+/// C thread's `std::thread::current()` handle would be allocated for the
+/// thread's life.)
 struct Signal {
     state: AtomicU8,
-    thread: std::thread::Thread,
+    lock: Mutex<()>,
+    parked: Condvar,
 }
 
 impl std::task::Wake for Signal {
@@ -206,7 +209,10 @@ impl std::task::Wake for Signal {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
-            self.thread.unpark();
+            // Under the lock: the waiter is either before its check of the
+            // state (and sees NOTIFIED) or inside `wait` (and is notified).
+            let _locked = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.parked.notify_one();
         }
     }
 }
@@ -232,10 +238,9 @@ impl Signal {
             std::thread::yield_now();
         }
         if self.state.compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            // Spurious unparks (and unparks meant for an earlier use of this
-            // thread's token) are told apart by the state.
+            let mut locked = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             while self.state.load(Ordering::Acquire) != NOTIFIED {
-                std::thread::park();
+                locked = self.parked.wait(locked).unwrap_or_else(|e| e.into_inner());
             }
         }
         self.state.store(EMPTY, Ordering::Release);
