@@ -7,8 +7,7 @@ use drpc_core::Code;
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Environment variables read when the runtime starts (unless
@@ -163,88 +162,12 @@ pub(crate) fn check_may_block() -> Res<()> {
 
 /// Blocks the calling (non-runtime) thread until `fut` completes.
 ///
-/// The calling thread polls `fut` itself (a blocking call writes its
-/// request on the spot). While it waits it first stays awake for a short
-/// while: an answer that comes within [`SPIN`] (a unary call on a fast
-/// network, usually) is picked up without the runtime thread having to wake
-/// a sleeping thread, a futex round trip and a context switch on each side.
-/// It yields the CPU while it waits, so runnable threads (the runtime's
-/// among them) are not held up; then it parks.
+/// (Spinning a while before parking, so a quick answer needs no wake-up,
+/// was tried: on two cores the spinning caller takes the CPU the runtime
+/// thread needs to read that answer, and calls got slower under load.)
 pub(crate) fn block_on<F: Future>(fut: F) -> Res<F::Output> {
     check_may_block()?;
-    let _rt = runtime().enter();
-    let signal = Arc::new(Signal { state: AtomicU8::new(EMPTY), lock: Mutex::new(()), parked: Condvar::new() });
-    let waker = std::task::Waker::from(signal.clone());
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return Ok(v);
-        }
-        signal.wait();
-    }
-}
-
-/// How long a blocked caller stays awake before it parks.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
-const EMPTY: u8 = 0;
-const NOTIFIED: u8 = 1;
-const PARKED: u8 = 2;
-
-/// The waker of `block_on`: wakes the waiting thread, with a syscall only
-/// when it is parked. (A condition variable rather than thread parking: a
-/// C thread's `std::thread::current()` handle would be allocated for the
-/// thread's life.)
-struct Signal {
-    state: AtomicU8,
-    lock: Mutex<()>,
-    parked: Condvar,
-}
-
-impl std::task::Wake for Signal {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
-            // Under the lock: the waiter is either before its check of the
-            // state (and sees NOTIFIED) or inside `wait` (and is notified).
-            let _locked = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.parked.notify_one();
-        }
-    }
-}
-
-impl Signal {
-    /// Returns once woken (and resets), spinning with yields for up to
-    /// `SPIN`, then parked.
-    fn wait(&self) {
-        let until = std::time::Instant::now() + SPIN;
-        let mut spins = 0u32;
-        loop {
-            if self.state.compare_exchange(NOTIFIED, EMPTY, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                return;
-            }
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-                continue;
-            }
-            if std::time::Instant::now() >= until {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        if self.state.compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            let mut locked = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            while self.state.load(Ordering::Acquire) != NOTIFIED {
-                locked = self.parked.wait(locked).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        self.state.store(EMPTY, Ordering::Release);
-    }
+    Ok(runtime().handle().block_on(fut))
 }
 
 /// Polls `fut` once, without blocking and from any thread: `Some` if it
