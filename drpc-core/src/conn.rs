@@ -457,6 +457,46 @@ impl ConnShared {
         let _ = tokio::time::timeout(limit, self.writer.flushed()).await;
     }
 
+    /// Routes the complete frames of one read (`frames`: header, header
+    /// length, payload length, back to back in `batch`). Consecutive frames
+    /// of one open stream go to it together, under one lock and one wake-up.
+    fn route_batch(
+        self: &Arc<Self>,
+        frames: &[(crate::wire::FrameHeader, usize, usize)],
+        mut batch: bytes::Bytes,
+        invokes: &mut Invokes,
+    ) -> Result<(), String> {
+        let for_stream = |h: &crate::wire::FrameHeader| {
+            h.kind.is_known() && h.kind != Kind::WINDOW_UPDATE && h.stream_id != 0
+        };
+        let mut i = 0;
+        while let Some(&(header, at, len)) = frames.get(i) {
+            i += 1;
+            batch.advance(at);
+            let frame = Frame { header, payload: batch.split_to(len) };
+            let stream = if for_stream(&header) { self.lookup(header.stream_id) } else { None };
+            let Some(stream) = stream else {
+                self.route(frame, invokes)?;
+                continue;
+            };
+            let mut first = Some(frame);
+            stream.on_frames(|| {
+                if let Some(frame) = first.take() {
+                    return Some(frame);
+                }
+                match frames.get(i) {
+                    Some(&(next, at, len)) if next.stream_id == header.stream_id && for_stream(&next) => {
+                        i += 1;
+                        batch.advance(at);
+                        Some(Frame { header: next, payload: batch.split_to(len) })
+                    }
+                    _ => None,
+                }
+            })?;
+        }
+        Ok(())
+    }
+
     /// Routes one frame. `Err` is a connection-scoped protocol error.
     fn route(self: &Arc<Self>, frame: Frame, invokes: &mut Invokes) -> Result<(), String> {
         let h = frame.header;
@@ -478,7 +518,8 @@ impl ConnShared {
             return Ok(()); // no stream can have id 0: an unknown stream, dropped
         }
         if let Some(stream) = self.lookup(h.stream_id) {
-            return stream.on_frame(frame);
+            let mut frame = Some(frame);
+            return stream.on_frames(|| frame.take());
         }
         if self.role == Role::Client {
             return Ok(()); // late frame of a finished stream
@@ -874,16 +915,12 @@ async fn read_frames(
         frames.clear();
         let (complete, pending) = complete_frames(&input.buf, max_frame, &mut frames);
         if complete > 0 {
-            let mut rest = match take_batch(conn, input, complete).await {
+            let batch = match take_batch(conn, input, complete).await {
                 Some(batch) => batch,
                 None => return gone(),
             };
-            for &(header, at, len) in &frames {
-                rest.advance(at);
-                let payload = rest.split_to(len);
-                if let Err(e) = conn.route(Frame { header, payload }, invokes) {
-                    return protocol_error(e);
-                }
+            if let Err(e) = conn.route_batch(&frames, batch, invokes) {
+                return protocol_error(e);
             }
             if !clock.got_frame.load(Ordering::Relaxed) {
                 clock.got_frame.store(true, Ordering::Relaxed);

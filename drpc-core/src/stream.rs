@@ -196,59 +196,68 @@ impl StreamShared {
         result
     }
 
-    /// Feeds a frame read for this stream. `Err` is a connection-scoped
-    /// protocol error.
-    pub(crate) fn on_frame(&self, frame: Frame) -> Result<(), String> {
-        let (result, wake) = self
-            .update(|inner, w| {
-                let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
-                    Assembled::Partial => return Ok(Vec::new()),
-                    Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
-                        let max = w.stream.conn.opts.max_message_size;
-                        w.fail(
-                            inner,
-                            Status::resource_exhausted(format!(
-                                "message larger than the maximum of {max} bytes"
-                            )),
-                        );
-                        return Ok(Vec::new());
-                    }
-                    Assembled::TooLarge { kind, .. } => {
-                        return Err(format!(
-                            "{kind} packet larger than the maximum message size"
-                        ))
-                    }
-                    Assembled::Packet(pkt) => pkt,
-                };
-                let message_len = (pkt.kind == Kind::MESSAGE).then_some(pkt.data.len());
-                let incoming = inner.state.on_packet(pkt);
-                if let (Incoming::Queued, Some(len)) = (&incoming, message_len) {
-                    // Counted on arrival: a stream can end with messages unread.
-                    inner.stats.messages_received += 1;
-                    inner.stats.bytes_received += len as u64;
+    /// Feeds frames read for this stream (consecutive in the read buffer)
+    /// under one lock, and wakes its waiters once: a batch of small messages
+    /// costs one lock and one wake-up, not one per message. `Err` is a
+    /// connection-scoped protocol error.
+    /// `next` gives the frames; it is not called again once the stream has
+    /// finished (what follows is routed as for a finished stream).
+    pub(crate) fn on_frames(&self, mut next: impl FnMut() -> Option<Frame>) -> Result<(), String> {
+        let mut wake = Vec::new();
+        let result = self.update(|inner, w| {
+            while let Some(frame) = next() {
+                if Self::take_frame(inner, w, frame)? {
+                    wake.append(&mut inner.recv_wakers);
+                    wake.append(&mut inner.send_wakers);
                 }
-                match incoming {
-                    Incoming::Ignored => Ok(Vec::new()),
-                    Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => {
-                        let mut wake = std::mem::take(&mut inner.recv_wakers);
-                        wake.append(&mut inner.send_wakers);
-                        Ok(wake)
-                    }
-                    Incoming::Overrun => {
-                        w.fail(
-                            inner,
-                            Status::resource_exhausted(
-                                "the remote sent more than its flow-control window",
-                            ),
-                        );
-                        Ok(Vec::new())
-                    }
-                    Incoming::ProtocolError(e) => Err(e),
+                if inner.state.is_finished() {
+                    break;
                 }
-            })
-            .map_or_else(|e| (Err(e), Vec::new()), |wake| (Ok(()), wake));
+            }
+            Ok(())
+        });
         wake_all(wake);
         result
+    }
+
+    /// One frame under the lock; whether waiters must be woken.
+    fn take_frame(inner: &mut Inner, w: &mut Writing, frame: Frame) -> Result<bool, String> {
+        let pkt = match inner.assembler.push(frame).map_err(|e| e.to_string())? {
+            Assembled::Partial => return Ok(false),
+            Assembled::TooLarge { kind, .. } if kind == Kind::MESSAGE => {
+                let max = w.stream.conn.opts.max_message_size;
+                w.fail(
+                    inner,
+                    Status::resource_exhausted(format!(
+                        "message larger than the maximum of {max} bytes"
+                    )),
+                );
+                return Ok(false);
+            }
+            Assembled::TooLarge { kind, .. } => {
+                return Err(format!("{kind} packet larger than the maximum message size"))
+            }
+            Assembled::Packet(pkt) => pkt,
+        };
+        let message_len = (pkt.kind == Kind::MESSAGE).then_some(pkt.data.len());
+        let incoming = inner.state.on_packet(pkt);
+        if let (Incoming::Queued, Some(len)) = (&incoming, message_len) {
+            // Counted on arrival: a stream can end with messages unread.
+            inner.stats.messages_received += 1;
+            inner.stats.bytes_received += len as u64;
+        }
+        match incoming {
+            Incoming::Ignored => Ok(false),
+            Incoming::Queued | Incoming::RecvClosed | Incoming::Ended => Ok(true),
+            Incoming::Overrun => {
+                w.fail(
+                    inner,
+                    Status::resource_exhausted("the remote sent more than its flow-control window"),
+                );
+                Ok(false)
+            }
+            Incoming::ProtocolError(e) => Err(e),
+        }
     }
 
     /// Credit from a WindowUpdate: wakes senders blocked on it.

@@ -146,6 +146,40 @@ async fn frames_for_finished_streams_are_dropped() {
     eventually("no handler left", || server.active_rpcs() == 0).await;
 }
 
+/// One read carrying runs of frames for several streams (delivered to each
+/// stream as a batch): every message counted once, nothing after a stream's
+/// Cancel reaches it, an interleaved window update changes nothing.
+#[tokio::test]
+async fn runs_of_frames_in_one_read_reach_their_streams_once() {
+    use prost::Message;
+    let (server, addr, _) = start_server(ServerOptions::default()).await;
+    let mut peer = RawPeer::connect(&addr).await;
+    let mut delta = Vec::new();
+    put_varint(&mut delta, 4096);
+    let mut out = frame(1, 1, Kind::INVOKE, false, true, b"/t.S/Count");
+    for mid in 2..5 {
+        out.extend(frame(1, mid, Kind::MESSAGE, false, true, b"x"));
+    }
+    out.extend(frame(1, 5, Kind::CANCEL, true, true, b""));
+    out.extend(frame(1, 6, Kind::MESSAGE, false, true, b"after cancel"));
+    out.extend(frame(3, 1, Kind::INVOKE, false, true, b"/t.S/Count"));
+    for mid in 2..6 {
+        out.extend(frame(3, mid, Kind::MESSAGE, false, true, b"y"));
+        if mid == 3 {
+            out.extend(frame(3, 0, Kind::WINDOW_UPDATE, true, true, &delta));
+        }
+    }
+    out.extend(frame(3, 6, Kind::MESSAGE, false, false, b"split "));
+    out.extend(frame(3, 6, Kind::MESSAGE, false, true, b"message"));
+    out.extend(frame(3, 7, Kind::CLOSE_SEND, false, true, b""));
+    peer.send(&out).await;
+    let (h, p) = peer.read_frame().await.unwrap();
+    assert_eq!((h.stream_id, h.kind), (3, Kind::MESSAGE));
+    assert_eq!(Counted::decode(&p[..]).unwrap().n, 5);
+    eventually("no handler left", || server.active_rpcs() == 0).await;
+    still_serving(&addr).await;
+}
+
 #[tokio::test]
 async fn remote_cancel_reaches_the_handler_and_spares_the_connection() {
     let (server, addr, seen) = start_server(ServerOptions::default()).await;
