@@ -47,6 +47,7 @@ def cmd(kind):
         "grpc-go": [GO, "grpc"],
         "grpcio": [VENV_PY, PYBENCH, "grpcio"],
         "tcp": [RUST, "tcp"],
+        "tokio-tcp": [RUST, "tokio-tcp"],
         "channel": [RUST, "channel"],
     }[kind]
 
@@ -70,6 +71,9 @@ TELEMETRY = ("drpc-rs, deadline+trace+interceptor (Rust API)", "drpc-telemetry",
 # drpc_channel::Channel over one endpoint: its cost over a bare Conn.
 CHANNEL = ("drpc-rs Channel, 1 endpoint (Rust API)", "drpc-rs", "channel")
 RAW_TCP = ("raw TCP loopback", "tcp", "tcp")
+# The same ping-pong through tokio (one task per side): the floor of any
+# tokio-based stack, drpc-rs and tonic included.
+TOKIO_TCP = ("raw TCP over tokio", "tokio-tcp", "tokio-tcp")
 SHORT = {
     "drpc-rs (Rust API)": "drpc-rs",
     "drpc-rs C ABI": "drpc-rs C",
@@ -237,12 +241,15 @@ class Bench:
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine(), "mode": "smoke" if o.smoke else "full",
             "warmup_s": o.warmup, "duration_s": o.duration, "reps": o.reps,
-            "versions": versions(),
+            "versions": versions(), "idle": self.idle,
         }
         # Raw TCP baselines.
         srv = Server("tcp", self.log("raw-tcp-server"))
         self.measure(srv, RAW_TCP[0], "tcp", "stream", ["--size", MIB])
         self.measure(srv, RAW_TCP[0], "tcp", "unary_lat", ["--size", 0])
+        srv.stop()
+        srv = Server("tokio-tcp", self.log("tokio-tcp-server"))
+        self.measure(srv, TOKIO_TCP[0], "tokio-tcp", "unary_lat", ["--size", 0])
         srv.stop()
         for name, skind, ckind in CONTENDERS + [C_TO_RUST, TLS, CHANNEL, TELEMETRY]:
             try:
@@ -394,6 +401,29 @@ def versions():
     return v
 
 
+def hold_cpus_awake():
+    """Keeps idle CPUs polling instead of halting while the bench runs.
+
+    On a VM whose idle CPUs halt (haltpoll with no polling, as here), waking
+    a thread blocked in read or epoll_wait costs ~70 µs, and every ping-pong
+    pays it: latency rows then measure the host, not the stacks. Writing 0 to
+    /dev/cpu_dma_latency (the PM QoS interface latency tools such as
+    cyclictest and tuned's latency-performance profile use) keeps the idle
+    CPUs in their polling state until the file is closed, which happens when
+    this process exits. Needs root; DRPC_BENCH_DEEP_IDLE=1 leaves idle alone.
+    Returns what the report says about it.
+    """
+    if os.environ.get("DRPC_BENCH_DEEP_IDLE") == "1":
+        return "default (DRPC_BENCH_DEEP_IDLE=1)"
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+        os.write(fd, (0).to_bytes(4, sys.byteorder, signed=True))
+    except OSError as e:
+        return "default (/dev/cpu_dma_latency: %s)" % e.strerror
+    hold_cpus_awake.fd = fd  # kept open for the life of the run
+    return "polling (/dev/cpu_dma_latency held at 0)"
+
+
 def machine():
     cpu = "?"
     try:
@@ -474,7 +504,9 @@ def targets(b):
     add("Python unary calls/s (1 caller): drpc / grpcio", ratio(tp("drpc-rs Python", 1), tp("grpcio (Python)", 1)), ">=", 5.0,
         "16 threads: %s" % (("%.2f" % ratio(tp("drpc-rs Python", 16), tp("grpcio (Python)", 16)))
                             if ratio(tp("drpc-rs Python", 16), tp("grpcio (Python)", 16)) else "–"))
-    add("unary p50 (0 B): drpc-rs / raw TCP ping-pong", ratio(p50(R), p50(RAW_TCP[0])), "<=", 1.25)
+    add("unary p50 (0 B): drpc-rs / raw TCP ping-pong", ratio(p50(R), p50(RAW_TCP[0])), "<=", 1.25,
+        "the same ping-pong over tokio: %s" % (("%.2f" % ratio(p50(TOKIO_TCP[0]), p50(RAW_TCP[0])))
+                                              if ratio(p50(TOKIO_TCP[0]), p50(RAW_TCP[0])) else "–"))
     add("1 KiB server-streaming msgs/s: drpc-rs / tonic", ratio(st(R, KIB), st("tonic (Rust gRPC)", KIB)), ">=", 1.5)
     mux = b.get(R, "mux", streams=10000)
     worst = None
@@ -498,9 +530,10 @@ def report(b, opts):
     r = b.results
     m = r["meta"]
     L = []
-    L.append("Run %s on %s; mode %s: %.2g s warm-up, %d × %.2g s repetitions per measurement. "
-             "Cells are the median over repetitions, [min–max] the spread." %
-             (m["date"], m["machine"], m["mode"], m["warmup_s"], m["reps"], m["duration_s"]))
+    L.append("Run %s on %s; mode %s: %.2g s warm-up, %d × %.2g s repetitions per measurement; "
+             "idle CPUs: %s. Cells are the median over repetitions, [min–max] the spread." %
+             (m["date"], m["machine"], m["mode"], m["warmup_s"], m["reps"], m["duration_s"],
+              m.get("idle", "default")))
     L.append("Versions: " + ", ".join("%s %s" % kv for kv in sorted(m.get("versions", {}).items())) + ".")
     L.append("")
     L.append("### Targets (ratios from this run)")
@@ -516,7 +549,7 @@ def report(b, opts):
     L.append("")
     L.append("| contender | 0 B p50 | 0 B p99 | 1 KiB p50 | 1 KiB p99 |")
     L.append("|---|---|---|---|---|")
-    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], TLS[0], CHANNEL[0], TELEMETRY[0], RAW_TCP[0]]:
+    for name in [c[0] for c in CONTENDERS] + [C_TO_RUST[0], TLS[0], CHANNEL[0], TELEMETRY[0], RAW_TCP[0], TOKIO_TCP[0]]:
         a, k = b.get(name, "unary_lat", size=0), b.get(name, "unary_lat", size=KIB)
         if a or k:
             L.append("| %s | %s | %s | %s | %s |" % (name, fmt_ms(a, "p50_us"), fmt_ms(a, "p99_us"),
@@ -717,6 +750,7 @@ def main():
         o.calls, o.strace_calls = (1000, 6000), (200, 1200)
     os.makedirs(o.out, exist_ok=True)
     b = Bench(o)
+    b.idle = hold_cpus_awake()
     try:
         b.run()
     except Exception:

@@ -4,7 +4,7 @@
 //!       (drpc-tls: certificates from $DRPC_BENCH_CERTS, gen-test-certs output)
 //!       prints "ADDR host:port", serves until stdin closes
 //!   drpc-bench channel client ...   drpc-rs through drpc_channel::Channel
-//!   drpc-bench {drpc|tonic|tcp} client --addr A --workload W [--size N]
+//!   drpc-bench {drpc|tonic|tcp|tokio-tcp} client --addr A --workload W [--size N]
 //!       [--concurrency N] [--streams N] [--calls N] [--warmup S]
 //!       [--duration S] [--reps N] [--server-pid PID]
 //!       prints one JSON line per result
@@ -23,7 +23,7 @@ static GLOBAL: common::Counting = common::Counting;
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.len() < 3 {
-        eprintln!("usage: drpc-bench {{drpc|drpc-tls|drpc-telemetry|channel|tonic|tcp}} {{server|client}} [--key value]...");
+        eprintln!("usage: drpc-bench {{drpc|drpc-tls|drpc-telemetry|channel|tonic|tcp|tokio-tcp}} {{server|client}} [--key value]...");
         std::process::exit(2);
     }
     let args = common::Args::parse(&argv[3..]);
@@ -41,6 +41,8 @@ fn main() {
         ("tonic", "client") => tonic_impl::client(&rt, &p),
         ("tcp", "server") => tcp::server(&p.addr),
         ("tcp", "client") => tcp::client(&p),
+        ("tokio-tcp", "server") => tcp::tokio_server(&rt, &p.addr),
+        ("tokio-tcp", "client") => tcp::tokio_client(&rt, &p),
         (i, r) => {
             eprintln!("unknown contender/role {i} {r}");
             std::process::exit(2);

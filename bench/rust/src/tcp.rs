@@ -121,3 +121,69 @@ pub fn client(p: &Params) {
         w => panic!("tcp: unknown workload {w}"),
     }
 }
+
+/// The same ping-pong over tokio (multi-thread runtime, one task per side):
+/// the floor for any RPC stack built on tokio's reactor, which adds an
+/// `epoll_wait` and a task wake-up to each side of a round trip.
+pub fn tokio_server(rt: &tokio::runtime::Runtime, addr: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = rt.block_on(tokio::net::TcpListener::bind(addr)).expect("bind");
+    let local = l.local_addr().unwrap().to_string();
+    rt.spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.expect("accept");
+            tokio::spawn(async move {
+                s.set_nodelay(true)?;
+                let mut len = [0u8; 4];
+                let mut buf = Vec::new();
+                loop {
+                    if s.read_exact(&mut len).await.is_err() {
+                        return Ok::<(), std::io::Error>(());
+                    }
+                    buf.resize(4 + u32::from_be_bytes(len) as usize, 0);
+                    s.read_exact(&mut buf[4..]).await?;
+                    buf[..4].copy_from_slice(&len);
+                    s.write_all(&buf).await?;
+                }
+            });
+        }
+    });
+    serve_until_stdin_closes(&local);
+}
+
+pub fn tokio_client(rt: &tokio::runtime::Runtime, p: &Params) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    assert_eq!(p.workload, "unary_lat", "tokio-tcp: only unary_lat");
+    let p = p.clone();
+    rt.block_on(rt.spawn(async move {
+        let mut s = tokio::net::TcpStream::connect(&p.addr).await.expect("connect");
+        s.set_nodelay(true).unwrap();
+        let mut frame = (p.size as u32).to_be_bytes().to_vec();
+        frame.extend(std::iter::repeat(0x5au8).take(p.size));
+        let mut back = vec![0u8; 4 + p.size];
+        let end = Instant::now() + p.warmup;
+        while Instant::now() < end {
+            s.write_all(&frame).await.unwrap();
+            s.read_exact(&mut back).await.unwrap();
+        }
+        for rep in 0..p.reps {
+            let mut lat = Vec::with_capacity(100_000);
+            let start = Instant::now();
+            let end = start + p.duration;
+            loop {
+                let t = Instant::now();
+                if t >= end {
+                    break;
+                }
+                s.write_all(&frame).await.unwrap();
+                s.read_exact(&mut back).await.unwrap();
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            lat.sort_unstable();
+            emit(json!({"rep": rep, "calls": lat.len(), "secs": secs,
+                        "p50_us": pct_us(&lat, 50.0), "p99_us": pct_us(&lat, 99.0)}));
+        }
+    }))
+    .unwrap();
+}
