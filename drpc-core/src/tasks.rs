@@ -62,7 +62,7 @@ impl TaskSet {
         };
         // The lock is held across spawn so the member cannot leave before it joined.
         let handle = tokio::spawn(Tracked {
-            fut: Box::pin(fut),
+            fut,
             _member: member,
         })
         .abort_handle();
@@ -99,16 +99,20 @@ impl TaskSet {
 /// A task's future and its set membership. Fields drop in declaration order,
 /// so the future and everything it captured are gone before the member leaves
 /// the set: whoever waits for `idle` sees the task's resources released.
+/// The future is held inline (not boxed): the task's own allocation is the
+/// only one.
 struct Tracked<F> {
-    fut: Pin<Box<F>>,
+    fut: F,
     _member: Member,
 }
 
 impl<F: Future<Output = ()>> Future for Tracked<F> {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.fut.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned: nothing moves it out of a
+        // pinned `Tracked`, which has no `Drop` of its own.
+        unsafe { self.map_unchecked_mut(|t| &mut t.fut) }.poll(cx)
     }
 }
 
