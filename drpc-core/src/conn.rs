@@ -1032,7 +1032,8 @@ async fn read_dedicated(
     buf: &mut BytesMut,
     len: usize,
 ) -> Result<bytes::Bytes, ReadEnd> {
-    let mut payload = BytesMut::with_capacity(len);
+    // A recycled buffer: a fresh one would page-fault on every 4 KiB.
+    let mut payload = crate::recycle::take(len);
     payload.extend_from_slice(buf);
     buf.clear();
     while payload.len() < len {
@@ -1041,7 +1042,7 @@ async fn read_dedicated(
         let n = read_once(rd, &mut limited).await?;
         metrics.received(n);
     }
-    Ok(payload.freeze())
+    Ok(crate::recycle::freeze(payload))
 }
 
 fn read_failure(end: ReadEnd, at_frame_boundary: bool) -> Status {

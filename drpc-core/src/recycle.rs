@@ -1,40 +1,54 @@
-//! Recycled buffers for large assembled messages.
+//! Recycled buffers for large messages and frames.
 //!
-//! A message that arrives in several frames is joined into one buffer. Fresh
-//! megabyte-sized buffers come from the allocator as untouched pages, so
-//! every byte copied into them first costs a page fault (most of a large
-//! message's receive cost, measured). Buffers of large messages go back to a
-//! small process-wide pool when the application drops the message, and the
-//! next large message reuses one. The pool holds at most [`MAX_POOLED`]
-//! bytes in all (idle memory, whatever the number of connections).
+//! Large frames are read into buffers of their own, and a message that
+//! arrives in several frames is joined into one buffer. Fresh buffers of
+//! tens of kilobytes and more come from the allocator as untouched (or just
+//! trimmed) pages, so every byte copied into them first costs a page fault:
+//! most of a large message's receive cost, measured. Such buffers go back to
+//! a small process-wide pool when the application drops the message, and the
+//! next large frame or message reuses one. The pool holds at most
+//! [`MAX_POOLED`] bytes in all (idle memory, whatever the number of
+//! connections), sorted by size class so a lookup looks at a few buffers.
 
 use bytes::Bytes;
 use std::sync::Mutex;
 
 /// Buffers smaller than this are not pooled (the allocator reuses them well).
-pub(crate) const MIN_POOLED: usize = 128 * 1024;
-/// The most idle memory the pool keeps, over the whole process.
+pub(crate) const MIN_POOLED: usize = 16 * 1024;
+/// The most idle memory the pool keeps, over the whole process; also the
+/// largest buffer it keeps.
 pub(crate) const MAX_POOLED: usize = 16 << 20;
+/// Size classes: [16 KiB, 32 KiB), [32 KiB, 64 KiB), ... up to MAX_POOLED.
+const CLASSES: usize = (MAX_POOLED / MIN_POOLED).trailing_zeros() as usize + 1;
+/// A lookup looks at no more than this many buffers of its class.
+const LOOK_AT: usize = 8;
 
 struct Pool {
-    buffers: Vec<Vec<u8>>,
+    classes: [Vec<Vec<u8>>; CLASSES],
     bytes: usize,
 }
 
-static POOL: Mutex<Pool> = Mutex::new(Pool { buffers: Vec::new(), bytes: 0 });
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    classes: [const { Vec::new() }; CLASSES],
+    bytes: 0,
+});
+
+/// The size class of a capacity in [MIN_POOLED, MAX_POOLED].
+fn class(capacity: usize) -> usize {
+    (capacity / MIN_POOLED).ilog2() as usize
+}
 
 /// An empty buffer with room for at least `capacity` bytes: a pooled one
-/// when one is large enough.
+/// of the same size class when one is large enough.
 pub(crate) fn take(capacity: usize) -> Vec<u8> {
-    if capacity >= MIN_POOLED {
+    if (MIN_POOLED..=MAX_POOLED).contains(&capacity) {
         let mut pool = POOL.lock().unwrap();
-        // The smallest pooled buffer that fits.
-        let best = (pool.buffers.iter().enumerate())
-            .filter(|(_, b)| b.capacity() >= capacity)
-            .min_by_key(|(_, b)| b.capacity())
+        let class = &mut pool.classes[class(capacity)];
+        let found = (class.iter().enumerate().rev().take(LOOK_AT))
+            .find(|(_, b)| b.capacity() >= capacity)
             .map(|(i, _)| i);
-        if let Some(i) = best {
-            let buf = pool.buffers.swap_remove(i);
+        if let Some(i) = found {
+            let buf = class.swap_remove(i);
             pool.bytes -= buf.capacity();
             return buf;
         }
@@ -42,10 +56,10 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
     Vec::with_capacity(capacity)
 }
 
-/// A finished message whose buffer returns to the pool when the last
-/// reference to it is dropped.
+/// A finished frame or message whose buffer returns to the pool when the
+/// last reference to it is dropped.
 pub(crate) fn freeze(buf: Vec<u8>) -> Bytes {
-    if buf.capacity() < MIN_POOLED {
+    if !(MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) {
         return Bytes::from(buf);
     }
     Bytes::from_owner(Recycled(buf))
@@ -67,7 +81,7 @@ impl Drop for Recycled {
         if pool.bytes + size <= MAX_POOLED {
             buf.clear();
             pool.bytes += size;
-            pool.buffers.push(buf);
+            pool.classes[class(size)].push(buf);
         }
     }
 }
@@ -86,7 +100,13 @@ mod tests {
     // Megabytes of allocations are slow under miri, and this has no unsafe code.
     #[cfg_attr(miri, ignore)]
     fn large_buffers_come_back_and_the_pool_stays_bounded() {
-        let size = MIN_POOLED;
+        // A buffer comes back only for a request of its own size class.
+        drop(many_of(MIN_POOLED * 3, 1));
+        let e = take(MIN_POOLED);
+        assert!(e.capacity() < MIN_POOLED * 2, "a smaller class never gets a larger buffer");
+        let d = take(MIN_POOLED * 2 + 1);
+        assert!(d.capacity() >= MIN_POOLED * 3, "same class, large enough: reused");
+        let size = 128 * 1024;
         let a = freeze({
             let mut v = take(size);
             v.resize(size, 7);
@@ -109,7 +129,13 @@ mod tests {
         // Small buffers are not pooled.
         let before = pooled();
         drop(freeze(vec![1u8; 100]));
+        drop(freeze(vec![1u8; MIN_POOLED - 1]));
         assert_eq!(pooled(), before);
-        drop((b, c));
+
+        drop((b, c, d, e));
+    }
+
+    fn many_of(size: usize, n: usize) -> Vec<Bytes> {
+        (0..n).map(|_| freeze(Vec::with_capacity(size))).collect()
     }
 }
