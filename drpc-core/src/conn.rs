@@ -870,7 +870,8 @@ async fn read_once<B: bytes::BufMut + ?Sized>(
 async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     let mut invokes = Invokes::default();
     let mut input = Input {
-        buf: BytesMut::with_capacity(FIRST_READ_BUFFER),
+        buf: Vec::with_capacity(FIRST_READ_BUFFER),
+        start: 0,
         charged: FIRST_READ_BUFFER,
     };
     conn.account.charge(input.charged);
@@ -885,10 +886,36 @@ async fn read_loop(conn: Arc<ConnShared>, mut rd: BoxRead) {
     conn.terminate(status);
 }
 
-/// The read buffer and what it is charged.
+/// The read buffer and what it is charged. Bytes before `start` were taken
+/// out already.
 struct Input {
-    buf: BytesMut,
+    buf: Vec<u8>,
+    start: usize,
     charged: usize,
+}
+
+impl Input {
+    /// The bytes read and not yet taken out.
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Room for the next read: the partial frame moves to the front, and the
+    /// buffer grows to `READ_CHUNK` (a recycled one if it must be replaced).
+    fn make_room(&mut self) {
+        let pending = self.buf.len() - self.start;
+        if self.start > 0 {
+            self.buf.copy_within(self.start.., 0);
+            self.buf.truncate(pending);
+            self.start = 0;
+        }
+        let want = pending + READ_CHUNK - pending.min(READ_CHUNK / 2);
+        if self.buf.capacity() < want {
+            let mut bigger = crate::recycle::take(want);
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
+    }
 }
 
 async fn read_frames(
@@ -913,7 +940,7 @@ async fn read_frames(
     loop {
         // The complete frames in the buffer, taken out in one piece.
         frames.clear();
-        let (complete, pending) = complete_frames(&input.buf, max_frame, &mut frames);
+        let (complete, pending) = complete_frames(input.pending(), max_frame, &mut frames);
         if complete > 0 {
             let batch = match take_batch(conn, input, complete).await {
                 Some(batch) => batch,
@@ -937,8 +964,8 @@ async fn read_frames(
                     return gone();
                 }
                 clock.mid_frame.store(true, Ordering::Relaxed);
-                input.buf.advance(at);
-                let read = read_dedicated(&conn.metrics, rd, &mut input.buf, len).await;
+                input.start += at;
+                let read = read_dedicated(&conn.metrics, rd, input, len).await;
                 let routed = read.map(|payload| conn.route(Frame { header, payload }, invokes));
                 conn.account.release(len);
                 match routed {
@@ -953,23 +980,20 @@ async fn read_frames(
             }
             Ok(_) => {}
         }
-        let buf = &mut input.buf;
-        clock.mid_frame.store(!buf.is_empty(), Ordering::Relaxed);
-        if buf.capacity() - buf.len() < 1024 {
+        clock.mid_frame.store(!input.pending().is_empty(), Ordering::Relaxed);
+        if input.buf.capacity() - input.buf.len() < 1024 {
             if input.charged < READ_CHUNK {
                 conn.account.charge(READ_CHUNK - input.charged);
                 input.charged = READ_CHUNK;
             }
-            // Moves the partial frame to the front (or into a new buffer
-            // when a batch still holds this one).
-            buf.reserve(READ_CHUNK - buf.len().min(READ_CHUNK / 2));
+            input.make_room();
         }
-        match read_once(rd, buf).await {
+        match read_once(rd, &mut input.buf).await {
             Ok(n) => {
                 conn.metrics.received(n);
                 Clock::bump(&clock.reads);
             }
-            Err(end) => return read_failure(end, buf.is_empty()),
+            Err(end) => return read_failure(end, input.pending().is_empty()),
         }
     }
 }
@@ -1014,28 +1038,43 @@ async fn take_batch(conn: &ConnShared, input: &mut Input, len: usize) -> Option<
         // The batch holds the buffer now, charged above; the buffer's own
         // charge goes, and the next read buffer is charged when reserved.
         conn.account.release(std::mem::take(&mut input.charged));
-        let bytes = input.buf.split_to(len).freeze();
+        // What follows the batch (a partial frame) moves to a recycled
+        // buffer; the batch keeps this one, and gives it back to the pool
+        // once its last message is dropped (a fresh buffer per batch would
+        // page-fault on every 4 KiB).
+        let end = input.start + len;
+        let mut next = crate::recycle::take(READ_CHUNK.max(input.buf.len() - end));
+        next.extend_from_slice(&input.buf[end..]);
+        let mut full = std::mem::replace(&mut input.buf, next);
+        full.truncate(end);
+        let start = std::mem::take(&mut input.start);
+        let bytes = crate::recycle::freeze(full).slice(start..);
         return Some(crate::budget::charged(bytes, charge, &conn.account));
     }
-    let copy = bytes::Bytes::copy_from_slice(&input.buf[..len]);
-    input.buf.advance(len);
+    let copy = bytes::Bytes::copy_from_slice(&input.pending()[..len]);
+    input.start += len;
+    if input.start == input.buf.len() {
+        input.buf.clear();
+        input.start = 0;
+    }
     // Held only while routing; the destinations charge what they keep.
     conn.account.release(charge);
     Some(copy)
 }
 
-/// Reads the rest of a `len`-byte payload whose start is in `buf` into a
-/// buffer of its own (no copy of the bulk, one allocation).
+/// Reads the rest of a `len`-byte payload whose start is pending in `input`
+/// into a buffer of its own (no copy of the bulk).
 async fn read_dedicated(
     metrics: &ConnMetrics,
     rd: &mut BoxRead,
-    buf: &mut BytesMut,
+    input: &mut Input,
     len: usize,
 ) -> Result<bytes::Bytes, ReadEnd> {
     // A recycled buffer: a fresh one would page-fault on every 4 KiB.
     let mut payload = crate::recycle::take(len);
-    payload.extend_from_slice(buf);
-    buf.clear();
+    payload.extend_from_slice(input.pending());
+    input.buf.clear();
+    input.start = 0;
     while payload.len() < len {
         let want = len - payload.len();
         let mut limited = bytes::BufMut::limit(&mut payload, want);
