@@ -207,7 +207,13 @@ impl StreamShared {
         let result = self.update(|inner, w| {
             while let Some(frame) = next() {
                 if Self::take_frame(inner, w, frame)? {
-                    wake.append(&mut inner.recv_wakers);
+                    // Takes the registered wakers' Vec itself when it can (no
+                    // allocation on the common path: one waiting receiver).
+                    if wake.is_empty() {
+                        std::mem::swap(&mut wake, &mut inner.recv_wakers);
+                    } else {
+                        wake.append(&mut inner.recv_wakers);
+                    }
                     wake.append(&mut inner.send_wakers);
                 }
                 if inner.state.is_finished() {
