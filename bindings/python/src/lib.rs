@@ -1483,6 +1483,26 @@ where
     rx.await.unwrap_or_else(|_| Err(Status::internal("the handler thread failed")))
 }
 
+/// Runs a synchronous Python handler right here, on the runtime thread that
+/// read the request: no hand-off to a handler thread and back. Counted with
+/// the sync handlers, so a stopping server waits for it.
+fn run_inline<F>(running: &Arc<Running>, f: F) -> Result<Bytes, Status>
+where
+    F: FnOnce(Python<'_>) -> PyResult<Option<PyBackedBytes>>,
+{
+    let guard = running.enter();
+    let me = Arc::as_ptr(&guard.0) as usize;
+    let outer = IN_SYNC_HANDLER.with(|h| h.replace(me));
+    let outcome = enter_python(|py| match f(py) {
+        Ok(Some(b)) => Ok(bytes_of(b)),
+        Ok(None) => Ok(Bytes::new()),
+        Err(err) => Err(err_to_status(py, err)),
+    })
+    .unwrap_or_else(|| Err(Status::unavailable("the Python interpreter is exiting")));
+    IN_SYNC_HANDLER.with(|h| h.set(outer));
+    outcome
+}
+
 /// A running async handler's handle (its `cancel()` cancels the coroutine),
 /// cancelled when dropped while armed: the server aborts a handler that
 /// outlives its grace period by dropping this future.
@@ -1648,13 +1668,18 @@ impl NativeServer {
     }
 
     /// Registers a unary handler. Synchronous: `func(request: bytes, ctx) ->
-    /// bytes | None`, run on a worker thread. Asynchronous: `func(request,
-    /// ctx, done) -> handle`, which schedules the work, calls `done(result,
-    /// exc)` when it ends and whose `handle.cancel()` is called if the RPC is
-    /// cancelled.
-    fn add_unary(&self, name: &str, func: PyObject, is_async: bool) -> PyResult<()> {
+    /// bytes | None`, run on a handler thread, or with `inline` on the
+    /// runtime thread that read the request (no thread hand-off; for short
+    /// handlers that do not block). Asynchronous: `func(request, ctx, done)
+    /// -> handle`, which schedules the work, calls `done(result, exc)` when
+    /// it ends and whose `handle.cancel()` is called if the RPC is cancelled.
+    #[pyo3(signature = (name, func, is_async, inline=false))]
+    fn add_unary(&self, name: &str, func: PyObject, is_async: bool, inline: bool) -> PyResult<()> {
         if !Python::with_gil(|py| func.bind(py).is_callable()) {
             return Err(PyTypeError::new_err("handler must be callable"));
+        }
+        if is_async && inline {
+            return Err(PyValueError::new_err("inline is for plain-function handlers, not async ones"));
         }
         let func = Arc::new(func);
         let handlers = self.handlers.clone();
@@ -1672,7 +1697,7 @@ impl NativeServer {
                         .await
                     } else {
                         let call = ctx.clone();
-                        run_sync(&handlers.sync, JobKind::Unary, &call, move |py| {
+                        let handle = move |py: Python<'_>| {
                             let data = PyBytes::new(py, &req.data);
                             let out = func.call1(py, (data, ServerContext::new(ctx)))?;
                             let out = out.bind(py);
@@ -1685,8 +1710,12 @@ impl NativeServer {
                                     out.get_type().name().map(|n| n.to_string()).unwrap_or_default()
                                 ))
                             })
-                        })
-                        .await
+                        };
+                        if inline {
+                            run_inline(&handlers.sync, handle)
+                        } else {
+                            run_sync(&handlers.sync, JobKind::Unary, &call, handle).await
+                        }
                     }
                 }
             })
