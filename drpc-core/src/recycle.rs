@@ -77,12 +77,25 @@ impl Drop for Recycled {
     fn drop(&mut self) {
         let mut buf = std::mem::take(&mut self.0);
         let size = buf.capacity();
+        let mut evicted = Vec::new();
         let mut pool = POOL.lock().unwrap();
+        // A larger buffer saves more page faults when reused: smaller ones
+        // make room for it (frame buffers must not crowd out the buffer of a
+        // 16 MiB message).
+        for smaller in 0..class(size) {
+            while pool.bytes + size > MAX_POOLED {
+                let Some(b) = pool.classes[smaller].pop() else { break };
+                pool.bytes -= b.capacity();
+                evicted.push(b);
+            }
+        }
         if pool.bytes + size <= MAX_POOLED {
             buf.clear();
             pool.bytes += size;
             pool.classes[class(size)].push(buf);
         }
+        drop(pool);
+        drop(evicted); // freed outside the lock
     }
 }
 
@@ -126,6 +139,13 @@ mod tests {
         let many: Vec<Bytes> = (0..MAX_POOLED / size + 4).map(|_| freeze(Vec::with_capacity(size))).collect();
         drop(many);
         assert!(pooled() <= MAX_POOLED);
+        // A buffer as large as the whole pool still gets in: smaller ones
+        // make room for it.
+        drop(many_of(MIN_POOLED, 4));
+        drop(freeze(Vec::with_capacity(MAX_POOLED)));
+        let whole = take(MAX_POOLED);
+        assert_eq!(whole.capacity(), MAX_POOLED, "the largest buffer was kept");
+        drop(whole);
         // Small buffers are not pooled.
         let before = pooled();
         drop(freeze(vec![1u8; 100]));
