@@ -156,34 +156,17 @@ pub fn tokio_client(rt: &tokio::runtime::Runtime, p: &Params) {
     assert_eq!(p.workload, "unary_lat", "tokio-tcp: only unary_lat");
     let p = p.clone();
     rt.block_on(rt.spawn(async move {
-        let mut s = tokio::net::TcpStream::connect(&p.addr).await.expect("connect");
+        let s = tokio::net::TcpStream::connect(&p.addr).await.expect("connect");
         s.set_nodelay(true).unwrap();
         let mut frame = (p.size as u32).to_be_bytes().to_vec();
         frame.extend(std::iter::repeat(0x5au8).take(p.size));
-        let mut back = vec![0u8; 4 + p.size];
-        let end = Instant::now() + p.warmup;
-        while Instant::now() < end {
+        let back = vec![0u8; 4 + p.size];
+        crate::workloads::latency_reps(&p, (s, frame, back), |(mut s, frame, mut back)| async move {
             s.write_all(&frame).await.unwrap();
             s.read_exact(&mut back).await.unwrap();
-        }
-        for rep in 0..p.reps {
-            let mut lat = Vec::with_capacity(100_000);
-            let start = Instant::now();
-            let end = start + p.duration;
-            loop {
-                let t = Instant::now();
-                if t >= end {
-                    break;
-                }
-                s.write_all(&frame).await.unwrap();
-                s.read_exact(&mut back).await.unwrap();
-                lat.push(t.elapsed().as_nanos() as u64);
-            }
-            let secs = start.elapsed().as_secs_f64();
-            lat.sort_unstable();
-            emit(json!({"rep": rep, "calls": lat.len(), "secs": secs,
-                        "p50_us": pct_us(&lat, 50.0), "p99_us": pct_us(&lat, 99.0)}));
-        }
+            (s, frame, back)
+        })
+        .await;
     }))
     .unwrap();
 }

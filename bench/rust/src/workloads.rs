@@ -48,11 +48,25 @@ pub async fn run<C: Client>(c: C, p: &Params) {
 }
 
 async fn unary_lat<C: Client>(c: C, p: &Params) {
-    let data = payload(p.size);
+    let size = p.size;
+    latency_reps(p, (c, payload(size)), |(c, data)| async move {
+        let r = c.unary(data.clone()).await;
+        assert_eq!(r.len(), size);
+        (c, data)
+    })
+    .await;
+}
+
+/// Runs `round_trip` back to back (it takes `state` and gives it back):
+/// warm-up, then the repetitions, one JSON line of latency percentiles each.
+pub async fn latency_reps<S, F, Fut>(p: &Params, mut state: S, mut round_trip: F) -> S
+where
+    F: FnMut(S) -> Fut,
+    Fut: Future<Output = S>,
+{
     let end = Instant::now() + p.warmup;
     while Instant::now() < end {
-        let r = c.unary(data.clone()).await;
-        assert_eq!(r.len(), p.size);
+        state = round_trip(state).await;
     }
     for rep in 0..p.reps {
         let mut lat = Vec::with_capacity(100_000);
@@ -63,7 +77,7 @@ async fn unary_lat<C: Client>(c: C, p: &Params) {
             if t >= end {
                 break;
             }
-            c.unary(data.clone()).await;
+            state = round_trip(state).await;
             lat.push(t.elapsed().as_nanos() as u64);
         }
         let secs = start.elapsed().as_secs_f64();
@@ -71,6 +85,7 @@ async fn unary_lat<C: Client>(c: C, p: &Params) {
         emit(json!({"rep": rep, "calls": lat.len(), "secs": secs,
                     "p50_us": pct_us(&lat, 50.0), "p99_us": pct_us(&lat, 99.0)}));
     }
+    state
 }
 
 async fn unary_tput<C: Client>(c: C, p: &Params) {
